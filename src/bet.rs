@@ -1,0 +1,229 @@
+//! The lottery's domain: what a bet is, what makes one valid, and when it wins.
+//!
+//! Validation lives here, not in the codec or the CSV reader, so that a bet read
+//! from an agency file, decoded from the network, or loaded from the store obeys
+//! exactly the same rules.
+
+use std::fmt;
+
+/// Agencies are numbered from 1; the server knows how many take part.
+pub type AgencyId = u32;
+
+/// The highest lottery number; numbers are four-digit tickets `0..=9999`.
+pub const MAX_NUMBER: u16 = 9999;
+/// Names longer than this are refused, so one bet always fits in a frame.
+pub const MAX_NAME_BYTES: usize = 255;
+/// Documents are 1 to this many decimal digits (leading zeros kept).
+pub const MAX_DOCUMENT_DIGITS: usize = 16;
+
+/// A calendar date (proleptic Gregorian), validated on construction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Date {
+    year: u16,
+    month: u8,
+    day: u8,
+}
+
+impl Date {
+    /// Builds a date if it exists on the calendar (years 1000..=9999).
+    pub fn new(year: u16, month: u8, day: u8) -> Result<Date, BetError> {
+        if !(1000..=9999).contains(&year) || !(1..=12).contains(&month) {
+            return Err(BetError::InvalidDate(format!("{year:04}-{month:02}-{day:02}")));
+        }
+        if day == 0 || day > days_in_month(year, month) {
+            return Err(BetError::InvalidDate(format!("{year:04}-{month:02}-{day:02}")));
+        }
+        Ok(Date { year, month, day })
+    }
+
+    /// Parses exactly `YYYY-MM-DD`.
+    pub fn parse(text: &str) -> Result<Date, BetError> {
+        let bad = || BetError::InvalidDate(text.to_string());
+        let b = text.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return Err(bad());
+        }
+        let digits = |r: std::ops::Range<usize>| -> Result<u16, BetError> {
+            let part = &text[r];
+            if !part.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(bad());
+            }
+            part.parse::<u16>().map_err(|_| bad())
+        };
+        let (y, m, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+        Date::new(y, m as u8, d as u8).map_err(|_| bad())
+    }
+
+    pub fn year(&self) -> u16 {
+        self.year
+    }
+    pub fn month(&self) -> u8 {
+        self.month
+    }
+    pub fn day(&self) -> u8 {
+        self.day
+    }
+}
+
+fn days_in_month(year: u16, month: u8) -> u8 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// One bet as an agency sends it (the agency itself travels with the batch).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Bet {
+    pub first_name: String,
+    pub last_name: String,
+    /// Kept as text: `00000042` is a different document from `42`.
+    pub document: String,
+    pub birthdate: Date,
+    pub number: u16,
+}
+
+/// Why a bet (or one of its fields) is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BetError {
+    #[error("{field} is empty")]
+    EmptyField { field: &'static str },
+    #[error("{field} is {len} bytes long, the maximum is {max}")]
+    TooLong { field: &'static str, len: usize, max: usize },
+    #[error("{field} contains a control character")]
+    ControlCharacter { field: &'static str },
+    #[error("document {0:?} is not 1 to 16 decimal digits")]
+    InvalidDocument(String),
+    #[error("birthdate {0:?} is not a real calendar date in YYYY-MM-DD form")]
+    InvalidDate(String),
+    #[error("number {0:?} is not an integer in 0..=9999")]
+    InvalidNumber(String),
+}
+
+impl Bet {
+    /// Builds a bet from text fields, as found in an agency's CSV file.
+    pub fn from_fields(
+        first_name: &str,
+        last_name: &str,
+        document: &str,
+        birthdate: &str,
+        number: &str,
+    ) -> Result<Bet, BetError> {
+        let bet = Bet {
+            first_name: first_name.to_string(),
+            last_name: last_name.to_string(),
+            document: document.to_string(),
+            birthdate: Date::parse(birthdate)?,
+            number: parse_number(number)?,
+        };
+        bet.validate()?;
+        Ok(bet)
+    }
+
+    /// Checks the rules a decoded bet must follow; the date is valid by construction.
+    pub fn validate(&self) -> Result<(), BetError> {
+        check_name("first_name", &self.first_name)?;
+        check_name("last_name", &self.last_name)?;
+        check_document(&self.document)?;
+        if self.number > MAX_NUMBER {
+            return Err(BetError::InvalidNumber(self.number.to_string()));
+        }
+        Ok(())
+    }
+
+    pub fn wins(&self, winning_number: u16) -> bool {
+        self.number == winning_number
+    }
+}
+
+/// Parses a lottery number: decimal digits only, `0..=9999`.
+pub fn parse_number(text: &str) -> Result<u16, BetError> {
+    let bad = || BetError::InvalidNumber(text.to_string());
+    if text.is_empty() || text.len() > 5 || !text.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u32 = text.parse().map_err(|_| bad())?;
+    if n > u32::from(MAX_NUMBER) {
+        return Err(bad());
+    }
+    Ok(n as u16)
+}
+
+fn check_name(field: &'static str, value: &str) -> Result<(), BetError> {
+    if value.trim().is_empty() {
+        return Err(BetError::EmptyField { field });
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(BetError::TooLong { field, len: value.len(), max: MAX_NAME_BYTES });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(BetError::ControlCharacter { field });
+    }
+    Ok(())
+}
+
+/// Checks a document: 1 to 16 ASCII digits.
+pub fn check_document(document: &str) -> Result<(), BetError> {
+    if document.is_empty()
+        || document.len() > MAX_DOCUMENT_DIGITS
+        || !document.bytes().all(|c| c.is_ascii_digit())
+    {
+        return Err(BetError::InvalidDocument(document.to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_follow_the_calendar() {
+        assert!(Date::parse("2000-02-29").is_ok());
+        assert!(Date::parse("1900-02-29").is_err());
+        assert!(Date::parse("2023-02-29").is_err());
+        assert!(Date::parse("2023-04-31").is_err());
+        assert!(Date::parse("2023-13-01").is_err());
+        assert!(Date::parse("2023-1-01").is_err());
+        assert!(Date::parse("2023-01-0a").is_err());
+        assert!(Date::parse("+023-01-01").is_err());
+        assert_eq!(Date::parse("1999-12-31").unwrap().to_string(), "1999-12-31");
+    }
+
+    #[test]
+    fn documents_keep_leading_zeros() {
+        let bet = Bet::from_fields("Ana", "Pérez", "00000042", "1990-01-01", "7574").unwrap();
+        assert_eq!(bet.document, "00000042");
+        assert!(bet.wins(7574));
+        assert!(Bet::from_fields("Ana", "Pérez", "12a4", "1990-01-01", "1").is_err());
+        assert!(Bet::from_fields("Ana", "Pérez", "", "1990-01-01", "1").is_err());
+    }
+
+    #[test]
+    fn numbers_are_integers_in_range() {
+        assert_eq!(parse_number("0"), Ok(0));
+        assert_eq!(parse_number("9999"), Ok(9999));
+        assert!(parse_number("10000").is_err());
+        assert!(parse_number("-1").is_err());
+        assert!(parse_number("1.5").is_err());
+        assert!(parse_number(" 1").is_err());
+        assert!(parse_number("").is_err());
+    }
+
+    #[test]
+    fn names_are_bounded_and_printable() {
+        let long = "a".repeat(MAX_NAME_BYTES + 1);
+        assert!(Bet::from_fields(&long, "B", "1", "1990-01-01", "1").is_err());
+        assert!(Bet::from_fields("A\nB", "B", "1", "1990-01-01", "1").is_err());
+        assert!(Bet::from_fields("  ", "B", "1", "1990-01-01", "1").is_err());
+        assert!(Bet::from_fields("O'Brien, \"Jr\" | x; y", "Núñez", "1", "1990-01-01", "1").is_ok());
+    }
+}

@@ -1,0 +1,425 @@
+//! Configuration of the server and the agency client: a YAML file, then
+//! environment variables on top, then defaults.
+//!
+//! The file is flattened into dotted keys (`server.port`) so that each known key can
+//! be checked and reported by name, and keys the program does not know (the course's
+//! `loop.amount`, `SERVER_IP`, ...) become warnings instead of failures: existing
+//! course config files keep working.
+
+use crate::bet::{AgencyId, MAX_NUMBER};
+use crate::logging::{level_name, parse_level};
+use slog::Level;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The most bets a batch may carry, whatever the configuration says.
+pub const MAX_BATCH_AMOUNT: usize = 1000;
+
+/// Where a configuration value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    Env(&'static str),
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(p) => write!(f, "file {}", p.display()),
+            Origin::Env(var) => write!(f, "environment variable {var}"),
+            Origin::Default => write!(f, "default"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {} does not exist", .0.display())]
+    Missing(PathBuf),
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {} is not valid YAML: {source}", path.display())]
+    Yaml { path: PathBuf, source: serde_yaml::Error },
+    #[error("config file {} must be a YAML mapping of keys", .0.display())]
+    NotAMapping(PathBuf),
+    #[error("invalid value for {key} ({origin}): {value:?}: {reason}")]
+    Invalid { key: &'static str, value: String, origin: Origin, reason: String },
+    #[error("{key} is required: set the environment variable {var}")]
+    Required { key: &'static str, var: &'static str },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// The flattened file plus the environment, with provenance for every value.
+pub struct Source {
+    file: BTreeMap<String, String>,
+    file_path: Option<PathBuf>,
+    env: Box<dyn Fn(&str) -> Option<String>>,
+    used: std::collections::BTreeSet<String>,
+}
+
+impl Source {
+    /// Reads `explicit` (must exist) or `default_path` (may be absent).
+    pub fn load(
+        explicit: Option<PathBuf>,
+        default_path: &Path,
+        env: Box<dyn Fn(&str) -> Option<String>>,
+    ) -> Result<Source, ConfigError> {
+        let (path, must_exist) = match explicit {
+            Some(p) => (p, true),
+            None => (default_path.to_path_buf(), false),
+        };
+        if !path.exists() {
+            if must_exist {
+                return Err(ConfigError::Missing(path));
+            }
+            return Ok(Source { file: BTreeMap::new(), file_path: None, env, used: Default::default() });
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let file = flatten_yaml(&text).map_err(|e| match e {
+            FlattenError::Yaml(source) => ConfigError::Yaml { path: path.clone(), source },
+            FlattenError::NotAMapping => ConfigError::NotAMapping(path.clone()),
+        })?;
+        Ok(Source { file, file_path: Some(path), env, used: Default::default() })
+    }
+
+    /// An in-memory source (tests).
+    pub fn from_parts(yaml: &str, env: Box<dyn Fn(&str) -> Option<String>>) -> Result<Source, ConfigError> {
+        let file = flatten_yaml(yaml).map_err(|_| ConfigError::NotAMapping(PathBuf::from("<memory>")))?;
+        Ok(Source { file, file_path: Some(PathBuf::from("<memory>")), env, used: Default::default() })
+    }
+
+    /// The raw value of `key`: the env var wins over the file.
+    fn raw(&mut self, key: &'static str, var: Option<&'static str>) -> Option<(String, Origin)> {
+        self.used.insert(key.to_string());
+        if let Some(var) = var {
+            if let Some(v) = (self.env)(var) {
+                return Some((v, Origin::Env(var)));
+            }
+        }
+        let path = self.file_path.clone().unwrap_or_default();
+        self.file.get(key).map(|v| (v.clone(), Origin::File(path)))
+    }
+
+    /// Parses `key` with `parse`, falling back to `default`.
+    fn get<T>(
+        &mut self,
+        key: &'static str,
+        var: Option<&'static str>,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match self.raw(key, var) {
+            None => Ok(default),
+            Some((value, origin)) => parse(value.trim())
+                .map_err(|reason| ConfigError::Invalid { key, value, origin, reason }),
+        }
+    }
+
+    /// File keys that no `get` asked for: reported as warnings.
+    fn unknown_keys(&self) -> Vec<String> {
+        self.file.keys().filter(|k| !self.used.contains(k.as_str())).cloned().collect()
+    }
+
+    /// Reads an env var directly (keys that have no file form).
+    fn env(&self, var: &str) -> Option<String> {
+        (self.env)(var)
+    }
+}
+
+enum FlattenError {
+    Yaml(serde_yaml::Error),
+    NotAMapping,
+}
+
+fn flatten_yaml(text: &str) -> Result<BTreeMap<String, String>, FlattenError> {
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(FlattenError::Yaml)?;
+    let mut out = BTreeMap::new();
+    match value {
+        serde_yaml::Value::Null => {}
+        serde_yaml::Value::Mapping(_) => flatten_into("", &value, &mut out),
+        _ => return Err(FlattenError::NotAMapping),
+    }
+    Ok(out)
+}
+
+fn flatten_into(prefix: &str, value: &serde_yaml::Value, out: &mut BTreeMap<String, String>) {
+    use serde_yaml::Value;
+    match value {
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                let k = match k {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => "<complex key>".to_string(),
+                };
+                let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+                flatten_into(&key, v, out);
+            }
+        }
+        Value::String(s) => {
+            out.insert(prefix.to_string(), s.clone());
+        }
+        Value::Number(n) => {
+            out.insert(prefix.to_string(), n.to_string());
+        }
+        Value::Bool(b) => {
+            out.insert(prefix.to_string(), b.to_string());
+        }
+        Value::Null => {
+            out.insert(prefix.to_string(), String::new());
+        }
+        Value::Sequence(_) => {
+            out.insert(prefix.to_string(), "<list>".to_string());
+        }
+        Value::Tagged(t) => flatten_into(prefix, &t.value, out),
+    }
+}
+
+fn parse_int<T: std::str::FromStr>(min: T, max: T) -> impl Fn(&str) -> Result<T, String>
+where
+    T: PartialOrd + fmt::Display + Copy,
+{
+    move |s: &str| {
+        let v: T = s.parse().map_err(|_| format!("not an integer in {min}..={max}"))?;
+        if v < min || v > max {
+            return Err(format!("out of range {min}..={max}"));
+        }
+        Ok(v)
+    }
+}
+
+fn parse_log_level(s: &str) -> Result<Level, String> {
+    parse_level(s).ok_or_else(|| "unknown log level (use DEBUG, INFO, WARNING, ERROR or CRITICAL)".to_string())
+}
+
+fn parse_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("empty path".to_string());
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    parse_int(1u64, 86_400_000)(s).map(Duration::from_millis)
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "on" => Ok(true),
+        "false" | "no" | "0" | "off" => Ok(false),
+        _ => Err("not a boolean (true/false)".to_string()),
+    }
+}
+
+/// Picks the config path from `--config PATH` or the given env var.
+pub fn config_path_from_args(
+    args: &[String],
+    env_var: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let mut path = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--config" => match it.next() {
+                Some(p) => path = Some(PathBuf::from(p)),
+                None => return Err(ConfigError::Usage("--config needs a PATH".into())),
+            },
+            s if s.starts_with("--config=") => path = Some(PathBuf::from(&s["--config=".len()..])),
+            other => return Err(ConfigError::Usage(format!("unknown argument {other:?} (usage: --config PATH)"))),
+        }
+    }
+    Ok(path.or_else(|| env(env_var).map(PathBuf::from)))
+}
+
+/// The central server's settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub port: u16,
+    pub listen_backlog: u32,
+    pub agencies: u32,
+    pub storage_path: PathBuf,
+    pub winning_number: u16,
+    pub log_level: Level,
+    /// Connections above this are refused with a Nack.
+    pub max_connections: usize,
+    /// A peer silent this long (or stuck mid-frame) is disconnected.
+    pub idle_timeout: Duration,
+    /// `true`: an ack waits for fsync; `false`: only for the OS page cache.
+    pub durable: bool,
+}
+
+impl ServerConfig {
+    pub fn from_source(src: &mut Source) -> Result<(ServerConfig, Vec<String>), ConfigError> {
+        let cfg = ServerConfig {
+            port: src.get("server.port", Some("SERVER_PORT"), 12345, parse_int(0u16, u16::MAX))?,
+            listen_backlog: src.get("server.listen_backlog", Some("SERVER_LISTEN_BACKLOG"), 128, parse_int(1u32, 65_535))?,
+            agencies: src.get("server.agencies", Some("SERVER_AGENCIES"), 5, parse_int(0u32, 100_000))?,
+            storage_path: src.get("storage.path", Some("SERVER_STORAGE_PATH"), PathBuf::from("./bets.csv"), parse_path)?,
+            winning_number: src.get("draw.winning_number", Some("SERVER_WINNING_NUMBER"), 7574, parse_int(0u16, MAX_NUMBER))?,
+            log_level: src.get("log.level", Some("LOGGING_LEVEL"), Level::Info, parse_log_level)?,
+            max_connections: src.get("server.max_connections", Some("SERVER_MAX_CONNECTIONS"), 4096, parse_int(1usize, 1_000_000))?,
+            idle_timeout: src.get("server.idle_timeout_ms", Some("SERVER_IDLE_TIMEOUT_MS"), Duration::from_secs(60), parse_millis)?,
+            durable: src.get("storage.durable", Some("SERVER_STORAGE_DURABLE"), true, parse_bool)?,
+        };
+        Ok((cfg, src.unknown_keys()))
+    }
+
+    /// Loads from the program's arguments and the process environment.
+    pub fn load(args: &[String]) -> Result<(ServerConfig, Vec<String>), ConfigError> {
+        let env = |k: &str| std::env::var(k).ok();
+        let path = config_path_from_args(args, "SERVER_CONFIG", &env)?;
+        let mut src = Source::load(path, Path::new("config/server.yaml"), Box::new(env))?;
+        Self::from_source(&mut src)
+    }
+
+    /// The whole effective configuration as log pairs (course names first).
+    pub fn log_pairs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("port", self.port.to_string()),
+            ("listen_backlog", self.listen_backlog.to_string()),
+            ("logging_level", level_name(self.log_level).to_string()),
+            ("agencies", self.agencies.to_string()),
+            ("storage_path", self.storage_path.display().to_string()),
+            ("winning_number", self.winning_number.to_string()),
+            ("max_connections", self.max_connections.to_string()),
+            ("idle_timeout_ms", self.idle_timeout.as_millis().to_string()),
+            ("durable", self.durable.to_string()),
+        ]
+    }
+}
+
+/// One agency's settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub id: AgencyId,
+    pub server_address: String,
+    pub batch_max_amount: usize,
+    pub data_path: PathBuf,
+    pub log_level: Level,
+}
+
+impl ClientConfig {
+    pub fn from_source(src: &mut Source) -> Result<(ClientConfig, Vec<String>), ConfigError> {
+        let id = match src.env("CLI_ID") {
+            None => return Err(ConfigError::Required { key: "id", var: "CLI_ID" }),
+            Some(v) => parse_int(1u32, u32::MAX)(v.trim()).map_err(|reason| ConfigError::Invalid {
+                key: "id",
+                value: v.clone(),
+                origin: Origin::Env("CLI_ID"),
+                reason,
+            })?,
+        };
+        let server_address = src.get("server.address", Some("CLI_SERVER_ADDRESS"), "server:12345".to_string(), |s| {
+            match s.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_string()),
+                _ => Err("expected HOST:PORT".to_string()),
+            }
+        })?;
+        let batch_max_amount =
+            src.get("batch.maxAmount", Some("CLI_BATCH_MAXAMOUNT"), 100, parse_int(1usize, MAX_BATCH_AMOUNT))?;
+        let data_path = src.get("data.path", Some("CLI_DATA_PATH"), PathBuf::from("/data/agency-{id}.csv"), parse_path)?;
+        let data_path = PathBuf::from(data_path.to_string_lossy().replace("{id}", &id.to_string()));
+        let log_level = src.get("log.level", Some("CLI_LOG_LEVEL"), Level::Info, parse_log_level)?;
+        let cfg = ClientConfig { id, server_address, batch_max_amount, data_path, log_level };
+        Ok((cfg, src.unknown_keys()))
+    }
+
+    pub fn load(args: &[String]) -> Result<(ClientConfig, Vec<String>), ConfigError> {
+        let env = |k: &str| std::env::var(k).ok();
+        let path = config_path_from_args(args, "CLI_CONFIG", &env)?;
+        let mut src = Source::load(path, Path::new("config/client.yaml"), Box::new(env))?;
+        Self::from_source(&mut src)
+    }
+
+    pub fn log_pairs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("client_id", self.id.to_string()),
+            ("server_address", self.server_address.clone()),
+            ("batch_max_amount", self.batch_max_amount.to_string()),
+            ("log_level", level_name(self.log_level).to_string()),
+            ("data_path", self.data_path.display().to_string()),
+        ]
+    }
+}
+
+/// Logs `action: config | result: success | k: v | ...` plus one warning per unknown key.
+pub fn log_config(log: &slog::Logger, pairs: &[(&'static str, String)], unknown: &[String]) {
+    let mut msg = String::from("action: config | result: success");
+    for (k, v) in pairs {
+        msg.push_str(" | ");
+        msg.push_str(k);
+        msg.push_str(": ");
+        crate::logging::escape_value(v, &mut msg);
+    }
+    slog::info!(log, "{}", msg);
+    for key in unknown {
+        slog::warn!(log, "action: config | result: success"; "ignored_key" => key, "reason" => "unknown key");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Box<dyn Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Box::new(move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn server_defaults_apply_without_a_file() {
+        let mut src = Source::from_parts("", env(&[])).unwrap();
+        let (cfg, unknown) = ServerConfig::from_source(&mut src).unwrap();
+        assert_eq!((cfg.port, cfg.listen_backlog, cfg.agencies, cfg.winning_number), (12345, 128, 5, 7574));
+        assert_eq!(cfg.log_level, Level::Info);
+        assert!(unknown.is_empty());
+    }
+
+    #[test]
+    fn env_overrides_file_and_unknown_keys_are_reported() {
+        let yaml = "server:\n  port: 1000\n  agencies: 3\nlog:\n  level: debug\nloop:\n  amount: 5\nSERVER_IP: server\n";
+        let mut src = Source::from_parts(yaml, env(&[("SERVER_PORT", "2000")])).unwrap();
+        let (cfg, unknown) = ServerConfig::from_source(&mut src).unwrap();
+        assert_eq!((cfg.port, cfg.agencies, cfg.log_level), (2000, 3, Level::Debug));
+        assert_eq!(unknown, vec!["SERVER_IP".to_string(), "loop.amount".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_value() {
+        let mut src = Source::from_parts("server:\n  port: lots\n", env(&[])).unwrap();
+        let err = ServerConfig::from_source(&mut src).unwrap_err().to_string();
+        assert!(err.contains("server.port") && err.contains("lots"), "{err}");
+        let mut src = Source::from_parts("log:\n  level: chatty\n", env(&[])).unwrap();
+        let err = ServerConfig::from_source(&mut src).unwrap_err().to_string();
+        assert!(err.contains("log.level") && err.contains("chatty"), "{err}");
+    }
+
+    #[test]
+    fn client_needs_an_id_and_a_positive_batch() {
+        let mut src = Source::from_parts("", env(&[])).unwrap();
+        assert!(matches!(ClientConfig::from_source(&mut src), Err(ConfigError::Required { .. })));
+        let mut src = Source::from_parts("batch:\n  maxAmount: 0\n", env(&[("CLI_ID", "2")])).unwrap();
+        let err = ClientConfig::from_source(&mut src).unwrap_err().to_string();
+        assert!(err.contains("batch.maxAmount") && err.contains("\"0\""), "{err}");
+        let mut src = Source::from_parts("", env(&[("CLI_ID", "2"), ("CLI_DATA_PATH", "/x/agency-{id}.csv")])).unwrap();
+        let (cfg, _) = ClientConfig::from_source(&mut src).unwrap();
+        assert_eq!(cfg.data_path, PathBuf::from("/x/agency-2.csv"));
+        assert_eq!(cfg.batch_max_amount, 100);
+        let mut src = Source::from_parts("", env(&[("CLI_ID", "0")])).unwrap();
+        assert!(ClientConfig::from_source(&mut src).unwrap_err().to_string().contains("CLI_ID"));
+    }
+
+    #[test]
+    fn named_config_file_must_exist() {
+        let err = Source::load(Some("/nonexistent/x.yaml".into()), Path::new("config/server.yaml"), env(&[]));
+        assert!(matches!(err, Err(ConfigError::Missing(_))));
+    }
+}

@@ -1,0 +1,392 @@
+//! Message layout on the wire.
+//!
+//! Every frame is `[type: u8][payload length: u32 BE][payload]`, at most
+//! [`MAX_FRAME`] bytes in all. Integers are fixed-width big-endian; strings are a
+//! `u16` BE byte length followed by UTF-8; dates are `year u16, month u8, day u8`.
+//! The README has one table per message.
+
+use super::error::ProtocolError;
+use crate::bet::{AgencyId, Bet, Date};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Largest frame, header included.
+pub const MAX_FRAME: usize = 8192;
+/// Type byte plus the `u32` length.
+pub const HEADER_LEN: usize = 5;
+/// Largest payload.
+pub const MAX_PAYLOAD: usize = MAX_FRAME - HEADER_LEN;
+
+pub mod kind {
+    pub const ECHO: u8 = 0x01;
+    pub const BET: u8 = 0x02;
+    pub const BATCH: u8 = 0x03;
+    pub const DONE: u8 = 0x04;
+    pub const WINNERS_REQUEST: u8 = 0x05;
+    pub const ACK: u8 = 0x81;
+    pub const NACK: u8 = 0x82;
+    pub const WINNERS: u8 = 0x83;
+}
+
+/// Fixed part of a `Batch` payload: agency, first index, count.
+pub const BATCH_OVERHEAD: usize = 4 + 8 + 2;
+/// Fixed part of a `Winners` payload: agency, more flag, count.
+pub const WINNERS_OVERHEAD: usize = 4 + 1 + 2;
+
+/// What an agency sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Answered with the byte-identical frame (connectivity check).
+    Echo(Bytes),
+    /// One bet (course exercise 5), stored at the agency's next index.
+    Bet { agency: AgencyId, bet: Bet },
+    /// Bets `first_index..first_index + bets.len()` of the agency's stream.
+    Batch { agency: AgencyId, first_index: u64, bets: Vec<Bet> },
+    /// The agency has sent all its `total` bets.
+    Done { agency: AgencyId, total: u64 },
+    /// Which of this agency's bets won (answered after the draw).
+    WinnersRequest { agency: AgencyId },
+}
+
+impl Request {
+    /// The agency a message speaks for, if any.
+    pub fn agency(&self) -> Option<AgencyId> {
+        match self {
+            Request::Echo(_) => None,
+            Request::Bet { agency, .. }
+            | Request::Batch { agency, .. }
+            | Request::Done { agency, .. }
+            | Request::WinnersRequest { agency } => Some(*agency),
+        }
+    }
+}
+
+/// Why the server refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum NackCode {
+    /// The frame could be read but its content is wrong.
+    Malformed = 1,
+    /// A bet in the batch failed validation; nothing of the batch was stored.
+    InvalidBet = 2,
+    /// The connection belongs to another agency.
+    WrongAgency = 3,
+    /// The agency is not in `1..=agencies`.
+    UnknownAgency = 4,
+    /// The agency already sent `Done`.
+    AlreadyDone = 5,
+    /// The server could not store the batch.
+    StorageError = 6,
+    /// The batch does not start at the agency's next expected index.
+    OutOfOrder = 7,
+    /// The server is shutting down or at capacity.
+    Unavailable = 8,
+    /// `Done` announced more bets than are stored.
+    Incomplete = 9,
+    /// Any other code (from a newer peer).
+    Other = 0xffff,
+}
+
+impl NackCode {
+    pub fn from_u16(v: u16) -> NackCode {
+        match v {
+            1 => NackCode::Malformed,
+            2 => NackCode::InvalidBet,
+            3 => NackCode::WrongAgency,
+            4 => NackCode::UnknownAgency,
+            5 => NackCode::AlreadyDone,
+            6 => NackCode::StorageError,
+            7 => NackCode::OutOfOrder,
+            8 => NackCode::Unavailable,
+            9 => NackCode::Incomplete,
+            _ => NackCode::Other,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            NackCode::Malformed => "malformed",
+            NackCode::InvalidBet => "invalid_bet",
+            NackCode::WrongAgency => "wrong_agency",
+            NackCode::UnknownAgency => "unknown_agency",
+            NackCode::AlreadyDone => "already_done",
+            NackCode::StorageError => "storage_error",
+            NackCode::OutOfOrder => "out_of_order",
+            NackCode::Unavailable => "unavailable",
+            NackCode::Incomplete => "incomplete",
+            NackCode::Other => "other",
+        }
+    }
+}
+
+/// What the server answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Echo(Bytes),
+    /// `count` bets starting at `index` are stored (for `Done`: `index` is the total, `count` 0).
+    Ack { index: u64, count: u32 },
+    /// Refusal of the message that starts at `index` (0 when it has none).
+    Nack { code: NackCode, index: u64, message: String },
+    /// A page of the agency's winning documents; `more` says another page follows.
+    Winners { agency: AgencyId, more: bool, documents: Vec<String> },
+}
+
+// ---- encoding -------------------------------------------------------------
+
+/// Bytes one bet takes inside a payload.
+pub fn encoded_bet_len(bet: &Bet) -> usize {
+    2 + bet.first_name.len() + 2 + bet.last_name.len() + 2 + bet.document.len() + 4 + 2
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    // Field lengths are bounded by validation well below u16::MAX; truncation here
+    // would only corrupt a frame the encoder then refuses by size.
+    let len = s.len().min(u16::MAX as usize);
+    out.put_u16(len as u16);
+    out.put_slice(&s.as_bytes()[..len]);
+}
+
+fn put_bet(out: &mut BytesMut, bet: &Bet) {
+    put_str(out, &bet.first_name);
+    put_str(out, &bet.last_name);
+    put_str(out, &bet.document);
+    out.put_u16(bet.birthdate.year());
+    out.put_u8(bet.birthdate.month());
+    out.put_u8(bet.birthdate.day());
+    out.put_u16(bet.number);
+}
+
+/// Writes header and payload, refusing frames over [`MAX_FRAME`].
+fn put_frame(out: &mut BytesMut, kind: u8, payload_len: usize, body: impl FnOnce(&mut BytesMut)) -> Result<(), ProtocolError> {
+    if payload_len > MAX_PAYLOAD {
+        return Err(ProtocolError::FrameTooLong { len: payload_len + HEADER_LEN, max: MAX_FRAME });
+    }
+    out.reserve(HEADER_LEN + payload_len);
+    out.put_u8(kind);
+    out.put_u32(payload_len as u32);
+    let start = out.len();
+    body(out);
+    debug_assert_eq!(out.len() - start, payload_len);
+    Ok(())
+}
+
+impl Request {
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), ProtocolError> {
+        match self {
+            Request::Echo(data) => put_frame(out, kind::ECHO, data.len(), |o| o.put_slice(data)),
+            Request::Bet { agency, bet } => put_frame(out, kind::BET, 4 + encoded_bet_len(bet), |o| {
+                o.put_u32(*agency);
+                put_bet(o, bet);
+            }),
+            Request::Batch { agency, first_index, bets } => {
+                if bets.len() > u16::MAX as usize {
+                    return Err(ProtocolError::InvalidField { field: "count", reason: "too many bets".into() });
+                }
+                let len = BATCH_OVERHEAD + bets.iter().map(encoded_bet_len).sum::<usize>();
+                put_frame(out, kind::BATCH, len, |o| {
+                    o.put_u32(*agency);
+                    o.put_u64(*first_index);
+                    o.put_u16(bets.len() as u16);
+                    for bet in bets {
+                        put_bet(o, bet);
+                    }
+                })
+            }
+            Request::Done { agency, total } => put_frame(out, kind::DONE, 12, |o| {
+                o.put_u32(*agency);
+                o.put_u64(*total);
+            }),
+            Request::WinnersRequest { agency } => put_frame(out, kind::WINNERS_REQUEST, 4, |o| o.put_u32(*agency)),
+        }
+    }
+}
+
+impl Response {
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), ProtocolError> {
+        match self {
+            Response::Echo(data) => put_frame(out, kind::ECHO, data.len(), |o| o.put_slice(data)),
+            Response::Ack { index, count } => put_frame(out, kind::ACK, 12, |o| {
+                o.put_u64(*index);
+                o.put_u32(*count);
+            }),
+            Response::Nack { code, index, message } => {
+                // Messages are ours; cut them so a Nack always fits.
+                let message = truncate_utf8(message, 1024);
+                put_frame(out, kind::NACK, 2 + 8 + 2 + message.len(), |o| {
+                    o.put_u16(*code as u16);
+                    o.put_u64(*index);
+                    put_str(o, message);
+                })
+            }
+            Response::Winners { agency, more, documents } => {
+                if documents.len() > u16::MAX as usize {
+                    return Err(ProtocolError::InvalidField { field: "count", reason: "too many documents".into() });
+                }
+                let len = WINNERS_OVERHEAD + documents.iter().map(|d| 2 + d.len()).sum::<usize>();
+                put_frame(out, kind::WINNERS, len, |o| {
+                    o.put_u32(*agency);
+                    o.put_u8(u8::from(*more));
+                    o.put_u16(documents.len() as u16);
+                    for d in documents {
+                        put_str(o, d);
+                    }
+                })
+            }
+        }
+    }
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Splits winning documents into pages that each fit in one frame.
+pub fn winners_pages(agency: AgencyId, documents: &[String]) -> Vec<Response> {
+    let mut pages = Vec::new();
+    let mut page: Vec<String> = Vec::new();
+    let mut size = WINNERS_OVERHEAD;
+    for doc in documents {
+        if size + 2 + doc.len() > MAX_PAYLOAD && !page.is_empty() {
+            pages.push(Response::Winners { agency, more: true, documents: std::mem::take(&mut page) });
+            size = WINNERS_OVERHEAD;
+        }
+        size += 2 + doc.len();
+        page.push(doc.clone());
+    }
+    pages.push(Response::Winners { agency, more: false, documents: page });
+    pages
+}
+
+// ---- decoding -------------------------------------------------------------
+
+/// A cursor over one payload that turns every short read into a typed error.
+struct Reader {
+    buf: Bytes,
+}
+
+impl Reader {
+    fn need(&self, field: &'static str, n: usize) -> Result<(), ProtocolError> {
+        if self.buf.remaining() < n {
+            return Err(ProtocolError::Truncated { field, needed: n, left: self.buf.remaining() });
+        }
+        Ok(())
+    }
+    fn u8(&mut self, field: &'static str) -> Result<u8, ProtocolError> {
+        self.need(field, 1)?;
+        Ok(self.buf.get_u8())
+    }
+    fn u16(&mut self, field: &'static str) -> Result<u16, ProtocolError> {
+        self.need(field, 2)?;
+        Ok(self.buf.get_u16())
+    }
+    fn u32(&mut self, field: &'static str) -> Result<u32, ProtocolError> {
+        self.need(field, 4)?;
+        Ok(self.buf.get_u32())
+    }
+    fn u64(&mut self, field: &'static str) -> Result<u64, ProtocolError> {
+        self.need(field, 8)?;
+        Ok(self.buf.get_u64())
+    }
+    fn string(&mut self, field: &'static str) -> Result<String, ProtocolError> {
+        let len = self.u16(field)? as usize;
+        self.need(field, len)?;
+        let raw = self.buf.split_to(len);
+        String::from_utf8(raw.to_vec()).map_err(|_| ProtocolError::BadUtf8 { field })
+    }
+    fn finish(self) -> Result<(), ProtocolError> {
+        match self.buf.remaining() {
+            0 => Ok(()),
+            n => Err(ProtocolError::TrailingBytes(n)),
+        }
+    }
+    fn agency(&mut self) -> Result<AgencyId, ProtocolError> {
+        let agency = self.u32("agency")?;
+        if agency == 0 {
+            return Err(ProtocolError::InvalidField { field: "agency", reason: "agencies are numbered from 1".into() });
+        }
+        Ok(agency)
+    }
+    fn bet(&mut self) -> Result<Bet, ProtocolError> {
+        let first_name = self.string("first_name")?;
+        let last_name = self.string("last_name")?;
+        let document = self.string("document")?;
+        let (y, m, d) = (self.u16("birthdate")?, self.u8("birthdate")?, self.u8("birthdate")?);
+        let birthdate = Date::new(y, m, d)
+            .map_err(|e| ProtocolError::InvalidField { field: "birthdate", reason: e.to_string() })?;
+        let number = self.u16("number")?;
+        let bet = Bet { first_name, last_name, document, birthdate, number };
+        bet.validate().map_err(|e| ProtocolError::InvalidField { field: "bet", reason: e.to_string() })?;
+        Ok(bet)
+    }
+}
+
+impl Request {
+    /// Parses one payload of the given type.
+    pub fn decode(kind: u8, payload: Bytes) -> Result<Request, ProtocolError> {
+        let mut r = Reader { buf: payload };
+        let req = match kind {
+            kind::ECHO => return Ok(Request::Echo(r.buf)),
+            kind::BET => {
+                let agency = r.agency()?;
+                Request::Bet { agency, bet: r.bet()? }
+            }
+            kind::BATCH => {
+                let agency = r.agency()?;
+                let first_index = r.u64("first_index")?;
+                let count = r.u16("count")? as usize;
+                // Each bet takes at least 12 bytes, so `count` cannot make us allocate
+                // more than the frame already holds.
+                let mut bets = Vec::with_capacity(count.min(r.buf.remaining() / 12));
+                for _ in 0..count {
+                    bets.push(r.bet()?);
+                }
+                Request::Batch { agency, first_index, bets }
+            }
+            kind::DONE => Request::Done { agency: r.agency()?, total: r.u64("total")? },
+            kind::WINNERS_REQUEST => Request::WinnersRequest { agency: r.agency()? },
+            other => return Err(ProtocolError::UnknownType(other)),
+        };
+        r.finish()?;
+        Ok(req)
+    }
+}
+
+impl Response {
+    pub fn decode(kind: u8, payload: Bytes) -> Result<Response, ProtocolError> {
+        let mut r = Reader { buf: payload };
+        let resp = match kind {
+            kind::ECHO => return Ok(Response::Echo(r.buf)),
+            kind::ACK => Response::Ack { index: r.u64("index")?, count: r.u32("count")? },
+            kind::NACK => Response::Nack {
+                code: NackCode::from_u16(r.u16("code")?),
+                index: r.u64("index")?,
+                message: r.string("message")?,
+            },
+            kind::WINNERS => {
+                let agency = r.agency()?;
+                let more = match r.u8("more")? {
+                    0 => false,
+                    1 => true,
+                    v => return Err(ProtocolError::InvalidField { field: "more", reason: format!("{v} is not 0 or 1") }),
+                };
+                let count = r.u16("count")? as usize;
+                let mut documents = Vec::with_capacity(count.min(r.buf.remaining() / 3));
+                for _ in 0..count {
+                    let doc = r.string("document")?;
+                    crate::bet::check_document(&doc)
+                        .map_err(|e| ProtocolError::InvalidField { field: "document", reason: e.to_string() })?;
+                    documents.push(doc);
+                }
+                Response::Winners { agency, more, documents }
+            }
+            other => return Err(ProtocolError::UnknownType(other)),
+        };
+        r.finish()?;
+        Ok(resp)
+    }
+}

@@ -1,0 +1,9 @@
+//! The wire protocol between agencies and the central: frames, messages, codecs.
+
+pub mod codec;
+pub mod error;
+pub mod frame;
+
+pub use codec::{ClientCodec, ServerCodec};
+pub use error::ProtocolError;
+pub use frame::{NackCode, Request, Response, HEADER_LEN, MAX_FRAME, MAX_PAYLOAD};
