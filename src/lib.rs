@@ -11,10 +11,13 @@
 //! - [`client`]: the agency: CSV to batches, done, winners.
 //! - [`datagen`]: deterministic synthetic agency files.
 
+pub mod actors;
 pub mod bet;
 pub mod config;
 pub mod logging;
 pub mod net;
+pub mod server;
+pub mod storage;
 
 /// The course's port.
 pub const DEFAULT_PORT: u16 = 12345;

@@ -256,7 +256,7 @@ mod tests {
         p.put_u64(0);
         p.put_u16(u16::MAX);
         let mut buf = frame(kind::BATCH, &p);
-        assert!(matches!(ServerCodec.decode(&mut buf).unwrap().unwrap(), Err(ProtocolError::Truncated { .. })));
+        assert!(matches!(ServerCodec.decode(&mut buf).unwrap().unwrap(), Err(ProtocolError::InvalidBatch { count: 65535, position: 0, .. })));
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub enum ProtocolError {
     BadUtf8 { field: &'static str },
     #[error("invalid {field}: {reason}")]
     InvalidField { field: &'static str, reason: String },
+    /// A bet of a batch is invalid; the whole batch is refused.
+    #[error("batch of agency {agency} starting at index {first_index}: bet {position} of {count} is invalid: {reason}")]
+    InvalidBatch { agency: u32, first_index: u64, count: usize, position: usize, reason: String },
     #[error("{0} unexpected bytes after the payload")]
     TrailingBytes(usize),
     #[error("i/o error: {0}")]

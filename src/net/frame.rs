@@ -342,8 +342,19 @@ impl Request {
                 // Each bet takes at least 12 bytes, so `count` cannot make us allocate
                 // more than the frame already holds.
                 let mut bets = Vec::with_capacity(count.min(r.buf.remaining() / 12));
-                for _ in 0..count {
-                    bets.push(r.bet()?);
+                for position in 0..count {
+                    match r.bet() {
+                        Ok(bet) => bets.push(bet),
+                        Err(e) => {
+                            return Err(ProtocolError::InvalidBatch {
+                                agency,
+                                first_index,
+                                count,
+                                position,
+                                reason: e.to_string(),
+                            })
+                        }
+                    }
                 }
                 Request::Batch { agency, first_index, bets }
             }

@@ -1,0 +1,156 @@
+//! Listener: owns the listening socket and the table of live connections.
+//!
+//! Accepting is a stream added to the actor; cancelling it drops the socket, so
+//! "stop accepting" really closes the port. Connections over the limit get a
+//! `Nack` and are closed, and the server stays healthy.
+
+use super::connection::{Close, Connection, ConnectionDeps};
+use crate::net::{NackCode, Response};
+use actix::prelude::*;
+use bytes::BytesMut;
+use slog::{info, warn, Logger};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// `TcpListener` as a stream of accepted sockets (tokio 1 has no `incoming()`).
+pub struct AcceptStream(pub TcpListener);
+
+impl Stream for AcceptStream {
+    type Item = io::Result<(TcpStream, SocketAddr)>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_accept(cx).map(Some)
+    }
+}
+
+/// Stop accepting: the port closes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAccepting;
+
+/// Ask every connection to finish its message and close; replies how many.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CloseConnections;
+
+/// A connection actor has stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectionClosed {
+    pub id: u64,
+}
+
+pub struct Listener {
+    socket: Option<TcpListener>,
+    address: SocketAddr,
+    accepting: Option<SpawnHandle>,
+    connections: HashMap<u64, Addr<Connection>>,
+    next_id: u64,
+    max_connections: usize,
+    deps: ConnectionDeps,
+    /// Cloned into each connection's writer; dropped at shutdown so the supervisor
+    /// learns when the last writer has finished.
+    drain_guard: Option<mpsc::Sender<()>>,
+    log: Logger,
+}
+
+impl Listener {
+    pub fn new(socket: TcpListener, max_connections: usize, deps: ConnectionDeps, drain_guard: mpsc::Sender<()>, log: Logger) -> io::Result<Self> {
+        let address = socket.local_addr()?;
+        Ok(Listener {
+            socket: Some(socket),
+            address,
+            accepting: None,
+            connections: HashMap::new(),
+            next_id: 0,
+            max_connections,
+            deps,
+            drain_guard: Some(drain_guard),
+            log,
+        })
+    }
+}
+
+impl Actor for Listener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(socket) = self.socket.take() {
+            self.accepting = Some(ctx.add_stream(AcceptStream(socket)));
+            info!(self.log, "action: accept_connections | result: in_progress"; "address" => %self.address);
+        }
+    }
+}
+
+impl StreamHandler<io::Result<(TcpStream, SocketAddr)>> for Listener {
+    fn handle(&mut self, accepted: io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(self.log, "action: accept_connection | result: fail"; "error" => %e);
+                return;
+            }
+        };
+        let Some(guard) = self.drain_guard.clone() else {
+            return; // shutting down: dropping the socket refuses it
+        };
+        if self.connections.len() >= self.max_connections {
+            warn!(self.log, "action: accept_connection | result: fail"; "ip" => %peer,
+                "error" => format!("too many connections (max {})", self.max_connections));
+            actix::spawn(refuse(stream, self.max_connections));
+            return;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let addr = Connection::start(id, stream, peer, self.deps.clone(), ctx.address(), guard);
+        self.connections.insert(id, addr);
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // The accept stream never ends by itself; when cancelled the listener lives on
+        // to track its connections.
+    }
+}
+
+/// Tells a peer over the limit why it is refused, then closes.
+async fn refuse(mut stream: TcpStream, max: usize) {
+    let mut buf = BytesMut::new();
+    let nack = Response::Nack { code: NackCode::Unavailable, index: 0, message: format!("too many connections (max {max}), retry later") };
+    if nack.encode(&mut buf).is_ok() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&buf)).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+impl Handler<StopAccepting> for Listener {
+    type Result = ();
+    fn handle(&mut self, _: StopAccepting, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.accepting.take() {
+            ctx.cancel_future(handle);
+            info!(self.log, "action: close_listener | result: success"; "address" => %self.address);
+        }
+    }
+}
+
+impl Handler<CloseConnections> for Listener {
+    type Result = usize;
+    fn handle(&mut self, _: CloseConnections, _: &mut Context<Self>) -> usize {
+        self.drain_guard = None;
+        for conn in self.connections.values() {
+            conn.do_send(Close);
+        }
+        self.connections.len()
+    }
+}
+
+impl Handler<ConnectionClosed> for Listener {
+    type Result = ();
+    fn handle(&mut self, msg: ConnectionClosed, _: &mut Context<Self>) {
+        self.connections.remove(&msg.id);
+    }
+}
