@@ -13,7 +13,9 @@
 
 pub mod actors;
 pub mod bet;
+pub mod client;
 pub mod config;
+pub mod datagen;
 pub mod logging;
 pub mod net;
 pub mod server;

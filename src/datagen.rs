@@ -1,0 +1,131 @@
+//! Deterministic synthetic agency files in the course's format (CRLF, no header,
+//! accented names, documents with their leading zeros, real birthdates, numbers
+//! 0..=9999), written as a stream so any size needs constant memory.
+//!
+//! A few rows carry names with commas, quotes, pipes and semicolons, so the
+//! quoting paths are exercised by every demo and test.
+
+use crate::bet::{AgencyId, Date};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+const FIRST_NAMES: &[&str] = &[
+    "Santiago", "Mateo", "Valentina", "Sofía", "Martín", "Lucía", "Joaquín", "Camila", "Tomás", "Micaela",
+    "Agustín", "María José", "Benjamín", "Julieta", "Nicolás", "Florencia", "Ramón", "Inés", "Facundo", "Ángela",
+    "Iñaki", "Zoë", "Lautaro", "Milagros", "Ezequiel", "Rocío", "Gonzalo", "Belén", "Emiliano", "Ximena",
+];
+const LAST_NAMES: &[&str] = &[
+    "González", "Rodríguez", "Gómez", "Fernández", "López", "Díaz", "Martínez", "Pérez", "García", "Sánchez",
+    "Romero", "Sosa", "Álvarez", "Torres", "Ruiz", "Ramírez", "Flores", "Benítez", "Acosta", "Medina",
+    "Herrera", "Suárez", "Aguirre", "Giménez", "Gutiérrez", "Pereyra", "Rojas", "Molina", "Castro", "Ortiz",
+    "Núñez", "Peña", "Muñoz", "Ibáñez", "Quiroga",
+];
+/// Rare names that need quoting or look like separators.
+const AWKWARD_NAMES: &[&str] = &["O'Connor", "Pérez, hijo", "\"Tito\" Gómez", "Ruiz|Díaz", "Luis; Alberto", "D'Alessandro"];
+
+/// SplitMix64: tiny, fast, and identical on every platform.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// What one generated file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgencySummary {
+    pub agency: AgencyId,
+    pub path: PathBuf,
+    pub bets: u64,
+    pub winners: u64,
+}
+
+/// Writes `dir/agency-{1..=agencies}.csv` with `bets` rows each, and
+/// `dir/expected-winners.csv` (`agency,document`, in file order).
+pub fn generate(dir: &Path, agencies: u32, bets: u64, seed: u64, winning_number: u16) -> io::Result<Vec<AgencySummary>> {
+    std::fs::create_dir_all(dir)?;
+    let mut expected = BufWriter::new(File::create(dir.join("expected-winners.csv"))?);
+    let mut summaries = Vec::with_capacity(agencies as usize);
+    for agency in 1..=agencies {
+        let path = dir.join(format!("agency-{agency}.csv"));
+        let mut rng = Rng::new(seed ^ u64::from(agency).wrapping_mul(0xA24B_AED4_963E_E407));
+        let mut out = csv::WriterBuilder::new()
+            .has_headers(false)
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(BufWriter::with_capacity(256 * 1024, File::create(&path)?));
+        let mut winners = 0;
+        for _ in 0..bets {
+            let first = pick_name(&mut rng, FIRST_NAMES);
+            let last = pick_name(&mut rng, LAST_NAMES);
+            let document = if rng.below(1000) == 0 {
+                format!("{:08}", rng.below(1_000_000)) // leading zeros
+            } else {
+                (10_000_000 + rng.below(35_000_000)).to_string()
+            };
+            let year = 1940 + rng.below(67) as u16;
+            let month = 1 + rng.below(12) as u8;
+            let day = 1 + rng.below(28) as u8 + if rng.below(4) == 0 { 2 } else { 0 };
+            let birthdate = Date::new(year, month, day).or_else(|_| Date::new(year, month, 28)).map_err(io::Error::other)?;
+            let number = rng.below(10_000) as u16;
+            if number == winning_number {
+                winners += 1;
+                writeln!(expected, "{agency},{document}")?;
+            }
+            out.write_record([first, last, &document, &birthdate.to_string(), &number.to_string()]).map_err(io::Error::other)?;
+        }
+        out.flush()?;
+        summaries.push(AgencySummary { agency, path, bets, winners });
+    }
+    expected.flush()?;
+    Ok(summaries)
+}
+
+fn pick_name(rng: &mut Rng, names: &[&'static str]) -> &'static str {
+    if rng.below(500) == 0 {
+        AWKWARD_NAMES[rng.below(AWKWARD_NAMES.len() as u64) as usize]
+    } else {
+        names[rng.below(names.len() as u64) as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::BetReader;
+
+    #[test]
+    fn generation_is_deterministic_and_readable() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let sa = generate(a.path(), 2, 3000, 42, 7574).unwrap();
+        let sb = generate(b.path(), 2, 3000, 42, 7574).unwrap();
+        assert_eq!(std::fs::read(&sa[0].path).unwrap(), std::fs::read(&sb[0].path).unwrap());
+        assert_ne!(std::fs::read(&sa[0].path).unwrap(), std::fs::read(&sa[1].path).unwrap());
+        let text = std::fs::read_to_string(&sa[0].path).unwrap();
+        assert_eq!(text.matches("\r\n").count(), 3000);
+
+        let mut reader = BetReader::open(&sa[0].path).unwrap();
+        let (mut rows, mut winners) = (0, 0);
+        while let Some(bet) = reader.next_bet().unwrap() {
+            let bet = bet.unwrap();
+            rows += 1;
+            winners += u64::from(bet.wins(7574));
+        }
+        assert_eq!((rows, winners), (3000, sa[0].winners));
+        let expected = std::fs::read_to_string(a.path().join("expected-winners.csv")).unwrap();
+        assert_eq!(expected.lines().count() as u64, sa[0].winners + sa[1].winners);
+    }
+}
