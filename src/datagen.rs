@@ -11,18 +11,83 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 const FIRST_NAMES: &[&str] = &[
-    "Santiago", "Mateo", "Valentina", "Sofía", "Martín", "Lucía", "Joaquín", "Camila", "Tomás", "Micaela",
-    "Agustín", "María José", "Benjamín", "Julieta", "Nicolás", "Florencia", "Ramón", "Inés", "Facundo", "Ángela",
-    "Iñaki", "Zoë", "Lautaro", "Milagros", "Ezequiel", "Rocío", "Gonzalo", "Belén", "Emiliano", "Ximena",
+    "Santiago",
+    "Mateo",
+    "Valentina",
+    "Sofía",
+    "Martín",
+    "Lucía",
+    "Joaquín",
+    "Camila",
+    "Tomás",
+    "Micaela",
+    "Agustín",
+    "María José",
+    "Benjamín",
+    "Julieta",
+    "Nicolás",
+    "Florencia",
+    "Ramón",
+    "Inés",
+    "Facundo",
+    "Ángela",
+    "Iñaki",
+    "Zoë",
+    "Lautaro",
+    "Milagros",
+    "Ezequiel",
+    "Rocío",
+    "Gonzalo",
+    "Belén",
+    "Emiliano",
+    "Ximena",
 ];
 const LAST_NAMES: &[&str] = &[
-    "González", "Rodríguez", "Gómez", "Fernández", "López", "Díaz", "Martínez", "Pérez", "García", "Sánchez",
-    "Romero", "Sosa", "Álvarez", "Torres", "Ruiz", "Ramírez", "Flores", "Benítez", "Acosta", "Medina",
-    "Herrera", "Suárez", "Aguirre", "Giménez", "Gutiérrez", "Pereyra", "Rojas", "Molina", "Castro", "Ortiz",
-    "Núñez", "Peña", "Muñoz", "Ibáñez", "Quiroga",
+    "González",
+    "Rodríguez",
+    "Gómez",
+    "Fernández",
+    "López",
+    "Díaz",
+    "Martínez",
+    "Pérez",
+    "García",
+    "Sánchez",
+    "Romero",
+    "Sosa",
+    "Álvarez",
+    "Torres",
+    "Ruiz",
+    "Ramírez",
+    "Flores",
+    "Benítez",
+    "Acosta",
+    "Medina",
+    "Herrera",
+    "Suárez",
+    "Aguirre",
+    "Giménez",
+    "Gutiérrez",
+    "Pereyra",
+    "Rojas",
+    "Molina",
+    "Castro",
+    "Ortiz",
+    "Núñez",
+    "Peña",
+    "Muñoz",
+    "Ibáñez",
+    "Quiroga",
 ];
 /// Rare names that need quoting or look like separators.
-const AWKWARD_NAMES: &[&str] = &["O'Connor", "Pérez, hijo", "\"Tito\" Gómez", "Ruiz|Díaz", "Luis; Alberto", "D'Alessandro"];
+const AWKWARD_NAMES: &[&str] = &[
+    "O'Connor",
+    "Pérez, hijo",
+    "\"Tito\" Gómez",
+    "Ruiz|Díaz",
+    "Luis; Alberto",
+    "D'Alessandro",
+];
 
 /// SplitMix64: tiny, fast, and identical on every platform.
 pub struct Rng(u64);
@@ -55,7 +120,13 @@ pub struct AgencySummary {
 
 /// Writes `dir/agency-{1..=agencies}.csv` with `bets` rows each, and
 /// `dir/expected-winners.csv` (`agency,document`, in file order).
-pub fn generate(dir: &Path, agencies: u32, bets: u64, seed: u64, winning_number: u16) -> io::Result<Vec<AgencySummary>> {
+pub fn generate(
+    dir: &Path,
+    agencies: u32,
+    bets: u64,
+    seed: u64,
+    winning_number: u16,
+) -> io::Result<Vec<AgencySummary>> {
     std::fs::create_dir_all(dir)?;
     let mut expected = BufWriter::new(File::create(dir.join("expected-winners.csv"))?);
     let mut summaries = Vec::with_capacity(agencies as usize);
@@ -78,16 +149,30 @@ pub fn generate(dir: &Path, agencies: u32, bets: u64, seed: u64, winning_number:
             let year = 1940 + rng.below(67) as u16;
             let month = 1 + rng.below(12) as u8;
             let day = 1 + rng.below(28) as u8 + if rng.below(4) == 0 { 2 } else { 0 };
-            let birthdate = Date::new(year, month, day).or_else(|_| Date::new(year, month, 28)).map_err(io::Error::other)?;
+            let birthdate = Date::new(year, month, day)
+                .or_else(|_| Date::new(year, month, 28))
+                .map_err(io::Error::other)?;
             let number = rng.below(10_000) as u16;
             if number == winning_number {
                 winners += 1;
                 writeln!(expected, "{agency},{document}")?;
             }
-            out.write_record([first, last, &document, &birthdate.to_string(), &number.to_string()]).map_err(io::Error::other)?;
+            out.write_record([
+                first,
+                last,
+                &document,
+                &birthdate.to_string(),
+                &number.to_string(),
+            ])
+            .map_err(io::Error::other)?;
         }
         out.flush()?;
-        summaries.push(AgencySummary { agency, path, bets, winners });
+        summaries.push(AgencySummary {
+            agency,
+            path,
+            bets,
+            winners,
+        });
     }
     expected.flush()?;
     Ok(summaries)
@@ -112,8 +197,14 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         let sa = generate(a.path(), 2, 3000, 42, 7574).unwrap();
         let sb = generate(b.path(), 2, 3000, 42, 7574).unwrap();
-        assert_eq!(std::fs::read(&sa[0].path).unwrap(), std::fs::read(&sb[0].path).unwrap());
-        assert_ne!(std::fs::read(&sa[0].path).unwrap(), std::fs::read(&sa[1].path).unwrap());
+        assert_eq!(
+            std::fs::read(&sa[0].path).unwrap(),
+            std::fs::read(&sb[0].path).unwrap()
+        );
+        assert_ne!(
+            std::fs::read(&sa[0].path).unwrap(),
+            std::fs::read(&sa[1].path).unwrap()
+        );
         let text = std::fs::read_to_string(&sa[0].path).unwrap();
         assert_eq!(text.matches("\r\n").count(), 3000);
 
@@ -126,6 +217,9 @@ mod tests {
         }
         assert_eq!((rows, winners), (3000, sa[0].winners));
         let expected = std::fs::read_to_string(a.path().join("expected-winners.csv")).unwrap();
-        assert_eq!(expected.lines().count() as u64, sa[0].winners + sa[1].winners);
+        assert_eq!(
+            expected.lines().count() as u64,
+            sa[0].winners + sa[1].winners
+        );
     }
 }

@@ -183,7 +183,10 @@ impl Handler<StoreBets> for BetStore {
             let count = msg.bets.len() as u64;
             let expected = progress.stored;
             if first_index > expected {
-                return Err(StoreError::OutOfOrder { expected, got: first_index });
+                return Err(StoreError::OutOfOrder {
+                    expected,
+                    got: first_index,
+                });
             }
             // A retry of bets already stored: store only what is new, if anything.
             let skip = (expected - first_index).min(count) as usize;
@@ -193,7 +196,11 @@ impl Handler<StoreBets> for BetStore {
                 file.append(msg.agency, fresh)?;
                 progress.stored += fresh.len() as u64;
             }
-            Ok(Stored { first_index, count: count as u32, newly_stored: fresh.len() as u32 })
+            Ok(Stored {
+                first_index,
+                count: count as u32,
+                newly_stored: fresh.len() as u32,
+            })
         })();
         match result {
             Ok(stored) if stored.newly_stored > 0 => {
@@ -242,7 +249,10 @@ impl Handler<MarkDone> for BetStore {
             // Idempotent: a second Done is acknowledged with what is stored.
             let _ = tx.send(Ok(progress.stored));
         } else if progress.stored != msg.total {
-            let _ = tx.send(Err(StoreError::Incomplete { stored: progress.stored, total: msg.total }));
+            let _ = tx.send(Err(StoreError::Incomplete {
+                stored: progress.stored,
+                total: msg.total,
+            }));
         } else {
             match self.done_journal.record(msg.agency, msg.total) {
                 Ok(()) => {
@@ -263,7 +273,12 @@ impl Handler<DoneAgencies> for BetStore {
     type Result = MessageResult<DoneAgencies>;
 
     fn handle(&mut self, _: DoneAgencies, _: &mut Context<Self>) -> Self::Result {
-        let mut done: Vec<AgencyId> = self.progress.iter().filter(|(_, p)| p.done).map(|(a, _)| *a).collect();
+        let mut done: Vec<AgencyId> = self
+            .progress
+            .iter()
+            .filter(|(_, p)| p.done)
+            .map(|(a, _)| *a)
+            .collect();
         done.sort_unstable();
         MessageResult(done)
     }
@@ -277,7 +292,10 @@ impl Handler<Draw> for BetStore {
         // synchronous); make it durable before reading it back.
         self.sync()?;
         let (winners, rows) = storage::draw(&self.path, msg.winning_number)?;
-        let winners = winners.into_iter().map(|(a, docs)| (a, Arc::new(docs))).collect();
+        let winners = winners
+            .into_iter()
+            .map(|(a, docs)| (a, Arc::new(docs)))
+            .collect();
         Ok(DrawOutcome { winners, rows })
     }
 }
@@ -289,12 +307,19 @@ impl Handler<CloseStore> for BetStore {
         // Release anything parked (a sync may be queued behind this message).
         <Self as Handler<SyncNow>>::handle(self, SyncNow, ctx);
         let result = match self.file.take() {
-            Some(mut file) => file.sync().and_then(|_| self.done_journal.sync()).map_err(StoreError::from),
+            Some(mut file) => file
+                .sync()
+                .and_then(|_| self.done_journal.sync())
+                .map_err(StoreError::from),
             None => Ok(()),
         };
         match &result {
-            Ok(()) => info!(self.log, "action: close_store | result: success"; "path" => self.path.display()),
-            Err(e) => error!(self.log, "action: close_store | result: fail"; "path" => self.path.display(), "error" => %e),
+            Ok(()) => {
+                info!(self.log, "action: close_store | result: success"; "path" => self.path.display())
+            }
+            Err(e) => {
+                error!(self.log, "action: close_store | result: fail"; "path" => self.path.display(), "error" => %e)
+            }
         }
         result
     }

@@ -75,7 +75,17 @@ impl Connection {
         actix::spawn(write_loop(write, rx, drain_guard));
         Connection::create(move |ctx| {
             ctx.add_stream(FramedRead::with_capacity(read, ServerCodec, MAX_FRAME));
-            Connection { id, peer, agency: None, deps, listener, outbox, last_frame: Instant::now(), awaiting_winners: false, log }
+            Connection {
+                id,
+                peer,
+                agency: None,
+                deps,
+                listener,
+                outbox,
+                last_frame: Instant::now(),
+                awaiting_winners: false,
+                log,
+            }
         })
     }
 
@@ -91,7 +101,14 @@ impl Connection {
     }
 
     fn nack(&mut self, code: NackCode, index: u64, message: String, ctx: &mut Context<Self>) {
-        self.reply(Response::Nack { code, index, message }, ctx);
+        self.reply(
+            Response::Nack {
+                code,
+                index,
+                message,
+            },
+            ctx,
+        );
     }
 
     /// Binds the connection to the agency of its first message and refuses any other.
@@ -99,7 +116,10 @@ impl Connection {
         if agency == 0 || agency > self.deps.agencies {
             warn!(self.log, "action: check_agency | result: fail"; "ip" => %self.peer, "agency" => agency,
                 "error" => format!("agency outside 1..={}", self.deps.agencies));
-            let msg = format!("agency {agency} is not taking part (agencies are 1..={})", self.deps.agencies);
+            let msg = format!(
+                "agency {agency} is not taking part (agencies are 1..={})",
+                self.deps.agencies
+            );
             self.nack(NackCode::UnknownAgency, 0, msg, ctx);
             return false;
         }
@@ -121,7 +141,9 @@ impl Connection {
 
     fn refuse_frame(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
         let (code, index) = match &error {
-            ProtocolError::InvalidBatch { first_index, count, .. } => {
+            ProtocolError::InvalidBatch {
+                first_index, count, ..
+            } => {
                 info!(self.log, "action: apuesta_recibida | result: fail"; "cantidad" => *count, "ip" => %self.peer, "error" => %error);
                 (NackCode::InvalidBet, *first_index)
             }
@@ -166,7 +188,11 @@ impl Connection {
                     })
                     .wait(ctx);
             }
-            Request::Batch { agency, first_index, bets } => {
+            Request::Batch {
+                agency,
+                first_index,
+                bets,
+            } => {
                 let count = bets.len();
                 self.deps
                     .store
@@ -233,7 +259,8 @@ impl Actor for Connection {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         debug!(self.log, "action: accept_connection | result: success"; "ip" => %self.peer);
-        let every = (self.deps.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let every =
+            (self.deps.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         ctx.run_interval(every, |act, ctx| {
             if !act.awaiting_winners && act.last_frame.elapsed() > act.deps.idle_timeout {
                 warn!(act.log, "action: idle_timeout | result: fail"; "ip" => %act.peer,
@@ -245,7 +272,10 @@ impl Actor for Connection {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.listener.do_send(ConnectionClosed { id: self.id });
-        let agency = self.agency.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        let agency = self
+            .agency
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
         info!(self.log, "action: close_connection | result: success"; "ip" => %self.peer, "agency" => agency);
     }
 }
@@ -294,7 +324,12 @@ impl Handler<WinnersReady> for Connection {
             }
             Err(e) => {
                 warn!(self.log, "action: winners_sent | result: fail"; "agency" => msg.agency, "error" => &e);
-                self.nack(NackCode::StorageError, 0, format!("the draw failed: {e}"), ctx);
+                self.nack(
+                    NackCode::StorageError,
+                    0,
+                    format!("the draw failed: {e}"),
+                    ctx,
+                );
             }
         }
     }
@@ -302,7 +337,11 @@ impl Handler<WinnersReady> for Connection {
 
 /// Writes queued responses, coalescing what is ready into one write; closes the
 /// socket when the connection is gone. Holding `_drain` tells shutdown it is not done.
-async fn write_loop(mut socket: OwnedWriteHalf, mut rx: mpsc::Receiver<Response>, _drain: mpsc::Sender<()>) {
+async fn write_loop(
+    mut socket: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Response>,
+    _drain: mpsc::Sender<()>,
+) {
     let mut buf = BytesMut::with_capacity(MAX_FRAME);
     'outer: while let Some(response) = rx.recv().await {
         buf.clear();

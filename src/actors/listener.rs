@@ -60,7 +60,13 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub fn new(socket: TcpListener, max_connections: usize, deps: ConnectionDeps, drain_guard: mpsc::Sender<()>, log: Logger) -> io::Result<Self> {
+    pub fn new(
+        socket: TcpListener,
+        max_connections: usize,
+        deps: ConnectionDeps,
+        drain_guard: mpsc::Sender<()>,
+        log: Logger,
+    ) -> io::Result<Self> {
         let address = socket.local_addr()?;
         Ok(Listener {
             socket: Some(socket),
@@ -120,9 +126,14 @@ impl StreamHandler<io::Result<(TcpStream, SocketAddr)>> for Listener {
 /// Tells a peer over the limit why it is refused, then closes.
 async fn refuse(mut stream: TcpStream, max: usize) {
     let mut buf = BytesMut::new();
-    let nack = Response::Nack { code: NackCode::Unavailable, index: 0, message: format!("too many connections (max {max}), retry later") };
+    let nack = Response::Nack {
+        code: NackCode::Unavailable,
+        index: 0,
+        message: format!("too many connections (max {max}), retry later"),
+    };
     if nack.encode(&mut buf).is_ok() {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&buf)).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&buf)).await;
     }
     let _ = stream.shutdown().await;
 }

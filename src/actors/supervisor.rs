@@ -34,8 +34,18 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(listener: Addr<Listener>, store: Addr<BetStore>, drain: mpsc::Receiver<()>, log: Logger) -> Self {
-        Supervisor { listener, store, drain: Some(drain), log }
+    pub fn new(
+        listener: Addr<Listener>,
+        store: Addr<BetStore>,
+        drain: mpsc::Receiver<()>,
+        log: Logger,
+    ) -> Self {
+        Supervisor {
+            listener,
+            store,
+            drain: Some(drain),
+            log,
+        }
     }
 }
 
@@ -57,11 +67,14 @@ impl Handler<Shutdown> for Supervisor {
             let open = listener.send(CloseConnections).await.unwrap_or(0);
             // Every writer holds a clone of the drain sender: `None` means all are done.
             match tokio::time::timeout(DRAIN_GRACE, drain.recv()).await {
-                Ok(_) => info!(log, "action: close_connections | result: success"; "closed" => open),
+                Ok(_) => {
+                    info!(log, "action: close_connections | result: success"; "closed" => open)
+                }
                 Err(_) => warn!(log, "action: close_connections | result: fail"; "open" => open,
                     "error" => format!("peers still writing after {} ms; dropping them", DRAIN_GRACE.as_millis())),
             }
-            let stored = tokio::time::timeout(Duration::from_millis(600), store.send(CloseStore)).await;
+            let stored =
+                tokio::time::timeout(Duration::from_millis(600), store.send(CloseStore)).await;
             let ok = matches!(stored, Ok(Ok(Ok(()))));
             if ok {
                 info!(log, "action: shutdown | result: success");
