@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Docker end-to-end test against the real engine (run by `make docker-test`,
+# which builds the images first). Works in a temporary copy of the deployment
+# (config/, .data/, the compose file) so the user's tree is never touched, and
+# touches only the project's own containers (compose project tp0), its network
+# tp0_testing_net, its volume tp0_bets and its helper containers tp0-*.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+PROJECT=tp0
+NETWORK=tp0_testing_net
+COMPOSE_CMD=(docker-compose)
+docker compose version >/dev/null 2>&1 && COMPOSE_CMD=(docker compose)
+FLAVOURS=()
+command -v docker-compose >/dev/null 2>&1 && FLAVOURS+=("docker-compose")
+docker compose version >/dev/null 2>&1 && FLAVOURS+=("docker compose")
+WORK=$(mktemp -d -t loteria-docker.XXXXXX)
+PASSED=0
+FAILED=0
+DEADLINE=$(( $(date +%s) + 900 ))   # the whole test is bounded to 15 minutes
+
+compose() { (cd "$WORK" && timeout 120 "${COMPOSE_CMD[@]}" -p "$PROJECT" -f docker-compose-dev.yaml "$@"); }
+
+cleanup() {
+    docker rm -f tp0-mirror tp0-alter >/dev/null 2>&1
+    [ -f "$WORK/docker-compose-dev.yaml" ] && compose down -v --remove-orphans -t 2 >/dev/null 2>&1
+    local ids
+    ids=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")
+    [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
+    docker network rm "$NETWORK" >/dev/null 2>&1
+    docker volume rm tp0_bets >/dev/null 2>&1
+    return 0
+}
+finish() {
+    cleanup
+    rm -rf "$WORK"
+    echo
+    echo "docker-test: $PASSED passed, $FAILED failed"
+    echo "$PASSED passed, $FAILED failed"
+}
+trap finish EXIT
+
+ok()   { echo "  ok: $*"; PASSED=$((PASSED + 1)); }
+bad()  { echo "  FAIL: $*"; FAILED=$((FAILED + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+out_of_time() { [ "$(date +%s)" -ge "$DEADLINE" ]; }
+
+# Waits until every clientK (1..N) has exited; bounded.
+wait_clients() {
+    local n=$1 limit=$(( $(date +%s) + ${2:-180} ))
+    while [ "$(date +%s)" -lt "$limit" ]; do
+        local running=0
+        for k in $(seq 1 "$n"); do
+            [ "$(docker inspect -f '{{.State.Status}}' "client$k" 2>/dev/null)" = exited ] || running=1
+        done
+        [ $running = 0 ] && return 0
+        sleep 0.5
+    done
+    return 1
+}
+exit_code() { docker inspect -f '{{.State.ExitCode}}' "$1" 2>/dev/null; }
+all_exit_zero() {
+    local c
+    for c in "$@"; do [ "$(exit_code "$c")" = 0 ] || { echo "    $c exit code: $(exit_code "$c")"; return 1; }; done
+}
+prepare_data() {   # $1: data dir to copy into $WORK/.data
+    rm -rf "$WORK/.data" && mkdir -p "$WORK/.data"
+    cp "$1"/agency-*.csv "$WORK/.data/"
+}
+
+echo "== docker-test: compose '${COMPOSE_CMD[*]}' (flavours: ${FLAVOURS[*]}), workdir $WORK"
+cleanup
+mkdir -p "$WORK/config"
+cp config/server.yaml config/client.yaml docker-compose.tmpl.yaml "$WORK/"
+mv "$WORK/server.yaml" "$WORK/client.yaml" "$WORK/config/"
+cargo build --release --quiet --bin gen_compose --bin gen_data || { bad "build host tools"; exit 1; }
+GEN_COMPOSE=$ROOT/target/release/gen_compose
+GEN_DATA=$ROOT/target/release/gen_data
+
+# ---- 1. five agencies end to end --------------------------------------------
+echo "== 1. five agencies, one draw"
+COURSE=$ROOT/../shared/datasets/tp0
+if [ -f "$COURSE/agency-1.csv" ]; then
+    echo "  data: course dataset ($COURSE)"
+    prepare_data "$COURSE"
+    EXPECTED=(2 3 3 2 0)
+else
+    echo "  data: generated (course dataset folder $COURSE is absent)"
+    "$GEN_DATA" --agencies 5 --bets 20000 --out "$WORK/gen" > "$WORK/gen.txt"
+    prepare_data "$WORK/gen"
+    mapfile -t EXPECTED < <(grep -o 'winners: [0-9]*' "$WORK/gen.txt" | grep -o '[0-9]*$')
+fi
+(cd "$WORK" && "$GEN_COMPOSE" 5 --output docker-compose-dev.yaml >/dev/null)
+compose up -d >/dev/null 2>&1
+check "all five agencies finished" wait_clients 5 180
+compose logs --no-color > "$WORK/logs1.txt" 2>&1
+for k in 1 2 3 4 5; do
+    got=$(grep "^client$k " "$WORK/logs1.txt" | grep -o 'consulta_ganadores | result: success | cant_ganadores: [0-9]*' | grep -o '[0-9]*$')
+    check "client$k cant_ganadores ${got:-none} = ${EXPECTED[$((k-1))]}" [ "${got:-x}" = "${EXPECTED[$((k-1))]}" ]
+done
+sorteos=$(grep -c 'action: sorteo | result: success' "$WORK/logs1.txt")
+check "exactly one sorteo line ($sorteos)" [ "$sorteos" = 1 ]
+check "every client exited with code 0" all_exit_zero client1 client2 client3 client4 client5
+
+# ---- 2. echo validation -----------------------------------------------------
+echo "== 2. validar-echo-server.sh"
+out=$(sh ./validar-echo-server.sh); rc=$?
+check "echo against our server: '$out'" [ "$out" = "action: test_echo_server | result: success" -a $rc = 0 ]
+docker run -d --rm --name tp0-mirror --network "$NETWORK" --entrypoint /bin/busybox loteria-netcat:latest nc -ll -p 12345 -e /bin/busybox cat >/dev/null
+docker run -d --rm --name tp0-alter --network "$NETWORK" --entrypoint /bin/busybox loteria-netcat:latest nc -ll -p 12345 -e /bin/busybox tr a-z A-Z >/dev/null
+sleep 0.5
+out=$(SERVER_HOST=tp0-mirror sh ./validar-echo-server.sh); rc=$?
+check "echo against a plain byte mirror: '$out'" [ "$out" = "action: test_echo_server | result: success" -a $rc = 0 ]
+out=$(SERVER_HOST=tp0-alter sh ./validar-echo-server.sh); rc=$?
+check "echo against a server that alters bytes: '$out'" [ "$out" = "action: test_echo_server | result: fail" -a $rc != 0 ]
+docker rm -f tp0-mirror tp0-alter >/dev/null 2>&1
+compose stop -t 10 server >/dev/null 2>&1
+out=$(sh ./validar-echo-server.sh); rc=$?
+check "echo with the server stopped: '$out'" [ "$out" = "action: test_echo_server | result: fail" -a $rc != 0 ]
+check "server exited with code 0 on stop" all_exit_zero server
+compose down -v >/dev/null 2>&1
+
+# ---- 3. config edited without rebuilding ------------------------------------
+echo "== 3. config change takes effect on the next up, no rebuild"
+sed -i 's/^  level: INFO /  level: DEBUG /' "$WORK/config/client.yaml"
+grep -q 'level: DEBUG' "$WORK/config/client.yaml" || bad "could not edit the client config"
+compose up -d >/dev/null 2>&1
+check "agencies finished again" wait_clients 5 180
+compose logs --no-color client1 > "$WORK/logs3.txt" 2>&1
+check "client1 config line shows log_level: DEBUG" grep -q 'action: config | result: success | client_id: 1 .*log_level: DEBUG' "$WORK/logs3.txt"
+check "client1 logs DEBUG lines" grep -q ' DEBUG    action: batch_enviado' "$WORK/logs3.txt"
+compose down -v >/dev/null 2>&1
+sed -i 's/^  level: DEBUG /  level: INFO /' "$WORK/config/client.yaml"
+
+# ---- 4. gen_compose for several N, with every Compose flavour ---------------
+echo "== 4. gen_compose N = 0, 1, 10 and bad N"
+for n in 0 1 10; do
+    (cd "$WORK" && "$GEN_COMPOSE" "$n" --output "dc-$n.yaml" >/dev/null)
+    services=$(grep -c '^    container_name: ' "$WORK/dc-$n.yaml")
+    check "N=$n renders $((n + 1)) services ($services)" [ "$services" = $((n + 1)) ]
+    for flavour in "${FLAVOURS[@]}"; do
+        # shellcheck disable=SC2086
+        check "N=$n passes '$flavour config'" bash -c "cd '$WORK' && $flavour -p $PROJECT -f dc-$n.yaml config -q"
+    done
+done
+for badn in -1 abc 2.5 ""; do
+    rm -f "$WORK/dc-bad.yaml"
+    (cd "$WORK" && "$GEN_COMPOSE" $badn --output dc-bad.yaml >/dev/null 2>&1); rc=$?
+    check "bad N '${badn}' refused (exit $rc) and nothing written" [ $rc != 0 -a ! -e "$WORK/dc-bad.yaml" ]
+done
+(cd "$WORK" && bash "$ROOT/generar-compose.sh" dc-course.yaml 3 >/dev/null)
+check "generar-compose.sh writes 3 agencies" grep -q 'container_name: client3' "$WORK/dc-course.yaml"
+
+# ---- 5. stop in the middle of a run -----------------------------------------
+echo "== 5. graceful stop with agencies mid-run"
+if out_of_time; then bad "out of time before step 5"; exit 1; fi
+# One bet per batch: the agencies take far longer than the stop below.
+"$GEN_DATA" --agencies 5 --bets 200000 --out "$WORK/big" > /dev/null
+prepare_data "$WORK/big"
+sed -i 's/^  maxAmount: 100 /  maxAmount: 1 /' "$WORK/config/client.yaml"
+compose up -d >/dev/null 2>&1
+limit=$(( $(date +%s) + 60 ))
+until docker logs --tail 3 server 2>/dev/null | grep -q apuesta_recibida || [ "$(date +%s)" -ge $limit ]; do sleep 0.2; done
+sleep 1
+compose stop -t 10 >/dev/null 2>&1
+compose logs --no-color > "$WORK/logs5.txt" 2>&1
+check "all containers exited with code 0 after stop" all_exit_zero server client1 client2 client3 client4 client5
+check "server logged its ordered shutdown" grep -q '^server .*action: shutdown | result: success' "$WORK/logs5.txt"
+check "no draw happened (agencies were stopped mid-run)" bash -c "! grep -q 'action: sorteo' '$WORK/logs5.txt'"
+stopped=$(grep -c 'action: shutdown | result: success' "$WORK/logs5.txt")
+check "six shutdown lines (server + 5 agencies): $stopped" [ "$stopped" = 6 ]
+compose down -v >/dev/null 2>&1
+left=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | wc -l)
+check "down leaves no containers ($left)" [ "$left" = 0 ]
+check "down leaves no network" bash -c "! docker network inspect $NETWORK >/dev/null 2>&1"
+[ "$FAILED" = 0 ]
