@@ -28,29 +28,16 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--output" | "-o" => {
-                output = it
-                    .next()
-                    .map(PathBuf::from)
-                    .ok_or("--output needs a FILE")?
-            }
-            "--template" => {
-                template = it
-                    .next()
-                    .map(PathBuf::from)
-                    .ok_or("--template needs a FILE")?
-            }
+            "--output" | "-o" => output = it.next().map(PathBuf::from).ok_or("--output needs a FILE")?,
+            "--template" => template = it.next().map(PathBuf::from).ok_or("--template needs a FILE")?,
             flag if flag.starts_with('-') && flag.parse::<i64>().is_err() => {
                 return Err(format!("unknown option {flag:?}"))
             }
             n if agencies.is_none() => {
-                let parsed: u32 = n
-                    .parse()
-                    .map_err(|_| format!("N must be a whole number of agencies >= 0, got {n:?}"))?;
+                let parsed: u32 =
+                    n.parse().map_err(|_| format!("N must be a whole number of agencies >= 0, got {n:?}"))?;
                 if parsed > MAX_AGENCIES {
-                    return Err(format!(
-                        "N must be at most {MAX_AGENCIES} (the network is a /24), got {parsed}"
-                    ));
+                    return Err(format!("N must be at most {MAX_AGENCIES} (the network is a /24), got {parsed}"));
                 }
                 agencies = Some(parsed);
             }
@@ -58,11 +45,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         }
     }
     let agencies = agencies.ok_or("missing N (number of agencies)")?;
-    Ok(Args {
-        agencies,
-        output,
-        template,
-    })
+    Ok(Args { agencies, output, template })
 }
 
 /// Renders the template for `agencies` agencies.
@@ -100,18 +83,11 @@ fn render(template: &str, agencies: u32) -> Result<String, String> {
 
 /// Parses the result back and checks the services it must have.
 fn check(rendered: &str, agencies: u32) -> Result<(), String> {
-    let doc: serde_yaml::Value = serde_yaml::from_str(rendered)
-        .map_err(|e| format!("rendered file is not valid YAML: {e}"))?;
-    let services = doc
-        .get("services")
-        .and_then(|s| s.as_mapping())
-        .ok_or("rendered file has no services")?;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(rendered).map_err(|e| format!("rendered file is not valid YAML: {e}"))?;
+    let services = doc.get("services").and_then(|s| s.as_mapping()).ok_or("rendered file has no services")?;
     if services.len() != agencies as usize + 1 {
-        return Err(format!(
-            "expected {} services, rendered {}",
-            agencies + 1,
-            services.len()
-        ));
+        return Err(format!("expected {} services, rendered {}", agencies + 1, services.len()));
     }
     for id in 1..=agencies {
         if !services.contains_key(format!("client{id}").as_str()) {
@@ -137,10 +113,7 @@ fn main() -> ExitCode {
     let template = match std::fs::read_to_string(&args.template) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!(
-                "gen_compose: cannot read template {}: {e}",
-                args.template.display()
-            );
+            eprintln!("gen_compose: cannot read template {}: {e}", args.template.display());
             return ExitCode::from(1);
         }
     };
@@ -155,11 +128,7 @@ fn main() -> ExitCode {
         eprintln!("gen_compose: cannot write {}: {e}", args.output.display());
         return ExitCode::from(1);
     }
-    println!(
-        "gen_compose: wrote {} with {} agencies",
-        args.output.display(),
-        args.agencies
-    );
+    println!("gen_compose: wrote {} with {} agencies", args.output.display(), args.agencies);
     ExitCode::SUCCESS
 }
 
@@ -173,15 +142,7 @@ mod tests {
 
     #[test]
     fn bad_counts_are_refused() {
-        for bad in [
-            vec![],
-            vec!["-1"],
-            vec!["five"],
-            vec!["1.5"],
-            vec!["3", "4"],
-            vec!["251"],
-            vec!["2", "--output"],
-        ] {
+        for bad in [vec![], vec!["-1"], vec!["five"], vec!["1.5"], vec!["3", "4"], vec!["251"], vec!["2", "--output"]] {
             assert!(args(&bad).is_err(), "{bad:?}");
         }
         let ok = args(&["0", "--output", "x.yaml"]).unwrap();
@@ -190,11 +151,8 @@ mod tests {
 
     #[test]
     fn renders_n_agencies_from_the_real_template() {
-        let template = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/docker-compose.tmpl.yaml"
-        ))
-        .unwrap();
+        let template =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.tmpl.yaml")).unwrap();
         for n in [0, 1, 10] {
             let out = render(&template, n).unwrap();
             let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
@@ -206,27 +164,15 @@ mod tests {
             );
             if n > 0 {
                 let last = &doc["services"][format!("client{n}").as_str()];
-                assert_eq!(
-                    last["container_name"].as_str(),
-                    Some(format!("client{n}").as_str())
-                );
-                assert_eq!(
-                    last["environment"][0].as_str(),
-                    Some(format!("CLI_ID={n}").as_str())
-                );
+                assert_eq!(last["container_name"].as_str(), Some(format!("client{n}").as_str()));
+                assert_eq!(last["environment"][0].as_str(), Some(format!("CLI_ID={n}").as_str()));
                 assert_eq!(
                     last["volumes"][1].as_str(),
                     Some(format!("./.data/agency-{n}.csv:/data/agency-{n}.csv:ro").as_str())
                 );
             }
-            assert_eq!(
-                doc["networks"]["testing_net"]["name"].as_str(),
-                Some("tp0_testing_net")
-            );
-            assert!(
-                doc.get("name").is_none(),
-                "compose 1.29 rejects a top-level name"
-            );
+            assert_eq!(doc["networks"]["testing_net"]["name"].as_str(), Some("tp0_testing_net"));
+            assert!(doc.get("name").is_none(), "compose 1.29 rejects a top-level name");
         }
     }
 }

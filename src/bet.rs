@@ -28,14 +28,10 @@ impl Date {
     /// Builds a date if it exists on the calendar (years 1000..=9999).
     pub fn new(year: u16, month: u8, day: u8) -> Result<Date, BetError> {
         if !(1000..=9999).contains(&year) || !(1..=12).contains(&month) {
-            return Err(BetError::InvalidDate(format!(
-                "{year:04}-{month:02}-{day:02}"
-            )));
+            return Err(BetError::InvalidDate(format!("{year:04}-{month:02}-{day:02}")));
         }
         if day == 0 || day > days_in_month(year, month) {
-            return Err(BetError::InvalidDate(format!(
-                "{year:04}-{month:02}-{day:02}"
-            )));
+            return Err(BetError::InvalidDate(format!("{year:04}-{month:02}-{day:02}")));
         }
         Ok(Date { year, month, day })
     }
@@ -72,9 +68,7 @@ impl Date {
 fn days_in_month(year: u16, month: u8) -> u8 {
     match month {
         4 | 6 | 9 | 11 => 30,
-        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
-            29
-        }
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => 29,
         2 => 28,
         _ => 31,
     }
@@ -103,11 +97,7 @@ pub enum BetError {
     #[error("{field} is empty")]
     EmptyField { field: &'static str },
     #[error("{field} is {len} bytes long, the maximum is {max}")]
-    TooLong {
-        field: &'static str,
-        len: usize,
-        max: usize,
-    },
+    TooLong { field: &'static str, len: usize, max: usize },
     #[error("{field} contains a control character")]
     ControlCharacter { field: &'static str },
     #[error("document {0:?} is not 1 to 16 decimal digits")]
@@ -172,11 +162,7 @@ fn check_name(field: &'static str, value: &str) -> Result<(), BetError> {
         return Err(BetError::EmptyField { field });
     }
     if value.len() > MAX_NAME_BYTES {
-        return Err(BetError::TooLong {
-            field,
-            len: value.len(),
-            max: MAX_NAME_BYTES,
-        });
+        return Err(BetError::TooLong { field, len: value.len(), max: MAX_NAME_BYTES });
     }
     if value.chars().any(char::is_control) {
         return Err(BetError::ControlCharacter { field });
@@ -186,10 +172,7 @@ fn check_name(field: &'static str, value: &str) -> Result<(), BetError> {
 
 /// Checks a document: 1 to 16 ASCII digits.
 pub fn check_document(document: &str) -> Result<(), BetError> {
-    if document.is_empty()
-        || document.len() > MAX_DOCUMENT_DIGITS
-        || !document.bytes().all(|c| c.is_ascii_digit())
-    {
+    if document.is_empty() || document.len() > MAX_DOCUMENT_DIGITS || !document.bytes().all(|c| c.is_ascii_digit()) {
         return Err(BetError::InvalidDocument(document.to_string()));
     }
     Ok(())
@@ -238,8 +221,6 @@ mod tests {
         assert!(Bet::from_fields(&long, "B", "1", "1990-01-01", "1").is_err());
         assert!(Bet::from_fields("A\nB", "B", "1", "1990-01-01", "1").is_err());
         assert!(Bet::from_fields("  ", "B", "1", "1990-01-01", "1").is_err());
-        assert!(
-            Bet::from_fields("O'Brien, \"Jr\" | x; y", "Núñez", "1", "1990-01-01", "1").is_ok()
-        );
+        assert!(Bet::from_fields("O'Brien, \"Jr\" | x; y", "Núñez", "1", "1990-01-01", "1").is_ok());
     }
 }

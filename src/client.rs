@@ -28,19 +28,11 @@ pub const CONNECT_ATTEMPTS: u32 = 30;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {address} after {attempts} attempts: {source}")]
-    Connect {
-        address: String,
-        attempts: u32,
-        source: io::Error,
-    },
+    Connect { address: String, attempts: u32, source: io::Error },
     #[error("cannot read {}: {source}", path.display())]
     DataFile { path: PathBuf, source: io::Error },
     #[error("{}:{line}: {reason}", path.display())]
-    BadRow {
-        path: PathBuf,
-        line: u64,
-        reason: String,
-    },
+    BadRow { path: PathBuf, line: u64, reason: String },
     #[error("invalid single bet from the environment: {0}")]
     BadEnvBet(String),
     #[error("the server refused the request ({}): {message}", code.name())]
@@ -85,11 +77,7 @@ impl AgencyConnection {
                     });
                 }
                 Err(source) if attempt >= CONNECT_ATTEMPTS => {
-                    return Err(ClientError::Connect {
-                        address: address.to_string(),
-                        attempts: attempt,
-                        source,
-                    })
+                    return Err(ClientError::Connect { address: address.to_string(), attempts: attempt, source })
                 }
                 Err(e) => {
                     warn!(log, "action: connect | result: fail"; "address" => address, "attempt" => attempt,
@@ -116,16 +104,12 @@ impl AgencyConnection {
         loop {
             if let Some(item) = ClientCodec.decode(&mut self.input)? {
                 return match item? {
-                    Response::Nack { code, message, .. } => {
-                        Err(ClientError::Refused { code, message })
-                    }
+                    Response::Nack { code, message, .. } => Err(ClientError::Refused { code, message }),
                     other => Ok(other),
                 };
             }
             if self.stream.read_buf(&mut self.input).await? == 0 {
-                if let Some(Ok(Response::Nack { code, message, .. })) =
-                    ClientCodec.decode_eof(&mut self.input)?
-                {
+                if let Some(Ok(Response::Nack { code, message, .. })) = ClientCodec.decode_eof(&mut self.input)? {
                     return Err(ClientError::Refused { code, message });
                 }
                 return Err(ClientError::Closed);
@@ -134,10 +118,7 @@ impl AgencyConnection {
     }
 
     /// Reads an answer, giving up [`IN_FLIGHT_GRACE`] after `cancel` fires.
-    pub async fn recv_in_flight(
-        &mut self,
-        cancel: &CancellationToken,
-    ) -> Result<Response, ClientError> {
+    pub async fn recv_in_flight(&mut self, cancel: &CancellationToken) -> Result<Response, ClientError> {
         tokio::select! {
             r = self.recv() => r,
             _ = async { cancel.cancelled().await; tokio::time::sleep(IN_FLIGHT_GRACE).await } => Err(ClientError::Cancelled),
@@ -161,20 +142,9 @@ pub struct BetReader {
 
 impl BetReader {
     pub fn open(path: &Path) -> Result<BetReader, ClientError> {
-        let file = File::open(path).map_err(|source| ClientError::DataFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(file);
-        Ok(BetReader {
-            path: path.to_path_buf(),
-            reader,
-            record: csv::ByteRecord::new(),
-            line: 1,
-        })
+        let file = File::open(path).map_err(|source| ClientError::DataFile { path: path.to_path_buf(), source })?;
+        let reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(file);
+        Ok(BetReader { path: path.to_path_buf(), reader, record: csv::ByteRecord::new(), line: 1 })
     }
 
     /// The next row: `Ok(Some(Ok(bet)))`, a bad row as `Ok(Some(Err(BadRow)))`,
@@ -183,20 +153,15 @@ impl BetReader {
         let line = self.line;
         let read = self.reader.read_byte_record(&mut self.record);
         // A record spans one line plus any newlines quoted inside its fields.
-        self.line += 1 + self
-            .record
-            .iter()
-            .map(|f| f.iter().filter(|&&b| b == b'\n').count() as u64)
-            .sum::<u64>();
+        self.line += 1 + self.record.iter().map(|f| f.iter().filter(|&&b| b == b'\n').count() as u64).sum::<u64>();
         match read {
             Ok(false) => return Ok(None),
             Ok(true) => {}
             Err(e) => {
                 return match e.kind() {
-                    csv::ErrorKind::Io(_) => Err(ClientError::DataFile {
-                        path: self.path.clone(),
-                        source: io::Error::other(e.to_string()),
-                    }),
+                    csv::ErrorKind::Io(_) => {
+                        Err(ClientError::DataFile { path: self.path.clone(), source: io::Error::other(e.to_string()) })
+                    }
                     _ => Ok(Some(Err(self.bad_row(line, e.to_string())))),
                 }
             }
@@ -214,30 +179,18 @@ impl BetReader {
                 Ok(s) => fields[i] = s,
                 Err(_) => {
                     let name = ["first_name", "last_name", "document", "birthdate", "number"][i];
-                    return Ok(Some(Err(
-                        self.bad_row(line, format!("{name} is not valid UTF-8"))
-                    )));
+                    return Ok(Some(Err(self.bad_row(line, format!("{name} is not valid UTF-8")))));
                 }
             }
         }
         Ok(Some(
-            Bet::from_fields(
-                fields[0],
-                fields[1],
-                fields[2].trim(),
-                fields[3].trim(),
-                fields[4].trim(),
-            )
-            .map_err(|e: BetError| self.bad_row(line, e.to_string())),
+            Bet::from_fields(fields[0], fields[1], fields[2].trim(), fields[3].trim(), fields[4].trim())
+                .map_err(|e: BetError| self.bad_row(line, e.to_string())),
         ))
     }
 
     fn bad_row(&self, line: u64, reason: String) -> ClientError {
-        ClientError::BadRow {
-            path: self.path.clone(),
-            line,
-            reason,
-        }
+        ClientError::BadRow { path: self.path.clone(), line, reason }
     }
 }
 
@@ -250,18 +203,13 @@ pub struct Batcher {
 
 impl Batcher {
     pub fn new(max_amount: usize) -> Self {
-        Batcher {
-            max_amount: max_amount.max(1),
-            bets: Vec::with_capacity(max_amount.max(1)),
-            size: BATCH_OVERHEAD,
-        }
+        Batcher { max_amount: max_amount.max(1), bets: Vec::with_capacity(max_amount.max(1)), size: BATCH_OVERHEAD }
     }
 
     /// Adds a bet; returns a full batch when this bet did not fit in the current one.
     pub fn push(&mut self, bet: Bet) -> Option<Vec<Bet>> {
         let len = encoded_bet_len(&bet);
-        let full = !self.bets.is_empty()
-            && (self.bets.len() >= self.max_amount || self.size + len > MAX_PAYLOAD);
+        let full = !self.bets.is_empty() && (self.bets.len() >= self.max_amount || self.size + len > MAX_PAYLOAD);
         let out = if full { self.take() } else { None };
         self.size += len;
         self.bets.push(bet);
@@ -273,10 +221,7 @@ impl Batcher {
             return None;
         }
         self.size = BATCH_OVERHEAD;
-        Some(std::mem::replace(
-            &mut self.bets,
-            Vec::with_capacity(self.max_amount),
-        ))
+        Some(std::mem::replace(&mut self.bets, Vec::with_capacity(self.max_amount)))
     }
 }
 
@@ -296,15 +241,7 @@ pub async fn run_agency(
 ) -> Result<AgencyReport, ClientError> {
     let mut reader = BetReader::open(&cfg.data_path)?;
     let mut conn = AgencyConnection::connect(&cfg.server_address, log, cancel).await?;
-    let result = stream_agency(
-        cfg.id,
-        &mut reader,
-        &mut conn,
-        cfg.batch_max_amount,
-        log,
-        cancel,
-    )
-    .await;
+    let result = stream_agency(cfg.id, &mut reader, &mut conn, cfg.batch_max_amount, log, cancel).await;
     conn.close().await;
     info!(log, "action: close_connection | result: success"; "address" => &cfg.server_address);
     result
@@ -333,9 +270,7 @@ async fn stream_agency(
             None => batcher.take(),
         };
         if let Some(bets) = full {
-            send_batch(agency, report.sent, bets, conn, log, cancel)
-                .await
-                .map(|n| report.sent += n)?;
+            send_batch(agency, report.sent, bets, conn, log, cancel).await.map(|n| report.sent += n)?;
         }
         if at_end {
             break;
@@ -344,18 +279,10 @@ async fn stream_agency(
     info!(log, "action: apuestas_enviadas | result: success"; "cantidad" => report.sent, "rechazadas" => report.rejected_rows);
 
     check_cancel(cancel)?;
-    conn.send(&Request::Done {
-        agency,
-        total: report.sent,
-    })
-    .await?;
+    conn.send(&Request::Done { agency, total: report.sent }).await?;
     match conn.recv_in_flight(cancel).await? {
         Response::Ack { .. } => {}
-        other => {
-            return Err(ClientError::Unexpected(format!(
-                "{other:?} instead of the ack of Done"
-            )))
-        }
+        other => return Err(ClientError::Unexpected(format!("{other:?} instead of the ack of Done"))),
     }
 
     check_cancel(cancel)?;
@@ -367,21 +294,13 @@ async fn stream_agency(
             _ = cancel.cancelled() => return Err(ClientError::Cancelled),
         };
         match page {
-            Response::Winners {
-                agency: a,
-                more,
-                documents,
-            } if a == agency => {
+            Response::Winners { agency: a, more, documents } if a == agency => {
                 report.winners.extend(documents);
                 if !more {
                     break;
                 }
             }
-            other => {
-                return Err(ClientError::Unexpected(format!(
-                    "{other:?} instead of winners"
-                )))
-            }
+            other => return Err(ClientError::Unexpected(format!("{other:?} instead of winners"))),
         }
     }
     info!(log, "action: consulta_ganadores | result: success"; "cant_ganadores" => report.winners.len());
@@ -406,23 +325,13 @@ async fn send_batch(
 ) -> Result<u64, ClientError> {
     check_cancel(cancel)?;
     let count = bets.len() as u64;
-    conn.send(&Request::Batch {
-        agency,
-        first_index,
-        bets,
-    })
-    .await?;
+    conn.send(&Request::Batch { agency, first_index, bets }).await?;
     match conn.recv_in_flight(cancel).await? {
-        Response::Ack {
-            index,
-            count: acked,
-        } if index == first_index && u64::from(acked) == count => {
+        Response::Ack { index, count: acked } if index == first_index && u64::from(acked) == count => {
             debug!(log, "action: batch_enviado | result: success"; "first_index" => first_index, "cantidad" => count);
             Ok(count)
         }
-        other => Err(ClientError::Unexpected(format!(
-            "{other:?} instead of the ack of batch {first_index}"
-        ))),
+        other => Err(ClientError::Unexpected(format!("{other:?} instead of the ack of batch {first_index}"))),
     }
 }
 
@@ -433,17 +342,9 @@ pub fn bet_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Bet>,
     if values.iter().all(Option::is_none) {
         return Ok(None);
     }
-    let missing: Vec<&str> = VARS
-        .iter()
-        .zip(&values)
-        .filter(|(_, v)| v.is_none())
-        .map(|(k, _)| *k)
-        .collect();
+    let missing: Vec<&str> = VARS.iter().zip(&values).filter(|(_, v)| v.is_none()).map(|(k, _)| *k).collect();
     if !missing.is_empty() {
-        return Err(ClientError::BadEnvBet(format!(
-            "missing {}",
-            missing.join(", ")
-        )));
+        return Err(ClientError::BadEnvBet(format!("missing {}", missing.join(", "))));
     }
     let v: Vec<String> = values.into_iter().flatten().collect();
     Bet::from_fields(&v[0], &v[1], v[2].trim(), v[3].trim(), v[4].trim())
@@ -460,19 +361,13 @@ pub async fn send_single_bet(
 ) -> Result<(), ClientError> {
     let mut conn = AgencyConnection::connect(&cfg.server_address, log, cancel).await?;
     let (document, number) = (bet.document.clone(), bet.number);
-    conn.send(&Request::Bet {
-        agency: cfg.id,
-        bet,
-    })
-    .await?;
+    conn.send(&Request::Bet { agency: cfg.id, bet }).await?;
     let result = match conn.recv_in_flight(cancel).await {
         Ok(Response::Ack { .. }) => {
             info!(log, "action: apuesta_enviada | result: success"; "dni" => &document, "numero" => number);
             Ok(())
         }
-        Ok(other) => Err(ClientError::Unexpected(format!(
-            "{other:?} instead of an ack"
-        ))),
+        Ok(other) => Err(ClientError::Unexpected(format!("{other:?} instead of an ack"))),
         Err(e) => Err(e),
     };
     conn.close().await;
@@ -516,13 +411,7 @@ mod tests {
         assert_eq!(sizes.iter().map(Vec::len).sum::<usize>(), 100);
         for batch in &sizes {
             let mut buf = BytesMut::new();
-            Request::Batch {
-                agency: 1,
-                first_index: 0,
-                bets: batch.clone(),
-            }
-            .encode(&mut buf)
-            .unwrap();
+            Request::Batch { agency: 1, first_index: 0, bets: batch.clone() }.encode(&mut buf).unwrap();
             assert!(buf.len() <= MAX_FRAME);
         }
     }
@@ -531,37 +420,19 @@ mod tests {
     fn rows_are_validated_with_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agency-1.csv");
-        let mut data =
-            b"Ana,P\xc3\xa9rez,00000042,1990-01-31,7574\r\nBad,Row,1,1990-02-30,1\r\nShort,Row\r\n"
-                .to_vec();
+        let mut data = b"Ana,P\xc3\xa9rez,00000042,1990-01-31,7574\r\nBad,Row,1,1990-02-30,1\r\nShort,Row\r\n".to_vec();
         data.extend_from_slice(b"X,\xff,1,1990-01-01,1\nOk,\"Comma, Inc\",7,2000-02-29,9999\n");
         std::fs::write(&path, data).unwrap();
         let mut r = BetReader::open(&path).unwrap();
         let first = r.next_bet().unwrap().unwrap().unwrap();
-        assert_eq!(
-            (first.document.as_str(), first.last_name.as_str()),
-            ("00000042", "Pérez")
-        );
-        for (line, needle) in [
-            (2, "birthdate"),
-            (3, "expected 5 fields"),
-            (4, "last_name is not valid UTF-8"),
-        ] {
+        assert_eq!((first.document.as_str(), first.last_name.as_str()), ("00000042", "Pérez"));
+        for (line, needle) in [(2, "birthdate"), (3, "expected 5 fields"), (4, "last_name is not valid UTF-8")] {
             let err = r.next_bet().unwrap().unwrap().unwrap_err().to_string();
-            assert!(
-                err.contains(&format!("agency-1.csv:{line}:")) && err.contains(needle),
-                "{err}"
-            );
+            assert!(err.contains(&format!("agency-1.csv:{line}:")) && err.contains(needle), "{err}");
         }
-        assert_eq!(
-            r.next_bet().unwrap().unwrap().unwrap().last_name,
-            "Comma, Inc"
-        );
+        assert_eq!(r.next_bet().unwrap().unwrap().unwrap().last_name, "Comma, Inc");
         assert!(r.next_bet().unwrap().is_none());
-        assert!(matches!(
-            BetReader::open(&dir.path().join("missing.csv")),
-            Err(ClientError::DataFile { .. })
-        ));
+        assert!(matches!(BetReader::open(&dir.path().join("missing.csv")), Err(ClientError::DataFile { .. })));
     }
 
     #[test]
@@ -571,9 +442,7 @@ mod tests {
             move |k: &str| m.get(k).map(|v| v.to_string())
         };
         assert!(bet_from_env(&env(&[])).unwrap().is_none());
-        let err = bet_from_env(&env(&[("NOMBRE", "Ana")]))
-            .unwrap_err()
-            .to_string();
+        let err = bet_from_env(&env(&[("NOMBRE", "Ana")])).unwrap_err().to_string();
         assert!(err.contains("APELLIDO") && err.contains("NUMERO"), "{err}");
         static ALL: [(&str, &str); 5] = [
             ("NOMBRE", "Ana"),

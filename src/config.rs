@@ -40,29 +40,15 @@ pub enum ConfigError {
     #[error("config file {} does not exist", .0.display())]
     Missing(PathBuf),
     #[error("cannot read config file {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {} is not valid YAML: {source}", path.display())]
-    Yaml {
-        path: PathBuf,
-        source: serde_yaml::Error,
-    },
+    Yaml { path: PathBuf, source: serde_yaml::Error },
     #[error("config file {} must be a YAML mapping of keys", .0.display())]
     NotAMapping(PathBuf),
     #[error("invalid value for {key} ({origin}): {value:?}: {reason}")]
-    Invalid {
-        key: &'static str,
-        value: String,
-        origin: Origin,
-        reason: String,
-    },
+    Invalid { key: &'static str, value: String, origin: Origin, reason: String },
     #[error("{key} is required: set the environment variable {var}")]
-    Required {
-        key: &'static str,
-        var: &'static str,
-    },
+    Required { key: &'static str, var: &'static str },
     #[error("{0}")]
     Usage(String),
 }
@@ -80,11 +66,7 @@ pub struct Source {
 
 impl Source {
     /// Reads `explicit` (must exist) or `default_path` (may be absent).
-    pub fn load(
-        explicit: Option<PathBuf>,
-        default_path: &Path,
-        env: EnvLookup,
-    ) -> Result<Source, ConfigError> {
+    pub fn load(explicit: Option<PathBuf>, default_path: &Path, env: EnvLookup) -> Result<Source, ConfigError> {
         let (path, must_exist) = match explicit {
             Some(p) => (p, true),
             None => (default_path.to_path_buf(), false),
@@ -93,42 +75,20 @@ impl Source {
             if must_exist {
                 return Err(ConfigError::Missing(path));
             }
-            return Ok(Source {
-                file: BTreeMap::new(),
-                file_path: None,
-                env,
-                used: Default::default(),
-            });
+            return Ok(Source { file: BTreeMap::new(), file_path: None, env, used: Default::default() });
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
         let file = flatten_yaml(&text).map_err(|e| match e {
-            FlattenError::Yaml(source) => ConfigError::Yaml {
-                path: path.clone(),
-                source,
-            },
+            FlattenError::Yaml(source) => ConfigError::Yaml { path: path.clone(), source },
             FlattenError::NotAMapping => ConfigError::NotAMapping(path.clone()),
         })?;
-        Ok(Source {
-            file,
-            file_path: Some(path),
-            env,
-            used: Default::default(),
-        })
+        Ok(Source { file, file_path: Some(path), env, used: Default::default() })
     }
 
     /// An in-memory source (tests).
     pub fn from_parts(yaml: &str, env: EnvLookup) -> Result<Source, ConfigError> {
-        let file =
-            flatten_yaml(yaml).map_err(|_| ConfigError::NotAMapping(PathBuf::from("<memory>")))?;
-        Ok(Source {
-            file,
-            file_path: Some(PathBuf::from("<memory>")),
-            env,
-            used: Default::default(),
-        })
+        let file = flatten_yaml(yaml).map_err(|_| ConfigError::NotAMapping(PathBuf::from("<memory>")))?;
+        Ok(Source { file, file_path: Some(PathBuf::from("<memory>")), env, used: Default::default() })
     }
 
     /// The raw value of `key`: the env var wins over the file.
@@ -153,22 +113,15 @@ impl Source {
     ) -> Result<T, ConfigError> {
         match self.raw(key, var) {
             None => Ok(default),
-            Some((value, origin)) => parse(value.trim()).map_err(|reason| ConfigError::Invalid {
-                key,
-                value,
-                origin,
-                reason,
-            }),
+            Some((value, origin)) => {
+                parse(value.trim()).map_err(|reason| ConfigError::Invalid { key, value, origin, reason })
+            }
         }
     }
 
     /// File keys that no `get` asked for: reported as warnings.
     fn unknown_keys(&self) -> Vec<String> {
-        self.file
-            .keys()
-            .filter(|k| !self.used.contains(k.as_str()))
-            .cloned()
-            .collect()
+        self.file.keys().filter(|k| !self.used.contains(k.as_str())).cloned().collect()
     }
 
     /// Reads an env var directly (keys that have no file form).
@@ -204,11 +157,7 @@ fn flatten_into(prefix: &str, value: &serde_yaml::Value, out: &mut BTreeMap<Stri
                     Value::Bool(b) => b.to_string(),
                     _ => "<complex key>".to_string(),
                 };
-                let key = if prefix.is_empty() {
-                    k
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
                 flatten_into(&key, v, out);
             }
         }
@@ -236,9 +185,7 @@ where
     T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
 {
     move |s: &str| {
-        let v: T = s
-            .parse()
-            .map_err(|_| format!("not an integer in {min}..={max}"))?;
+        let v: T = s.parse().map_err(|_| format!("not an integer in {min}..={max}"))?;
         if v < min || v > max {
             return Err(format!("out of range {min}..={max}"));
         }
@@ -247,9 +194,7 @@ where
 }
 
 fn parse_log_level(s: &str) -> Result<Level, String> {
-    parse_level(s).ok_or_else(|| {
-        "unknown log level (use DEBUG, INFO, WARNING, ERROR or CRITICAL)".to_string()
-    })
+    parse_level(s).ok_or_else(|| "unknown log level (use DEBUG, INFO, WARNING, ERROR or CRITICAL)".to_string())
 }
 
 fn parse_path(s: &str) -> Result<PathBuf, String> {
@@ -286,11 +231,7 @@ pub fn config_path_from_args(
                 None => return Err(ConfigError::Usage("--config needs a PATH".into())),
             },
             s if s.starts_with("--config=") => path = Some(PathBuf::from(&s["--config=".len()..])),
-            other => {
-                return Err(ConfigError::Usage(format!(
-                    "unknown argument {other:?} (usage: --config PATH)"
-                )))
-            }
+            other => return Err(ConfigError::Usage(format!("unknown argument {other:?} (usage: --config PATH)"))),
         }
     }
     Ok(path.or_else(|| env(env_var).map(PathBuf::from)))
@@ -316,24 +257,14 @@ pub struct ServerConfig {
 impl ServerConfig {
     pub fn from_source(src: &mut Source) -> Result<(ServerConfig, Vec<String>), ConfigError> {
         let cfg = ServerConfig {
-            port: src.get(
-                "server.port",
-                Some("SERVER_PORT"),
-                12345,
-                parse_int(0u16, u16::MAX),
-            )?,
+            port: src.get("server.port", Some("SERVER_PORT"), 12345, parse_int(0u16, u16::MAX))?,
             listen_backlog: src.get(
                 "server.listen_backlog",
                 Some("SERVER_LISTEN_BACKLOG"),
                 128,
                 parse_int(1u32, 65_535),
             )?,
-            agencies: src.get(
-                "server.agencies",
-                Some("SERVER_AGENCIES"),
-                5,
-                parse_int(0u32, 100_000),
-            )?,
+            agencies: src.get("server.agencies", Some("SERVER_AGENCIES"), 5, parse_int(0u32, 100_000))?,
             storage_path: src.get(
                 "storage.path",
                 Some("SERVER_STORAGE_PATH"),
@@ -346,12 +277,7 @@ impl ServerConfig {
                 7574,
                 parse_int(0u16, MAX_NUMBER),
             )?,
-            log_level: src.get(
-                "log.level",
-                Some("LOGGING_LEVEL"),
-                Level::Info,
-                parse_log_level,
-            )?,
+            log_level: src.get("log.level", Some("LOGGING_LEVEL"), Level::Info, parse_log_level)?,
             max_connections: src.get(
                 "server.max_connections",
                 Some("SERVER_MAX_CONNECTIONS"),
@@ -364,12 +290,7 @@ impl ServerConfig {
                 Duration::from_secs(60),
                 parse_millis,
             )?,
-            durable: src.get(
-                "storage.durable",
-                Some("SERVER_STORAGE_DURABLE"),
-                true,
-                parse_bool,
-            )?,
+            durable: src.get("storage.durable", Some("SERVER_STORAGE_DURABLE"), true, parse_bool)?,
         };
         Ok((cfg, src.unknown_keys()))
     }
@@ -411,58 +332,28 @@ pub struct ClientConfig {
 impl ClientConfig {
     pub fn from_source(src: &mut Source) -> Result<(ClientConfig, Vec<String>), ConfigError> {
         let id = match src.env("CLI_ID") {
-            None => {
-                return Err(ConfigError::Required {
-                    key: "id",
-                    var: "CLI_ID",
-                })
-            }
-            Some(v) => {
-                parse_int(1u32, u32::MAX)(v.trim()).map_err(|reason| ConfigError::Invalid {
-                    key: "id",
-                    value: v.clone(),
-                    origin: Origin::Env("CLI_ID"),
-                    reason,
-                })?
-            }
+            None => return Err(ConfigError::Required { key: "id", var: "CLI_ID" }),
+            Some(v) => parse_int(1u32, u32::MAX)(v.trim()).map_err(|reason| ConfigError::Invalid {
+                key: "id",
+                value: v.clone(),
+                origin: Origin::Env("CLI_ID"),
+                reason,
+            })?,
         };
-        let server_address = src.get(
-            "server.address",
-            Some("CLI_SERVER_ADDRESS"),
-            "server:12345".to_string(),
-            |s| match s.rsplit_once(':') {
-                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                    Ok(s.to_string())
+        let server_address =
+            src.get("server.address", Some("CLI_SERVER_ADDRESS"), "server:12345".to_string(), |s| {
+                match s.rsplit_once(':') {
+                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_string()),
+                    _ => Err("expected HOST:PORT".to_string()),
                 }
-                _ => Err("expected HOST:PORT".to_string()),
-            },
-        )?;
-        let batch_max_amount = src.get(
-            "batch.maxAmount",
-            Some("CLI_BATCH_MAXAMOUNT"),
-            100,
-            parse_int(1usize, MAX_BATCH_AMOUNT),
-        )?;
-        let data_path = src.get(
-            "data.path",
-            Some("CLI_DATA_PATH"),
-            PathBuf::from("/data/agency-{id}.csv"),
-            parse_path,
-        )?;
+            })?;
+        let batch_max_amount =
+            src.get("batch.maxAmount", Some("CLI_BATCH_MAXAMOUNT"), 100, parse_int(1usize, MAX_BATCH_AMOUNT))?;
+        let data_path =
+            src.get("data.path", Some("CLI_DATA_PATH"), PathBuf::from("/data/agency-{id}.csv"), parse_path)?;
         let data_path = PathBuf::from(data_path.to_string_lossy().replace("{id}", &id.to_string()));
-        let log_level = src.get(
-            "log.level",
-            Some("CLI_LOG_LEVEL"),
-            Level::Info,
-            parse_log_level,
-        )?;
-        let cfg = ClientConfig {
-            id,
-            server_address,
-            batch_max_amount,
-            data_path,
-            log_level,
-        };
+        let log_level = src.get("log.level", Some("CLI_LOG_LEVEL"), Level::Info, parse_log_level)?;
+        let cfg = ClientConfig { id, server_address, batch_max_amount, data_path, log_level };
         Ok((cfg, src.unknown_keys()))
     }
 
@@ -505,10 +396,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> EnvLookup {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Box::new(move |k| map.get(k).cloned())
     }
 
@@ -516,32 +404,19 @@ mod tests {
     fn server_defaults_apply_without_a_file() {
         let mut src = Source::from_parts("", env(&[])).unwrap();
         let (cfg, unknown) = ServerConfig::from_source(&mut src).unwrap();
-        assert_eq!(
-            (
-                cfg.port,
-                cfg.listen_backlog,
-                cfg.agencies,
-                cfg.winning_number
-            ),
-            (12345, 128, 5, 7574)
-        );
+        assert_eq!((cfg.port, cfg.listen_backlog, cfg.agencies, cfg.winning_number), (12345, 128, 5, 7574));
         assert_eq!(cfg.log_level, Level::Info);
         assert!(unknown.is_empty());
     }
 
     #[test]
     fn env_overrides_file_and_unknown_keys_are_reported() {
-        let yaml = "server:\n  port: 1000\n  agencies: 3\nlog:\n  level: debug\nloop:\n  amount: 5\nSERVER_IP: server\n";
+        let yaml =
+            "server:\n  port: 1000\n  agencies: 3\nlog:\n  level: debug\nloop:\n  amount: 5\nSERVER_IP: server\n";
         let mut src = Source::from_parts(yaml, env(&[("SERVER_PORT", "2000")])).unwrap();
         let (cfg, unknown) = ServerConfig::from_source(&mut src).unwrap();
-        assert_eq!(
-            (cfg.port, cfg.agencies, cfg.log_level),
-            (2000, 3, Level::Debug)
-        );
-        assert_eq!(
-            unknown,
-            vec!["SERVER_IP".to_string(), "loop.amount".to_string()]
-        );
+        assert_eq!((cfg.port, cfg.agencies, cfg.log_level), (2000, 3, Level::Debug));
+        assert_eq!(unknown, vec!["SERVER_IP".to_string(), "loop.amount".to_string()]);
     }
 
     #[test]
@@ -557,39 +432,21 @@ mod tests {
     #[test]
     fn client_needs_an_id_and_a_positive_batch() {
         let mut src = Source::from_parts("", env(&[])).unwrap();
-        assert!(matches!(
-            ClientConfig::from_source(&mut src),
-            Err(ConfigError::Required { .. })
-        ));
-        let mut src =
-            Source::from_parts("batch:\n  maxAmount: 0\n", env(&[("CLI_ID", "2")])).unwrap();
+        assert!(matches!(ClientConfig::from_source(&mut src), Err(ConfigError::Required { .. })));
+        let mut src = Source::from_parts("batch:\n  maxAmount: 0\n", env(&[("CLI_ID", "2")])).unwrap();
         let err = ClientConfig::from_source(&mut src).unwrap_err().to_string();
-        assert!(
-            err.contains("batch.maxAmount") && err.contains("\"0\""),
-            "{err}"
-        );
-        let mut src = Source::from_parts(
-            "",
-            env(&[("CLI_ID", "2"), ("CLI_DATA_PATH", "/x/agency-{id}.csv")]),
-        )
-        .unwrap();
+        assert!(err.contains("batch.maxAmount") && err.contains("\"0\""), "{err}");
+        let mut src = Source::from_parts("", env(&[("CLI_ID", "2"), ("CLI_DATA_PATH", "/x/agency-{id}.csv")])).unwrap();
         let (cfg, _) = ClientConfig::from_source(&mut src).unwrap();
         assert_eq!(cfg.data_path, PathBuf::from("/x/agency-2.csv"));
         assert_eq!(cfg.batch_max_amount, 100);
         let mut src = Source::from_parts("", env(&[("CLI_ID", "0")])).unwrap();
-        assert!(ClientConfig::from_source(&mut src)
-            .unwrap_err()
-            .to_string()
-            .contains("CLI_ID"));
+        assert!(ClientConfig::from_source(&mut src).unwrap_err().to_string().contains("CLI_ID"));
     }
 
     #[test]
     fn named_config_file_must_exist() {
-        let err = Source::load(
-            Some("/nonexistent/x.yaml".into()),
-            Path::new("config/server.yaml"),
-            env(&[]),
-        );
+        let err = Source::load(Some("/nonexistent/x.yaml".into()), Path::new("config/server.yaml"), env(&[]));
         assert!(matches!(err, Err(ConfigError::Missing(_))));
     }
 }

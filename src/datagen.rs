@@ -80,14 +80,8 @@ const LAST_NAMES: &[&str] = &[
     "Quiroga",
 ];
 /// Rare names that need quoting or look like separators.
-const AWKWARD_NAMES: &[&str] = &[
-    "O'Connor",
-    "Pérez, hijo",
-    "\"Tito\" Gómez",
-    "Ruiz|Díaz",
-    "Luis; Alberto",
-    "D'Alessandro",
-];
+const AWKWARD_NAMES: &[&str] =
+    &["O'Connor", "Pérez, hijo", "\"Tito\" Gómez", "Ruiz|Díaz", "Luis; Alberto", "D'Alessandro"];
 
 /// SplitMix64: tiny, fast, and identical on every platform.
 pub struct Rng(u64);
@@ -149,30 +143,18 @@ pub fn generate(
             let year = 1940 + rng.below(67) as u16;
             let month = 1 + rng.below(12) as u8;
             let day = 1 + rng.below(28) as u8 + if rng.below(4) == 0 { 2 } else { 0 };
-            let birthdate = Date::new(year, month, day)
-                .or_else(|_| Date::new(year, month, 28))
-                .map_err(io::Error::other)?;
+            let birthdate =
+                Date::new(year, month, day).or_else(|_| Date::new(year, month, 28)).map_err(io::Error::other)?;
             let number = rng.below(10_000) as u16;
             if number == winning_number {
                 winners += 1;
                 writeln!(expected, "{agency},{document}")?;
             }
-            out.write_record([
-                first,
-                last,
-                &document,
-                &birthdate.to_string(),
-                &number.to_string(),
-            ])
-            .map_err(io::Error::other)?;
+            out.write_record([first, last, &document, &birthdate.to_string(), &number.to_string()])
+                .map_err(io::Error::other)?;
         }
         out.flush()?;
-        summaries.push(AgencySummary {
-            agency,
-            path,
-            bets,
-            winners,
-        });
+        summaries.push(AgencySummary { agency, path, bets, winners });
     }
     expected.flush()?;
     Ok(summaries)
@@ -197,14 +179,8 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         let sa = generate(a.path(), 2, 3000, 42, 7574).unwrap();
         let sb = generate(b.path(), 2, 3000, 42, 7574).unwrap();
-        assert_eq!(
-            std::fs::read(&sa[0].path).unwrap(),
-            std::fs::read(&sb[0].path).unwrap()
-        );
-        assert_ne!(
-            std::fs::read(&sa[0].path).unwrap(),
-            std::fs::read(&sa[1].path).unwrap()
-        );
+        assert_eq!(std::fs::read(&sa[0].path).unwrap(), std::fs::read(&sb[0].path).unwrap());
+        assert_ne!(std::fs::read(&sa[0].path).unwrap(), std::fs::read(&sa[1].path).unwrap());
         let text = std::fs::read_to_string(&sa[0].path).unwrap();
         assert_eq!(text.matches("\r\n").count(), 3000);
 
@@ -217,9 +193,6 @@ mod tests {
         }
         assert_eq!((rows, winners), (3000, sa[0].winners));
         let expected = std::fs::read_to_string(a.path().join("expected-winners.csv")).unwrap();
-        assert_eq!(
-            expected.lines().count() as u64,
-            sa[0].winners + sa[1].winners
-        );
+        assert_eq!(expected.lines().count() as u64, sa[0].winners + sa[1].winners);
     }
 }

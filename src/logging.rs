@@ -20,9 +20,7 @@ pub struct PipeDrain<W: Write> {
 
 impl<W: Write> PipeDrain<W> {
     pub fn new(out: W) -> Self {
-        PipeDrain {
-            out: PlainSyncDecorator::new(out),
-        }
+        PipeDrain { out: PlainSyncDecorator::new(out) }
     }
 }
 
@@ -94,23 +92,10 @@ impl<W: Write> Drain for PipeDrain<W> {
 
     fn log(&self, record: &Record, values: &OwnedKVList) -> io::Result<()> {
         let mut pairs = Pairs(Vec::new());
-        record
-            .kv()
-            .serialize(record, &mut pairs)
-            .map_err(io::Error::other)?;
+        record.kv().serialize(record, &mut pairs).map_err(io::Error::other)?;
         // slog hands the record's pairs over last-first.
-        let pairs: Vec<(String, String)> = pairs
-            .0
-            .into_iter()
-            .rev()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        let line = render_line(
-            SystemTime::now(),
-            record.level(),
-            &record.msg().to_string(),
-            &pairs,
-        );
+        let pairs: Vec<(String, String)> = pairs.0.into_iter().rev().map(|(k, v)| (k.to_string(), v)).collect();
+        let line = render_line(SystemTime::now(), record.level(), &record.msg().to_string(), &pairs);
         self.out.with_record(record, values, |w| {
             w.write_all(line.as_bytes())?;
             w.write_all(b"\n")?;
@@ -133,18 +118,10 @@ pub fn discard() -> Logger {
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC (containers run in UTC; no time-zone database needed).
 pub fn format_timestamp(now: SystemTime) -> String {
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
@@ -177,10 +154,7 @@ mod tests {
 
     #[test]
     fn lines_have_padded_levels_and_escaped_values() {
-        let pairs = vec![
-            ("cantidad".to_string(), "3".to_string()),
-            ("error".into(), "a | b\nc".into()),
-        ];
+        let pairs = vec![("cantidad".to_string(), "3".to_string()), ("error".into(), "a | b\nc".into())];
         let line = render_line(UNIX_EPOCH, Level::Info, "action: x | result: fail", &pairs);
         assert_eq!(line, "1970-01-01 00:00:00 INFO     action: x | result: fail | cantidad: 3 | error: a \\| b\\nc");
         let fields: Vec<&str> = line.split(" | ").collect();
@@ -205,10 +179,7 @@ mod tests {
         let log = Logger::root(PipeDrain::new(sink.clone()).ignore_res(), slog::o!());
         slog::info!(log, "action: a | result: success"; "first" => 1, "second" => "two");
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        assert!(
-            text.ends_with("INFO     action: a | result: success | first: 1 | second: two\n"),
-            "{text}"
-        );
+        assert!(text.ends_with("INFO     action: a | result: success | first: 1 | second: two\n"), "{text}");
     }
 
     #[test]

@@ -52,32 +52,20 @@ pub fn bind(port: u16, backlog: u32) -> Result<TcpListener, BootError> {
     let err = |source| BootError::Bind { port, source };
     let socket = TcpSocket::new_v4().map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;
-    socket
-        .bind(SocketAddr::from(([0, 0, 0, 0], port)))
-        .map_err(err)?;
+    socket.bind(SocketAddr::from(([0, 0, 0, 0], port))).map_err(err)?;
     socket.listen(backlog).map_err(err)
 }
 
 /// Starts store, coordinator, listener and supervisor, in that order.
-pub async fn start(
-    listener: TcpListener,
-    cfg: &ServerConfig,
-    log: Logger,
-) -> Result<ServerHandle, BootError> {
+pub async fn start(listener: TcpListener, cfg: &ServerConfig, log: Logger) -> Result<ServerHandle, BootError> {
     let address = listener.local_addr()?;
     let bet_store = BetStore::open(cfg.storage_path.clone(), cfg.durable, log.clone())?;
     // The store gets a thread of its own: disk waits never stall the network actors.
     let store_thread = Arbiter::new();
     let store = BetStore::start_in_arbiter(&store_thread.handle(), move |_| bet_store);
     let already_done = store.send(DoneAgencies).await?;
-    let coordinator = DrawCoordinator::new(
-        cfg.agencies,
-        cfg.winning_number,
-        already_done,
-        store.clone(),
-        log.clone(),
-    )
-    .start();
+    let coordinator =
+        DrawCoordinator::new(cfg.agencies, cfg.winning_number, already_done, store.clone(), log.clone()).start();
     let (drain_tx, drain_rx) = mpsc::channel(1);
     let deps = ConnectionDeps {
         store: store.clone(),
@@ -86,15 +74,9 @@ pub async fn start(
         idle_timeout: cfg.idle_timeout,
         log: log.clone(),
     };
-    let listener =
-        Listener::new(listener, cfg.max_connections, deps, drain_tx, log.clone())?.start();
+    let listener = Listener::new(listener, cfg.max_connections, deps, drain_tx, log.clone())?.start();
     let supervisor = Supervisor::new(listener, store.clone(), drain_rx, log).start();
-    Ok(ServerHandle {
-        address,
-        supervisor,
-        coordinator,
-        store,
-    })
+    Ok(ServerHandle { address, supervisor, coordinator, store })
 }
 
 /// Sends [`Shutdown`] to the supervisor on the first SIGTERM or SIGINT.

@@ -16,11 +16,7 @@ pub enum StorageError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("{}:{line}: {reason}", path.display())]
-    Corrupt {
-        path: PathBuf,
-        line: u64,
-        reason: String,
-    },
+    Corrupt { path: PathBuf, line: u64, reason: String },
 }
 
 /// What opening the store found on disk.
@@ -43,19 +39,11 @@ pub struct BetFile {
 impl BetFile {
     /// Opens (creating) the file, repairs a torn tail and counts what is stored.
     pub fn open(path: &Path) -> Result<(BetFile, Recovered), StorageError> {
-        let io_err = |source| StorageError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(io_err)?;
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
         let repaired_bytes = repair_tail(&mut file).map_err(io_err)?;
         let mut per_agency: HashMap<AgencyId, u64> = HashMap::new();
         scan(path, |_, agency, _| {
@@ -63,15 +51,8 @@ impl BetFile {
             Ok(())
         })?;
         Ok((
-            BetFile {
-                path: path.to_path_buf(),
-                file,
-                buf: Vec::with_capacity(16 * 1024),
-            },
-            Recovered {
-                per_agency,
-                repaired_bytes,
-            },
+            BetFile { path: path.to_path_buf(), file, buf: Vec::with_capacity(16 * 1024) },
+            Recovered { per_agency, repaired_bytes },
         ))
     }
 
@@ -88,26 +69,18 @@ impl BetFile {
         buf.clear();
         buf.shrink_to(64 * 1024);
         self.buf = buf;
-        written.map_err(|source| StorageError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        written.map_err(|source| StorageError::Io { path: self.path.clone(), source })
     }
 
     /// Forces the appended rows to the disk.
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        self.file.sync_data().map_err(|source| StorageError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        self.file.sync_data().map_err(|source| StorageError::Io { path: self.path.clone(), source })
     }
 }
 
 /// Renders rows in the stored format into `out` (quoting only where needed).
 fn render_rows(out: &mut Vec<u8>, agency: AgencyId, bets: &[Bet]) -> io::Result<()> {
-    let mut w = csv::WriterBuilder::new()
-        .has_headers(false)
-        .from_writer(out);
+    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(out);
     let agency = agency.to_string();
     for bet in bets {
         let date = bet.birthdate.to_string();
@@ -160,10 +133,7 @@ pub fn scan(
     path: &Path,
     mut f: impl FnMut(u64, AgencyId, &csv::StringRecord) -> Result<(), StorageError>,
 ) -> Result<(), StorageError> {
-    let file = File::open(path).map_err(|source| StorageError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = File::open(path).map_err(|source| StorageError::Io { path: path.to_path_buf(), source })?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -171,25 +141,17 @@ pub fn scan(
     let mut record = csv::StringRecord::new();
     loop {
         let line = reader.position().line();
-        let corrupt = |reason: String| StorageError::Corrupt {
-            path: path.to_path_buf(),
-            line,
-            reason,
-        };
+        let corrupt = |reason: String| StorageError::Corrupt { path: path.to_path_buf(), line, reason };
         match reader.read_record(&mut record) {
             Ok(false) => return Ok(()),
             Ok(true) => {}
             Err(e) => return Err(corrupt(e.to_string())),
         }
         if record.len() != 6 {
-            return Err(corrupt(format!(
-                "expected 6 fields, found {}",
-                record.len()
-            )));
+            return Err(corrupt(format!("expected 6 fields, found {}", record.len())));
         }
-        let agency: AgencyId = record[0]
-            .parse()
-            .map_err(|_| corrupt(format!("agency {:?} is not a number", &record[0])))?;
+        let agency: AgencyId =
+            record[0].parse().map_err(|_| corrupt(format!("agency {:?} is not a number", &record[0])))?;
         f(line, agency, &record)?;
     }
 }
@@ -208,20 +170,14 @@ pub fn row_to_bet(record: &csv::StringRecord) -> Option<(AgencyId, Bet)> {
 }
 
 /// One pass over the file: the winning documents of each agency, in stored order.
-pub fn draw(
-    path: &Path,
-    winning_number: u16,
-) -> Result<(HashMap<AgencyId, Vec<String>>, u64), StorageError> {
+pub fn draw(path: &Path, winning_number: u16) -> Result<(HashMap<AgencyId, Vec<String>>, u64), StorageError> {
     let mut winners: HashMap<AgencyId, Vec<String>> = HashMap::new();
     let mut rows = 0u64;
     let wanted = winning_number.to_string();
     scan(path, |_, agency, record| {
         rows += 1;
         if &record[5] == wanted.as_str() {
-            winners
-                .entry(agency)
-                .or_default()
-                .push(record[3].to_string());
+            winners.entry(agency).or_default().push(record[3].to_string());
         }
         Ok(())
     })?;
@@ -241,35 +197,22 @@ impl DoneJournal {
         let mut name = bets_path.as_os_str().to_owned();
         name.push(".done");
         let path = PathBuf::from(name);
-        let io_err = |source| StorageError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io_err)?;
+        let io_err = |source| StorageError::Io { path: path.clone(), source };
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io_err)?;
         repair_tail(&mut file).map_err(io_err)?;
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
         let mut text = String::new();
         // The journal holds one short line per agency: bounded by the agency count.
-        (&mut file)
-            .take(64 * 1024 * 1024)
-            .read_to_string(&mut text)
-            .map_err(io_err)?;
+        (&mut file).take(64 * 1024 * 1024).read_to_string(&mut text).map_err(io_err)?;
         let mut done = Vec::new();
         for (i, line) in text.lines().enumerate() {
-            let agency = line
-                .split(',')
-                .next()
-                .and_then(|a| a.parse::<AgencyId>().ok())
-                .ok_or_else(|| StorageError::Corrupt {
+            let agency = line.split(',').next().and_then(|a| a.parse::<AgencyId>().ok()).ok_or_else(|| {
+                StorageError::Corrupt {
                     path: path.clone(),
                     line: i as u64 + 1,
                     reason: format!("bad journal line {line:?}"),
-                })?;
+                }
+            })?;
             done.push(agency);
         }
         Ok((DoneJournal { path, file }, done))
@@ -281,17 +224,11 @@ impl DoneJournal {
         self.file
             .write_all(line.as_bytes())
             .and_then(|_| self.file.sync_data())
-            .map_err(|source| StorageError::Io {
-                path: self.path.clone(),
-                source,
-            })
+            .map_err(|source| StorageError::Io { path: self.path.clone(), source })
     }
 
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        self.file.sync_data().map_err(|source| StorageError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        self.file.sync_data().map_err(|source| StorageError::Io { path: self.path.clone(), source })
     }
 }
 
@@ -336,23 +273,12 @@ mod tests {
         assert_eq!(loaded[3], (1, bets[1].clone()));
 
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.starts_with(
-                "3,\"O'Brien, Jr\",\"Núñez \"\"el Tano\"\"\",00000042,2000-02-29,7574\n"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("\n3,Zoë,Ñandú,35635602,2000-02-29,7574\n"),
-            "only needed quoting: {text}"
-        );
+        assert!(text.starts_with("3,\"O'Brien, Jr\",\"Núñez \"\"el Tano\"\"\",00000042,2000-02-29,7574\n"), "{text}");
+        assert!(text.contains("\n3,Zoë,Ñandú,35635602,2000-02-29,7574\n"), "only needed quoting: {text}");
 
         let (winners, rows) = draw(&path, 7574).unwrap();
         assert_eq!(rows, 4);
-        assert_eq!(
-            winners.get(&3).unwrap(),
-            &vec!["00000042".to_string(), "35635602".to_string()]
-        );
+        assert_eq!(winners.get(&3).unwrap(), &vec!["00000042".to_string(), "35635602".to_string()]);
         assert!(!winners.contains_key(&1));
 
         let (_, rec) = BetFile::open(&path).unwrap();
@@ -364,19 +290,12 @@ mod tests {
     fn torn_last_row_is_removed_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bets.csv");
-        std::fs::write(
-            &path,
-            "1,A,B,1,2000-01-01,1\n1,A,B,2,2000-01-01,2\n2,Half,Ro",
-        )
-        .unwrap();
+        std::fs::write(&path, "1,A,B,1,2000-01-01,1\n1,A,B,2,2000-01-01,2\n2,Half,Ro").unwrap();
         let (_, rec) = BetFile::open(&path).unwrap();
         assert_eq!(rec.repaired_bytes, 9);
         assert_eq!(rec.per_agency.get(&1), Some(&2));
         assert!(!rec.per_agency.contains_key(&2));
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "1,A,B,1,2000-01-01,1\n1,A,B,2,2000-01-01,2\n"
-        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1,A,B,1,2000-01-01,1\n1,A,B,2,2000-01-01,2\n");
     }
 
     #[test]

@@ -18,14 +18,9 @@ const RUN: Duration = Duration::from_secs(120);
 
 fn expected_winners(dir: &Path) -> HashMap<u32, Vec<String>> {
     let mut map: HashMap<u32, Vec<String>> = HashMap::new();
-    for line in std::fs::read_to_string(dir.join("expected-winners.csv"))
-        .unwrap()
-        .lines()
-    {
+    for line in std::fs::read_to_string(dir.join("expected-winners.csv")).unwrap().lines() {
         let (agency, doc) = line.split_once(',').unwrap();
-        map.entry(agency.parse().unwrap())
-            .or_default()
-            .push(doc.to_string());
+        map.entry(agency.parse().unwrap()).or_default().push(doc.to_string());
     }
     map
 }
@@ -34,29 +29,18 @@ fn expected_winners(dir: &Path) -> HashMap<u32, Vec<String>> {
 /// returns (server, clients) after all clients exited 0.
 fn full_run(dir: &Path, data: &Path, agencies: u32) -> (Proc, Vec<Proc>) {
     let (server, port) = start_server(dir, agencies, &[]);
-    let mut clients: Vec<Proc> = (1..=agencies)
-        .map(|id| start_client(dir, id, port, &data.join(format!("agency-{id}.csv")), &[]))
-        .collect();
+    let mut clients: Vec<Proc> =
+        (1..=agencies).map(|id| start_client(dir, id, port, &data.join(format!("agency-{id}.csv")), &[])).collect();
     for c in &mut clients {
         let status = c.wait(RUN);
-        assert!(
-            status.success(),
-            "{} failed:\n{}\nserver:\n{}",
-            c.name,
-            c.lines.dump(),
-            server.lines.dump()
-        );
+        assert!(status.success(), "{} failed:\n{}\nserver:\n{}", c.name, c.lines.dump(), server.lines.dump());
     }
     (server, clients)
 }
 
 fn stop_server(mut server: Proc) -> Proc {
     server.signal("TERM");
-    assert!(
-        server.wait(Duration::from_secs(5)).success(),
-        "server exit code:\n{}",
-        server.lines.dump()
-    );
+    assert!(server.wait(Duration::from_secs(5)).success(), "server exit code:\n{}", server.lines.dump());
     server
 }
 
@@ -69,12 +53,7 @@ fn five_agencies_on_generated_data_get_only_their_own_winners() {
     let (server, clients) = full_run(dir.path(), &data, 5);
 
     for (client, summary) in clients.iter().zip(&summaries) {
-        assert_eq!(
-            winners_logged(client),
-            Some(summary.winners),
-            "{}",
-            client.name
-        );
+        assert_eq!(winners_logged(client), Some(summary.winners), "{}", client.name);
     }
     let server = stop_server(server);
     assert_eq!(server.lines.count("action: sorteo | result: success"), 1);
@@ -85,29 +64,15 @@ fn five_agencies_on_generated_data_get_only_their_own_winners() {
     // Every row of every agency file is stored exactly once, fields intact.
     for summary in &summaries {
         let agency = summary.agency.to_string();
-        let stored: Vec<Vec<String>> = rows
-            .iter()
-            .filter(|r| r[0] == *agency)
-            .map(|r| r.iter().skip(1).map(str::to_string).collect())
-            .collect();
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .from_path(&summary.path)
-            .unwrap();
-        let input: Vec<Vec<String>> = reader
-            .records()
-            .map(|r| r.unwrap().iter().map(str::to_string).collect())
-            .collect();
+        let stored: Vec<Vec<String>> =
+            rows.iter().filter(|r| r[0] == *agency).map(|r| r.iter().skip(1).map(str::to_string).collect()).collect();
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_path(&summary.path).unwrap();
+        let input: Vec<Vec<String>> =
+            reader.records().map(|r| r.unwrap().iter().map(str::to_string).collect()).collect();
         assert_eq!(stored, input, "agency {agency}");
-        let won: Vec<String> = rows
-            .iter()
-            .filter(|r| r[0] == *agency && &r[5] == "7574")
-            .map(|r| r[3].to_string())
-            .collect();
-        assert_eq!(
-            won,
-            expected.get(&summary.agency).cloned().unwrap_or_default()
-        );
+        let won: Vec<String> =
+            rows.iter().filter(|r| r[0] == *agency && &r[5] == "7574").map(|r| r[3].to_string()).collect();
+        assert_eq!(won, expected.get(&summary.agency).cloned().unwrap_or_default());
     }
 }
 
@@ -125,15 +90,11 @@ fn course_dataset_gives_the_known_winners() {
     assert_eq!(server.lines.count("action: sorteo | result: success"), 1);
     let rows = stored_rows(&dir.path().join("bets.csv"));
     assert_eq!(rows.len(), 78_697);
-    let mut docs: Vec<&str> = rows
-        .iter()
-        .filter(|r| &r[5] == "7574")
-        .map(|r| r.get(3).unwrap())
-        .collect();
+    let mut docs: Vec<&str> = rows.iter().filter(|r| &r[5] == "7574").map(|r| r.get(3).unwrap()).collect();
     docs.sort_unstable();
     let mut known = vec![
-        "30876370", "24807259", "33791469", "31660107", "24813860", "22737492", "23328212",
-        "28188111", "34963649", "35635602",
+        "30876370", "24807259", "33791469", "31660107", "24813860", "22737492", "23328212", "28188111", "34963649",
+        "35635602",
     ];
     known.sort_unstable();
     assert_eq!(docs, known);
@@ -156,27 +117,16 @@ fn sigterm_mid_ingestion_shuts_the_server_down_in_order() {
             )
         })
         .collect();
-    server
-        .lines
-        .wait_for("apuesta_recibida", Duration::from_secs(30))
-        .expect("ingestion started");
+    server.lines.wait_for("apuesta_recibida", Duration::from_secs(30)).expect("ingestion started");
     std::thread::sleep(Duration::from_millis(150));
     let signalled = Instant::now();
     server.signal("TERM");
     let status = server.wait(Duration::from_secs(10));
     let took = signalled.elapsed();
-    assert!(
-        status.success(),
-        "exit code {status:?}:\n{}",
-        server.lines.dump()
-    );
+    assert!(status.success(), "exit code {status:?}:\n{}", server.lines.dump());
     assert!(took <= Duration::from_secs(2), "shutdown took {took:?}");
     let log = server.lines.all();
-    let pos = |needle: &str| {
-        log.iter()
-            .position(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no {needle:?}"))
-    };
+    let pos = |needle: &str| log.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle:?}"));
     let order = [
         pos("action: shutdown | result: in_progress"),
         pos("action: close_listener | result: success"),
@@ -184,24 +134,13 @@ fn sigterm_mid_ingestion_shuts_the_server_down_in_order() {
         pos("action: close_store | result: success"),
         pos("action: shutdown | result: success"),
     ];
-    assert!(
-        order.windows(2).all(|w| w[0] < w[1]),
-        "shutdown steps out of order: {order:?}"
-    );
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "shutdown steps out of order: {order:?}");
     assert_eq!(server.lines.count("action: sorteo"), 0);
     for c in &mut clients {
-        assert!(
-            !c.wait(Duration::from_secs(120)).success(),
-            "{} cannot finish without a server",
-            c.name
-        );
+        assert!(!c.wait(Duration::from_secs(120)).success(), "{} cannot finish without a server", c.name);
     }
     let rows = stored_rows(&dir.path().join("bets.csv"));
-    assert!(
-        !rows.is_empty() && rows.len() < 600_000,
-        "{} rows",
-        rows.len()
-    );
+    assert!(!rows.is_empty() && rows.len() < 600_000, "{} rows", rows.len());
 }
 
 #[test]
@@ -210,47 +149,18 @@ fn sigterm_stops_a_client_after_the_request_in_flight() {
     let data = dir.path().join("data");
     datagen::generate(&data, 1, 400_000, 9, 7574).unwrap();
     let (server, port) = start_server(dir.path(), 1, &[]);
-    let mut client = start_client(
-        dir.path(),
-        1,
-        port,
-        &data.join("agency-1.csv"),
-        &[("CLI_BATCH_MAXAMOUNT", "20".into())],
-    );
-    server
-        .lines
-        .wait_for("apuesta_recibida", Duration::from_secs(30))
-        .expect("ingestion started");
+    let mut client =
+        start_client(dir.path(), 1, port, &data.join("agency-1.csv"), &[("CLI_BATCH_MAXAMOUNT", "20".into())]);
+    server.lines.wait_for("apuesta_recibida", Duration::from_secs(30)).expect("ingestion started");
     client.signal("TERM");
-    assert!(
-        client.wait(Duration::from_secs(5)).success(),
-        "{}",
-        client.lines.dump()
-    );
-    assert!(client
-        .lines
-        .wait_for("action: shutdown | result: success", Duration::from_secs(1))
-        .is_some());
-    assert!(
-        client
-            .lines
-            .count("action: close_connection | result: success")
-            == 1,
-        "{}",
-        client.lines.dump()
-    );
-    server
-        .lines
-        .wait_for("action: close_connection", Duration::from_secs(5))
-        .expect("server saw the close");
+    assert!(client.wait(Duration::from_secs(5)).success(), "{}", client.lines.dump());
+    assert!(client.lines.wait_for("action: shutdown | result: success", Duration::from_secs(1)).is_some());
+    assert!(client.lines.count("action: close_connection | result: success") == 1, "{}", client.lines.dump());
+    server.lines.wait_for("action: close_connection", Duration::from_secs(5)).expect("server saw the close");
     let server = stop_server(server);
     assert_eq!(server.lines.count("action: sorteo"), 0);
     let rows = stored_rows(&dir.path().join("bets.csv"));
-    assert!(
-        rows.len() < 400_000 && rows.len().is_multiple_of(20),
-        "whole batches only: {}",
-        rows.len()
-    );
+    assert!(rows.len() < 400_000 && rows.len().is_multiple_of(20), "whole batches only: {}", rows.len());
 }
 
 fn frame(req: &Request) -> Vec<u8> {
@@ -295,58 +205,34 @@ fn garbage_and_oversized_frames_never_disturb_a_well_behaved_agency() {
     let data = dir.path().join("data");
     let summaries = datagen::generate(&data, 1, 30_000, 3, 7574).unwrap();
     let (server, port) = start_server(dir.path(), 1, &[]);
-    let mut client = start_client(
-        dir.path(),
-        1,
-        port,
-        &data.join("agency-1.csv"),
-        &[("CLI_BATCH_MAXAMOUNT", "10".into())],
-    );
+    let mut client =
+        start_client(dir.path(), 1, port, &data.join("agency-1.csv"), &[("CLI_BATCH_MAXAMOUNT", "10".into())]);
 
     // Oversized length: refused with a Nack and the connection is closed.
     let mut big = connect(port);
     big.write_all(&[0x03, 0x7f, 0xff, 0xff, 0xff]).unwrap();
     let mut buf = BytesMut::new();
     match read_response(&mut big, &mut buf) {
-        Some(Response::Nack {
-            code: NackCode::Malformed,
-            message,
-            ..
-        }) => assert!(message.contains("maximum is 8192"), "{message}"),
+        Some(Response::Nack { code: NackCode::Malformed, message, .. }) => {
+            assert!(message.contains("maximum is 8192"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
-    assert!(
-        read_response(&mut big, &mut buf).is_none(),
-        "closed after an unreadable frame"
-    );
+    assert!(read_response(&mut big, &mut buf).is_none(), "closed after an unreadable frame");
 
     // Unknown type and random bytes: Nack, connection stays usable until the stream breaks.
     let mut junk = connect(port);
     junk.write_all(&[0x42, 0, 0, 0, 3, 1, 2, 3]).unwrap();
     let mut buf = BytesMut::new();
-    assert!(matches!(
-        read_response(&mut junk, &mut buf),
-        Some(Response::Nack {
-            code: NackCode::Malformed,
-            ..
-        })
-    ));
-    junk.write_all(&frame(&Request::Echo(bytes::Bytes::from_static(
-        b"still here",
-    ))))
-    .unwrap();
-    assert_eq!(
-        read_response(&mut junk, &mut buf),
-        Some(Response::Echo(bytes::Bytes::from_static(b"still here")))
-    );
+    assert!(matches!(read_response(&mut junk, &mut buf), Some(Response::Nack { code: NackCode::Malformed, .. })));
+    junk.write_all(&frame(&Request::Echo(bytes::Bytes::from_static(b"still here")))).unwrap();
+    assert_eq!(read_response(&mut junk, &mut buf), Some(Response::Echo(bytes::Bytes::from_static(b"still here"))));
     let mut seed = 12345u64;
     for _ in 0..20 {
         let mut g = connect(port);
         let noise: Vec<u8> = (0..2000)
             .map(|_| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 (seed >> 56) as u8
             })
             .collect();
@@ -357,19 +243,10 @@ fn garbage_and_oversized_frames_never_disturb_a_well_behaved_agency() {
     half.write_all(&[0x03, 0, 0, 0x10]).unwrap();
     drop(half);
 
-    assert!(
-        client.wait(RUN).success(),
-        "{}\nserver:\n{}",
-        client.lines.dump(),
-        server.lines.dump()
-    );
+    assert!(client.wait(RUN).success(), "{}\nserver:\n{}", client.lines.dump(), server.lines.dump());
     assert_eq!(winners_logged(&client), Some(summaries[0].winners));
     assert!(server.lines.count("action: receive_message | result: fail") >= 3);
-    assert!(server
-        .lines
-        .all()
-        .iter()
-        .any(|l| l.contains("result: fail") && l.contains("ip: 127.0.0.1:")));
+    assert!(server.lines.all().iter().any(|l| l.contains("result: fail") && l.contains("ip: 127.0.0.1:")));
     stop_server(server);
     assert_eq!(stored_rows(&dir.path().join("bets.csv")).len(), 30_000);
 }
@@ -388,11 +265,7 @@ fn a_connection_speaks_for_one_agency_and_the_rules_are_enforced() {
         ask(
             &mut a1,
             &mut buf,
-            Request::Batch {
-                agency: 1,
-                first_index: 0,
-                bets: vec![bet("00000042", 7574), bet("2", 1)]
-            }
+            Request::Batch { agency: 1, first_index: 0, bets: vec![bet("00000042", 7574), bet("2", 1)] }
         ),
         Response::Ack { index: 0, count: 2 }
     );
@@ -401,196 +274,69 @@ fn a_connection_speaks_for_one_agency_and_the_rules_are_enforced() {
         ask(
             &mut a1,
             &mut buf,
-            Request::Batch {
-                agency: 1,
-                first_index: 0,
-                bets: vec![bet("00000042", 7574), bet("2", 1)]
-            }
+            Request::Batch { agency: 1, first_index: 0, bets: vec![bet("00000042", 7574), bet("2", 1)] }
         ),
         Response::Ack { index: 0, count: 2 }
     );
     // A gap is refused.
     assert!(matches!(
-        ask(
-            &mut a1,
-            &mut buf,
-            Request::Batch {
-                agency: 1,
-                first_index: 5,
-                bets: vec![bet("3", 1)]
-            }
-        ),
-        Response::Nack {
-            code: NackCode::OutOfOrder,
-            index: 5,
-            ..
-        }
+        ask(&mut a1, &mut buf, Request::Batch { agency: 1, first_index: 5, bets: vec![bet("3", 1)] }),
+        Response::Nack { code: NackCode::OutOfOrder, index: 5, .. }
     ));
     // Another agency on this connection is refused: it can neither send, close nor read.
     assert!(matches!(
-        ask(
-            &mut a1,
-            &mut buf,
-            Request::Done {
-                agency: 2,
-                total: 0
-            }
-        ),
-        Response::Nack {
-            code: NackCode::WrongAgency,
-            ..
-        }
+        ask(&mut a1, &mut buf, Request::Done { agency: 2, total: 0 }),
+        Response::Nack { code: NackCode::WrongAgency, .. }
     ));
     assert!(matches!(
         ask(&mut a1, &mut buf, Request::WinnersRequest { agency: 2 }),
-        Response::Nack {
-            code: NackCode::WrongAgency,
-            ..
-        }
+        Response::Nack { code: NackCode::WrongAgency, .. }
     ));
     // Agencies outside 1..=2 are refused.
     let mut a9 = connect(port);
     let mut buf9 = BytesMut::new();
     assert!(matches!(
-        ask(
-            &mut a9,
-            &mut buf9,
-            Request::Bet {
-                agency: 9,
-                bet: bet("1", 1)
-            }
-        ),
-        Response::Nack {
-            code: NackCode::UnknownAgency,
-            ..
-        }
+        ask(&mut a9, &mut buf9, Request::Bet { agency: 9, bet: bet("1", 1) }),
+        Response::Nack { code: NackCode::UnknownAgency, .. }
     ));
     // A Done that announces more bets than stored is refused; the right one is acked, twice.
     assert!(matches!(
-        ask(
-            &mut a1,
-            &mut buf,
-            Request::Done {
-                agency: 1,
-                total: 3
-            }
-        ),
-        Response::Nack {
-            code: NackCode::Incomplete,
-            ..
-        }
+        ask(&mut a1, &mut buf, Request::Done { agency: 1, total: 3 }),
+        Response::Nack { code: NackCode::Incomplete, .. }
     ));
-    assert_eq!(
-        ask(
-            &mut a1,
-            &mut buf,
-            Request::Done {
-                agency: 1,
-                total: 2
-            }
-        ),
-        Response::Ack { index: 2, count: 0 }
-    );
-    assert_eq!(
-        ask(
-            &mut a1,
-            &mut buf,
-            Request::Done {
-                agency: 1,
-                total: 2
-            }
-        ),
-        Response::Ack { index: 2, count: 0 }
-    );
+    assert_eq!(ask(&mut a1, &mut buf, Request::Done { agency: 1, total: 2 }), Response::Ack { index: 2, count: 0 });
+    assert_eq!(ask(&mut a1, &mut buf, Request::Done { agency: 1, total: 2 }), Response::Ack { index: 2, count: 0 });
     assert!(matches!(
-        ask(
-            &mut a1,
-            &mut buf,
-            Request::Batch {
-                agency: 1,
-                first_index: 2,
-                bets: vec![bet("3", 1)]
-            }
-        ),
-        Response::Nack {
-            code: NackCode::AlreadyDone,
-            ..
-        }
+        ask(&mut a1, &mut buf, Request::Batch { agency: 1, first_index: 2, bets: vec![bet("3", 1)] }),
+        Response::Nack { code: NackCode::AlreadyDone, .. }
     ));
     // A bet with an invalid field inside a batch: the whole batch is refused.
     let mut a2 = connect(port);
     let mut buf2 = BytesMut::new();
-    let mut bad = frame(&Request::Batch {
-        agency: 2,
-        first_index: 0,
-        bets: vec![bet("7", 1), bet("8", 1)],
-    });
+    let mut bad = frame(&Request::Batch { agency: 2, first_index: 0, bets: vec![bet("7", 1), bet("8", 1)] });
     let n = bad.len();
     bad[n - 2..].copy_from_slice(&10_000u16.to_be_bytes());
     a2.write_all(&bad).unwrap();
-    assert!(matches!(
-        read_response(&mut a2, &mut buf2),
-        Some(Response::Nack {
-            code: NackCode::InvalidBet,
-            ..
-        })
-    ));
-    server
-        .lines
-        .wait_for(
-            "apuesta_recibida | result: fail | cantidad: 2",
-            Duration::from_secs(5),
-        )
-        .expect("fail line");
+    assert!(matches!(read_response(&mut a2, &mut buf2), Some(Response::Nack { code: NackCode::InvalidBet, .. })));
+    server.lines.wait_for("apuesta_recibida | result: fail | cantidad: 2", Duration::from_secs(5)).expect("fail line");
 
     // Agency 1 asks for winners before agency 2 is done: the answer waits for the draw.
-    a1.write_all(&frame(&Request::WinnersRequest { agency: 1 }))
-        .unwrap();
-    a1.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    assert!(
-        read_response(&mut a1, &mut buf).is_none(),
-        "no answer before the draw"
-    );
+    a1.write_all(&frame(&Request::WinnersRequest { agency: 1 })).unwrap();
+    a1.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    assert!(read_response(&mut a1, &mut buf).is_none(), "no answer before the draw");
     a1.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert_eq!(
-        ask(
-            &mut a2,
-            &mut buf2,
-            Request::Batch {
-                agency: 2,
-                first_index: 0,
-                bets: vec![bet("7", 1)]
-            }
-        ),
+        ask(&mut a2, &mut buf2, Request::Batch { agency: 2, first_index: 0, bets: vec![bet("7", 1)] }),
         Response::Ack { index: 0, count: 1 }
     );
-    assert_eq!(
-        ask(
-            &mut a2,
-            &mut buf2,
-            Request::Done {
-                agency: 2,
-                total: 1
-            }
-        ),
-        Response::Ack { index: 1, count: 0 }
-    );
+    assert_eq!(ask(&mut a2, &mut buf2, Request::Done { agency: 2, total: 1 }), Response::Ack { index: 1, count: 0 });
     assert_eq!(
         read_response(&mut a1, &mut buf),
-        Some(Response::Winners {
-            agency: 1,
-            more: false,
-            documents: vec!["00000042".into()]
-        })
+        Some(Response::Winners { agency: 1, more: false, documents: vec!["00000042".into()] })
     );
     assert_eq!(
         ask(&mut a2, &mut buf2, Request::WinnersRequest { agency: 2 }),
-        Response::Winners {
-            agency: 2,
-            more: false,
-            documents: vec![]
-        }
+        Response::Winners { agency: 2, more: false, documents: vec![] }
     );
     let server = stop_server(server);
     assert_eq!(server.lines.count("action: sorteo | result: success"), 1);
@@ -613,33 +359,20 @@ fn single_bet_mode_stores_one_bet_with_its_leading_zeros() {
     let mut client = start_client(dir.path(), 3, port, Path::new("/nonexistent"), &env);
     assert!(client.wait(RUN).success(), "{}", client.lines.dump());
     assert!(
-        client
-            .lines
-            .count("action: apuesta_enviada | result: success | dni: 00304877 | numero: 7574")
-            == 1,
+        client.lines.count("action: apuesta_enviada | result: success | dni: 00304877 | numero: 7574") == 1,
         "{}",
         client.lines.dump()
     );
     server
         .lines
-        .wait_for(
-            "action: apuesta_almacenada | result: success | dni: 00304877 | numero: 7574",
-            Duration::from_secs(5),
-        )
+        .wait_for("action: apuesta_almacenada | result: success | dni: 00304877 | numero: 7574", Duration::from_secs(5))
         .expect("server line");
     stop_server(server);
     let rows = stored_rows(&dir.path().join("bets.csv"));
     assert_eq!(rows.len(), 1);
     assert_eq!(
         rows[0].iter().collect::<Vec<_>>(),
-        vec![
-            "3",
-            "Santiago Lionel",
-            "Lorca",
-            "00304877",
-            "1999-03-17",
-            "7574"
-        ]
+        vec!["3", "Santiago Lionel", "Lorca", "00304877", "1999-03-17", "7574"]
     );
 }
 
@@ -653,15 +386,9 @@ fn invalid_rows_are_reported_with_file_and_line_and_skipped() {
     assert!(client.wait(RUN).success(), "{}", client.lines.dump());
     let log = client.lines.dump();
     for line in [2, 3, 5] {
-        assert!(
-            log.contains(&format!("agency-1.csv:{line}:")),
-            "line {line} not reported:\n{log}"
-        );
+        assert!(log.contains(&format!("agency-1.csv:{line}:")), "line {line} not reported:\n{log}");
     }
-    assert!(
-        log.contains("action: apuestas_enviadas | result: success | cantidad: 2 | rechazadas: 3"),
-        "{log}"
-    );
+    assert!(log.contains("action: apuestas_enviadas | result: success | cantidad: 2 | rechazadas: 3"), "{log}");
     assert_eq!(winners_logged(&client), Some(1));
     stop_server(server);
 }
@@ -669,61 +396,42 @@ fn invalid_rows_are_reported_with_file_and_line_and_skipped() {
 #[test]
 fn bad_configuration_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Proc::spawn(
-        SERVER,
-        "server",
-        &[("SERVER_PORT", "not-a-port".into())],
-        dir.path(),
-    );
+    let mut server = Proc::spawn(SERVER, "server", &[("SERVER_PORT", "not-a-port".into())], dir.path());
     assert_eq!(server.wait(Duration::from_secs(10)).code(), Some(2));
     let log = server.lines.dump();
     assert!(
-        log.contains("action: config | result: fail")
-            && log.contains("server.port")
-            && log.contains("not-a-port"),
+        log.contains("action: config | result: fail") && log.contains("server.port") && log.contains("not-a-port"),
         "{log}"
     );
 
     let mut missing = Proc::spawn(SERVER, "server", &[], dir.path());
     let _ = missing.child.kill();
-    let mut named = Proc::spawn(
-        SERVER,
-        "server",
-        &[("SERVER_CONFIG", "/nonexistent/server.yaml".into())],
-        dir.path(),
-    );
+    let mut named = Proc::spawn(SERVER, "server", &[("SERVER_CONFIG", "/nonexistent/server.yaml".into())], dir.path());
     assert_eq!(named.wait(Duration::from_secs(10)).code(), Some(2));
     assert!(named.lines.dump().contains("/nonexistent/server.yaml"));
 
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
-    std::fs::write(dir.path().join("config/client.yaml"), "server:\n  address: \"server:12345\"\nloop:\n  amount: 5\n  period: \"5s\"\nlog:\n  level: \"shouty\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("config/client.yaml"),
+        "server:\n  address: \"server:12345\"\nloop:\n  amount: 5\n  period: \"5s\"\nlog:\n  level: \"shouty\"\n",
+    )
+    .unwrap();
     let mut client = Proc::spawn(CLIENT, "client", &[("CLI_ID", "1".into())], dir.path());
     assert_eq!(client.wait(Duration::from_secs(10)).code(), Some(2));
     let log = client.lines.dump();
     assert!(log.contains("log.level") && log.contains("shouty"), "{log}");
 
     // Course files keep working: unknown keys are warnings.
-    std::fs::write(
-        dir.path().join("config/server.yaml"),
-        "server:\n  port: 0\n  agencies: 1\nSERVER_IP: server\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("config/server.yaml"), "server:\n  port: 0\n  agencies: 1\nSERVER_IP: server\n")
+        .unwrap();
     let mut ok = Proc::spawn(
         SERVER,
         "server",
-        &[(
-            "SERVER_STORAGE_PATH",
-            dir.path().join("b.csv").display().to_string(),
-        )],
+        &[("SERVER_STORAGE_PATH", dir.path().join("b.csv").display().to_string())],
         dir.path(),
     );
-    ok.lines
-        .wait_for("accept_connections", Duration::from_secs(10))
-        .expect("server started with a course-style file");
-    assert!(ok
-        .lines
-        .dump()
-        .contains("WARNING  action: config | result: success | ignored_key: SERVER_IP"));
+    ok.lines.wait_for("accept_connections", Duration::from_secs(10)).expect("server started with a course-style file");
+    assert!(ok.lines.dump().contains("WARNING  action: config | result: success | ignored_key: SERVER_IP"));
     ok.signal("TERM");
     assert!(ok.wait(Duration::from_secs(5)).success());
 }

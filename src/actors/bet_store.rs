@@ -70,6 +70,13 @@ pub struct MarkDone {
     pub total: u64,
 }
 
+/// How far an agency got: `(stored, done)`, counting only durable rows.
+#[derive(Message)]
+#[rtype(result = "(u64, bool)")]
+pub struct QueryProgress {
+    pub agency: AgencyId,
+}
+
 /// Agencies that were done before a restart (for the coordinator).
 #[derive(Message)]
 #[rtype(result = "Vec<AgencyId>")]
@@ -109,6 +116,9 @@ pub struct BetStore {
     parked_batches: Vec<(Reply<Stored>, Stored)>,
     parked_done: Vec<(Reply<u64>, u64)>,
     sync_scheduled: bool,
+    /// Batches appended and syncs done: their ratio is what group commit saves.
+    appends: u64,
+    syncs: u64,
     /// Journal of `Done`s, so a restart knows which agencies had finished.
     done_journal: storage::DoneJournal,
     log: Logger,
@@ -138,6 +148,8 @@ impl BetStore {
             parked_batches: Vec::new(),
             parked_done: Vec::new(),
             sync_scheduled: false,
+            appends: 0,
+            syncs: 0,
             done_journal,
             log,
         })
@@ -154,6 +166,7 @@ impl BetStore {
         let file = self.file.as_mut().ok_or(StoreError::Closed)?;
         if self.durable {
             file.sync()?;
+            self.syncs += 1;
         }
         Ok(())
     }
@@ -183,10 +196,7 @@ impl Handler<StoreBets> for BetStore {
             let count = msg.bets.len() as u64;
             let expected = progress.stored;
             if first_index > expected {
-                return Err(StoreError::OutOfOrder {
-                    expected,
-                    got: first_index,
-                });
+                return Err(StoreError::OutOfOrder { expected, got: first_index });
             }
             // A retry of bets already stored: store only what is new, if anything.
             let skip = (expected - first_index).min(count) as usize;
@@ -194,13 +204,10 @@ impl Handler<StoreBets> for BetStore {
             if !fresh.is_empty() {
                 let file = self.file.as_mut().ok_or(StoreError::Closed)?;
                 file.append(msg.agency, fresh)?;
+                self.appends += 1;
                 progress.stored += fresh.len() as u64;
             }
-            Ok(Stored {
-                first_index,
-                count: count as u32,
-                newly_stored: fresh.len() as u32,
-            })
+            Ok(Stored { first_index, count: count as u32, newly_stored: fresh.len() as u32 })
         })();
         match result {
             Ok(stored) if stored.newly_stored > 0 => {
@@ -226,6 +233,9 @@ impl Handler<SyncNow> for BetStore {
 
     fn handle(&mut self, _: SyncNow, _: &mut Context<Self>) {
         self.sync_scheduled = false;
+        if self.parked_batches.is_empty() && self.parked_done.is_empty() {
+            return;
+        }
         let synced = self.sync();
         if let Err(e) = &synced {
             error!(self.log, "action: sync_store | result: fail"; "path" => self.path.display(), "error" => %e);
@@ -249,10 +259,7 @@ impl Handler<MarkDone> for BetStore {
             // Idempotent: a second Done is acknowledged with what is stored.
             let _ = tx.send(Ok(progress.stored));
         } else if progress.stored != msg.total {
-            let _ = tx.send(Err(StoreError::Incomplete {
-                stored: progress.stored,
-                total: msg.total,
-            }));
+            let _ = tx.send(Err(StoreError::Incomplete { stored: progress.stored, total: msg.total }));
         } else {
             match self.done_journal.record(msg.agency, msg.total) {
                 Ok(()) => {
@@ -269,16 +276,24 @@ impl Handler<MarkDone> for BetStore {
     }
 }
 
+impl Handler<QueryProgress> for BetStore {
+    type Result = MessageResult<QueryProgress>;
+
+    fn handle(&mut self, msg: QueryProgress, ctx: &mut Context<Self>) -> Self::Result {
+        // Report only durable rows: sync what is parked first.
+        if !self.parked_batches.is_empty() {
+            <Self as Handler<SyncNow>>::handle(self, SyncNow, ctx);
+        }
+        let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
+        MessageResult((p.stored, p.done))
+    }
+}
+
 impl Handler<DoneAgencies> for BetStore {
     type Result = MessageResult<DoneAgencies>;
 
     fn handle(&mut self, _: DoneAgencies, _: &mut Context<Self>) -> Self::Result {
-        let mut done: Vec<AgencyId> = self
-            .progress
-            .iter()
-            .filter(|(_, p)| p.done)
-            .map(|(a, _)| *a)
-            .collect();
+        let mut done: Vec<AgencyId> = self.progress.iter().filter(|(_, p)| p.done).map(|(a, _)| *a).collect();
         done.sort_unstable();
         MessageResult(done)
     }
@@ -292,10 +307,7 @@ impl Handler<Draw> for BetStore {
         // synchronous); make it durable before reading it back.
         self.sync()?;
         let (winners, rows) = storage::draw(&self.path, msg.winning_number)?;
-        let winners = winners
-            .into_iter()
-            .map(|(a, docs)| (a, Arc::new(docs)))
-            .collect();
+        let winners = winners.into_iter().map(|(a, docs)| (a, Arc::new(docs))).collect();
         Ok(DrawOutcome { winners, rows })
     }
 }
@@ -307,15 +319,13 @@ impl Handler<CloseStore> for BetStore {
         // Release anything parked (a sync may be queued behind this message).
         <Self as Handler<SyncNow>>::handle(self, SyncNow, ctx);
         let result = match self.file.take() {
-            Some(mut file) => file
-                .sync()
-                .and_then(|_| self.done_journal.sync())
-                .map_err(StoreError::from),
+            Some(mut file) => file.sync().and_then(|_| self.done_journal.sync()).map_err(StoreError::from),
             None => Ok(()),
         };
         match &result {
             Ok(()) => {
-                info!(self.log, "action: close_store | result: success"; "path" => self.path.display())
+                info!(self.log, "action: close_store | result: success"; "path" => self.path.display(),
+                    "batches" => self.appends, "syncs" => self.syncs)
             }
             Err(e) => {
                 error!(self.log, "action: close_store | result: fail"; "path" => self.path.display(), "error" => %e)

@@ -73,26 +73,12 @@ impl DrawCoordinator {
         store: Addr<BetStore>,
         log: Logger,
     ) -> Self {
-        let done = already_done
-            .into_iter()
-            .filter(|a| (1..=agencies).contains(a))
-            .collect();
-        DrawCoordinator {
-            agencies,
-            winning_number,
-            done,
-            state: DrawState::Waiting,
-            parked: Vec::new(),
-            store,
-            log,
-        }
+        let done = already_done.into_iter().filter(|a| (1..=agencies).contains(a)).collect();
+        DrawCoordinator { agencies, winning_number, done, state: DrawState::Waiting, parked: Vec::new(), store, log }
     }
 
     fn maybe_draw(&mut self, ctx: &mut Context<Self>) {
-        if self.agencies == 0
-            || self.done.len() < self.agencies as usize
-            || !matches!(self.state, DrawState::Waiting)
-        {
+        if self.agencies == 0 || self.done.len() < self.agencies as usize || !matches!(self.state, DrawState::Waiting) {
             return;
         }
         self.state = DrawState::Running;
@@ -127,16 +113,11 @@ impl DrawCoordinator {
 
     fn answer(&self, request: WinnersFor) {
         let result = match &self.state {
-            DrawState::Drawn(winners) => {
-                Ok(winners.get(&request.agency).cloned().unwrap_or_default())
-            }
+            DrawState::Drawn(winners) => Ok(winners.get(&request.agency).cloned().unwrap_or_default()),
             DrawState::Failed(e) => Err(e.clone()),
             DrawState::Waiting | DrawState::Running => return,
         };
-        request.reply.do_send(WinnersReady {
-            agency: request.agency,
-            result,
-        });
+        request.reply.do_send(WinnersReady { agency: request.agency, result });
     }
 }
 
@@ -222,90 +203,33 @@ mod tests {
     async fn answers_nothing_before_all_done_and_only_own_winners_after() {
         let dir = tempfile::tempdir().unwrap();
         let log = crate::logging::discard();
-        let store = BetStore::open(dir.path().join("bets.csv"), true, log.clone())
-            .unwrap()
-            .start();
+        let store = BetStore::open(dir.path().join("bets.csv"), true, log.clone()).unwrap().start();
         let coordinator = DrawCoordinator::new(2, 7574, vec![], store.clone(), log).start();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let collector = Collector(tx).start();
 
         let a1 = vec![bet("00000001", 7574), bet("2", 1), bet("3", 7574)];
         let a2 = vec![bet("4", 2), bet("5", 3)];
-        store
-            .send(StoreBets {
-                agency: 1,
-                first_index: Some(0),
-                bets: a1,
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        store
-            .send(StoreBets {
-                agency: 2,
-                first_index: Some(0),
-                bets: a2,
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        store.send(StoreBets { agency: 1, first_index: Some(0), bets: a1 }).await.unwrap().unwrap();
+        store.send(StoreBets { agency: 2, first_index: Some(0), bets: a2 }).await.unwrap().unwrap();
 
         // Agency 1 asks before anyone is done: parked, not answered.
-        coordinator.do_send(WinnersFor {
-            agency: 1,
-            reply: collector.clone().recipient(),
-        });
-        store
-            .send(MarkDone {
-                agency: 1,
-                total: 3,
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        coordinator.do_send(WinnersFor { agency: 1, reply: collector.clone().recipient() });
+        store.send(MarkDone { agency: 1, total: 3 }).await.unwrap().unwrap();
         coordinator.do_send(AgencyDone { agency: 1 });
         let status = coordinator.send(QueryStatus).await.unwrap();
-        assert_eq!(
-            status,
-            DrawStatus {
-                done: vec![1],
-                drawn: false,
-                parked_requests: 1
-            }
-        );
-        assert!(
-            rx.try_recv().is_err(),
-            "no answer before every agency is done"
-        );
+        assert_eq!(status, DrawStatus { done: vec![1], drawn: false, parked_requests: 1 });
+        assert!(rx.try_recv().is_err(), "no answer before every agency is done");
 
-        store
-            .send(MarkDone {
-                agency: 2,
-                total: 2,
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        store.send(MarkDone { agency: 2, total: 2 }).await.unwrap().unwrap();
         coordinator.do_send(AgencyDone { agency: 2 });
-        let (agency, result) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let (agency, result) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
         assert_eq!(agency, 1);
-        assert_eq!(
-            *result.unwrap(),
-            vec!["00000001".to_string(), "3".to_string()]
-        );
+        assert_eq!(*result.unwrap(), vec!["00000001".to_string(), "3".to_string()]);
 
         // Later requests are answered at once, each with its own agency's winners.
-        coordinator.do_send(WinnersFor {
-            agency: 2,
-            reply: collector.clone().recipient(),
-        });
-        let (agency, result) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        coordinator.do_send(WinnersFor { agency: 2, reply: collector.clone().recipient() });
+        let (agency, result) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
         assert_eq!(agency, 2);
         assert!(result.unwrap().is_empty());
         assert!(coordinator.send(QueryStatus).await.unwrap().drawn);
@@ -315,109 +239,32 @@ mod tests {
     async fn store_refuses_gaps_after_done_and_stores_retries_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bets.csv");
-        let store = BetStore::open(path.clone(), true, crate::logging::discard())
-            .unwrap()
-            .start();
+        let store = BetStore::open(path.clone(), true, crate::logging::discard()).unwrap().start();
         let batch = vec![bet("1", 1), bet("2", 2)];
-        let first = store
-            .send(StoreBets {
-                agency: 1,
-                first_index: Some(0),
-                bets: batch.clone(),
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let first =
+            store.send(StoreBets { agency: 1, first_index: Some(0), bets: batch.clone() }).await.unwrap().unwrap();
         assert_eq!(first.newly_stored, 2);
-        let retry = store
-            .send(StoreBets {
-                agency: 1,
-                first_index: Some(0),
-                bets: batch.clone(),
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let retry =
+            store.send(StoreBets { agency: 1, first_index: Some(0), bets: batch.clone() }).await.unwrap().unwrap();
         assert_eq!(retry.newly_stored, 0);
         let overlap = store
-            .send(StoreBets {
-                agency: 1,
-                first_index: Some(1),
-                bets: vec![bet("2", 2), bet("3", 3)],
-            })
+            .send(StoreBets { agency: 1, first_index: Some(1), bets: vec![bet("2", 2), bet("3", 3)] })
             .await
             .unwrap()
             .unwrap();
         assert_eq!(overlap.newly_stored, 1);
-        let gap = store
-            .send(StoreBets {
-                agency: 1,
-                first_index: Some(9),
-                bets: batch.clone(),
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            gap,
-            Err(crate::actors::bet_store::StoreError::OutOfOrder {
-                expected: 3,
-                got: 9
-            })
-        );
-        assert!(store
-            .send(MarkDone {
-                agency: 1,
-                total: 4
-            })
-            .await
-            .unwrap()
-            .is_err());
-        assert_eq!(
-            store
-                .send(MarkDone {
-                    agency: 1,
-                    total: 3
-                })
-                .await
-                .unwrap(),
-            Ok(3)
-        );
-        assert_eq!(
-            store
-                .send(MarkDone {
-                    agency: 1,
-                    total: 3
-                })
-                .await
-                .unwrap(),
-            Ok(3),
-            "a second Done is idempotent"
-        );
-        let late = store
-            .send(StoreBets {
-                agency: 1,
-                first_index: Some(3),
-                bets: batch,
-            })
-            .await
-            .unwrap();
-        assert!(matches!(
-            late,
-            Err(crate::actors::bet_store::StoreError::AlreadyDone(1))
-        ));
+        let gap = store.send(StoreBets { agency: 1, first_index: Some(9), bets: batch.clone() }).await.unwrap();
+        assert_eq!(gap, Err(crate::actors::bet_store::StoreError::OutOfOrder { expected: 3, got: 9 }));
+        assert!(store.send(MarkDone { agency: 1, total: 4 }).await.unwrap().is_err());
+        assert_eq!(store.send(MarkDone { agency: 1, total: 3 }).await.unwrap(), Ok(3));
+        assert_eq!(store.send(MarkDone { agency: 1, total: 3 }).await.unwrap(), Ok(3), "a second Done is idempotent");
+        let late = store.send(StoreBets { agency: 1, first_index: Some(3), bets: batch }).await.unwrap();
+        assert!(matches!(late, Err(crate::actors::bet_store::StoreError::AlreadyDone(1))));
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3);
         drop(store);
         // A restarted store remembers progress and Done from disk.
-        let reopened = BetStore::open(path, true, crate::logging::discard())
-            .unwrap()
-            .start();
-        assert_eq!(
-            reopened
-                .send(crate::actors::bet_store::DoneAgencies)
-                .await
-                .unwrap(),
-            vec![1]
-        );
+        let reopened = BetStore::open(path, true, crate::logging::discard()).unwrap().start();
+        assert_eq!(reopened.send(crate::actors::bet_store::DoneAgencies).await.unwrap(), vec![1]);
     }
 }

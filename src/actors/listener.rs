@@ -132,8 +132,7 @@ async fn refuse(mut stream: TcpStream, max: usize) {
         message: format!("too many connections (max {max}), retry later"),
     };
     if nack.encode(&mut buf).is_ok() {
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&buf)).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&buf)).await;
     }
     let _ = stream.shutdown().await;
 }

@@ -34,18 +34,8 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(
-        listener: Addr<Listener>,
-        store: Addr<BetStore>,
-        drain: mpsc::Receiver<()>,
-        log: Logger,
-    ) -> Self {
-        Supervisor {
-            listener,
-            store,
-            drain: Some(drain),
-            log,
-        }
+    pub fn new(listener: Addr<Listener>, store: Addr<BetStore>, drain: mpsc::Receiver<()>, log: Logger) -> Self {
+        Supervisor { listener, store, drain: Some(drain), log }
     }
 }
 
@@ -73,8 +63,7 @@ impl Handler<Shutdown> for Supervisor {
                 Err(_) => warn!(log, "action: close_connections | result: fail"; "open" => open,
                     "error" => format!("peers still writing after {} ms; dropping them", DRAIN_GRACE.as_millis())),
             }
-            let stored =
-                tokio::time::timeout(Duration::from_millis(600), store.send(CloseStore)).await;
+            let stored = tokio::time::timeout(Duration::from_millis(600), store.send(CloseStore)).await;
             let ok = matches!(stored, Ok(Ok(Ok(()))));
             if ok {
                 info!(log, "action: shutdown | result: success");

@@ -20,10 +20,7 @@ fn main() -> ExitCode {
     let log = logging::root(cfg.log_level);
     log_config(&log, &cfg.log_pairs(), &unknown);
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             error!(log, "action: start | result: fail"; "error" => %e);

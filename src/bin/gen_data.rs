@@ -7,8 +7,7 @@ use loteria::datagen;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: gen_data --agencies N --bets M --out DIR [--seed S] [--winning-number W]";
+const USAGE: &str = "usage: gen_data --agencies N --bets M --out DIR [--seed S] [--winning-number W]";
 
 struct Args {
     agencies: u32,
@@ -19,8 +18,7 @@ struct Args {
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
-    let (mut agencies, mut bets, mut out, mut seed, mut winning) =
-        (None, None, None, 7574u64, 7574u16);
+    let (mut agencies, mut bets, mut out, mut seed, mut winning) = (None, None, None, 7574u64, 7574u16);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -41,11 +39,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             }
             "--winning-number" => {
                 let v = value()?;
-                winning = v
-                    .parse()
-                    .ok()
-                    .filter(|w| *w <= 9999)
-                    .ok_or_else(|| bad(v))?;
+                winning = v.parse().ok().filter(|w| *w <= 9999).ok_or_else(|| bad(v))?;
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -73,13 +67,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match datagen::generate(
-        &args.out,
-        args.agencies,
-        args.bets,
-        args.seed,
-        args.winning_number,
-    ) {
+    match datagen::generate(&args.out, args.agencies, args.bets, args.seed, args.winning_number) {
         Ok(summaries) => {
             for s in summaries {
                 println!(

@@ -17,10 +17,7 @@ pub fn split_frame(src: &mut BytesMut) -> Result<Option<(u8, Bytes)>, ProtocolEr
     }
     let len = u32::from_be_bytes([src[1], src[2], src[3], src[4]]) as usize;
     if len > MAX_PAYLOAD {
-        return Err(ProtocolError::FrameTooLong {
-            len: len.saturating_add(HEADER_LEN),
-            max: MAX_FRAME,
-        });
+        return Err(ProtocolError::FrameTooLong { len: len.saturating_add(HEADER_LEN), max: MAX_FRAME });
     }
     if src.len() < HEADER_LEN + len {
         src.reserve(HEADER_LEN + len - src.len());
@@ -132,64 +129,39 @@ mod tests {
     #[test]
     fn every_request_round_trips() {
         roundtrip_request(Request::Echo(Bytes::from_static(b"hello\n")));
-        roundtrip_request(Request::Bet {
-            agency: 1,
-            bet: bet("Ana", "Pérez", "00000042"),
-        });
+        roundtrip_request(Request::Bet { agency: 1, bet: bet("Ana", "Pérez", "00000042") });
         roundtrip_request(Request::Batch {
             agency: 3,
             first_index: 1 << 40,
-            bets: vec![
-                bet("O'Brien, Jr", "Núñez \"el\" | ;", "1"),
-                bet("Zoë", "Ñandú", "99999999"),
-            ],
+            bets: vec![bet("O'Brien, Jr", "Núñez \"el\" | ;", "1"), bet("Zoë", "Ñandú", "99999999")],
         });
-        roundtrip_request(Request::Batch {
-            agency: 3,
-            first_index: 0,
-            bets: vec![],
-        });
-        roundtrip_request(Request::Done {
-            agency: 2,
-            total: 123,
-        });
+        roundtrip_request(Request::Batch { agency: 3, first_index: 0, bets: vec![] });
+        roundtrip_request(Request::Done { agency: 2, total: 123 });
         roundtrip_request(Request::WinnersRequest { agency: 5 });
+        roundtrip_request(Request::Resume { agency: 7 });
     }
 
     #[test]
     fn every_response_round_trips() {
         roundtrip_response(Response::Echo(Bytes::from_static(b"\x00\xff")));
-        roundtrip_response(Response::Ack {
-            index: 7,
-            count: 100,
-        });
-        roundtrip_response(Response::Nack {
-            code: NackCode::OutOfOrder,
-            index: 3,
-            message: "gap | á".into(),
-        });
+        roundtrip_response(Response::Ack { index: 7, count: 100 });
+        roundtrip_response(Response::Nack { code: NackCode::OutOfOrder, index: 3, message: "gap | á".into() });
         roundtrip_response(Response::Winners {
             agency: 1,
             more: false,
             documents: vec!["00000042".into(), "1".into()],
         });
+        roundtrip_response(Response::Progress { agency: 2, stored: 1 << 33, done: true });
     }
 
     #[test]
     fn echo_is_answered_byte_for_byte() {
         let mut frame = BytesMut::new();
-        Request::Echo(Bytes::from_static(b"ping"))
-            .encode(&mut frame)
-            .unwrap();
+        Request::Echo(Bytes::from_static(b"ping")).encode(&mut frame).unwrap();
         let original = frame.clone();
-        let Request::Echo(payload) = ServerCodec.decode(&mut frame).unwrap().unwrap().unwrap()
-        else {
-            panic!()
-        };
+        let Request::Echo(payload) = ServerCodec.decode(&mut frame).unwrap().unwrap().unwrap() else { panic!() };
         let mut answer = BytesMut::new();
-        ServerCodec
-            .encode(Response::Echo(payload), &mut answer)
-            .unwrap();
+        ServerCodec.encode(Response::Echo(payload), &mut answer).unwrap();
         assert_eq!(answer, original);
     }
 
@@ -200,49 +172,31 @@ mod tests {
         buf.put_u32(9_000);
         let cap = buf.capacity();
         match ServerCodec.decode(&mut buf) {
-            Err(ProtocolError::FrameTooLong {
-                len: 9_005,
-                max: 8192,
-            }) => {}
+            Err(ProtocolError::FrameTooLong { len: 9_005, max: 8192 }) => {}
             other => panic!("{other:?}"),
         }
         assert_eq!(buf.capacity(), cap);
         let mut huge = BytesMut::from(&[kind::ECHO, 0xff, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(
-            ServerCodec.decode(&mut huge),
-            Err(ProtocolError::FrameTooLong { .. })
-        ));
+        assert!(matches!(ServerCodec.decode(&mut huge), Err(ProtocolError::FrameTooLong { .. })));
     }
 
     #[test]
     fn largest_frame_is_accepted_and_one_more_byte_is_not() {
         let mut ok = BytesMut::new();
-        Request::Echo(Bytes::from(vec![7u8; MAX_PAYLOAD]))
-            .encode(&mut ok)
-            .unwrap();
+        Request::Echo(Bytes::from(vec![7u8; MAX_PAYLOAD])).encode(&mut ok).unwrap();
         assert_eq!(ok.len(), MAX_FRAME);
         assert!(ServerCodec.decode(&mut ok).unwrap().unwrap().is_ok());
         let mut too_big = BytesMut::new();
-        assert!(Request::Echo(Bytes::from(vec![7u8; MAX_PAYLOAD + 1]))
-            .encode(&mut too_big)
-            .is_err());
+        assert!(Request::Echo(Bytes::from(vec![7u8; MAX_PAYLOAD + 1])).encode(&mut too_big).is_err());
     }
 
     #[test]
     fn partial_frames_wait_and_truncated_streams_fail() {
         let mut full = BytesMut::new();
-        Request::Done {
-            agency: 1,
-            total: 5,
-        }
-        .encode(&mut full)
-        .unwrap();
+        Request::Done { agency: 1, total: 5 }.encode(&mut full).unwrap();
         let mut part = BytesMut::from(&full[..full.len() - 1]);
         assert!(ServerCodec.decode(&mut part).unwrap().is_none());
-        assert!(matches!(
-            ServerCodec.decode_eof(&mut part),
-            Err(ProtocolError::TruncatedStream { .. })
-        ));
+        assert!(matches!(ServerCodec.decode_eof(&mut part), Err(ProtocolError::TruncatedStream { .. })));
         let mut header_only = BytesMut::from(&full[..3]);
         assert!(ServerCodec.decode(&mut header_only).unwrap().is_none());
     }
@@ -260,28 +214,16 @@ mod tests {
         // Unknown type: the boundary is known, the stream goes on.
         let mut buf = frame(0x7f, b"abc");
         buf.extend_from_slice(&frame(kind::WINNERS_REQUEST, &1u32.to_be_bytes()));
-        assert!(matches!(
-            ServerCodec.decode(&mut buf).unwrap().unwrap(),
-            Err(ProtocolError::UnknownType(0x7f))
-        ));
-        assert_eq!(
-            ServerCodec.decode(&mut buf).unwrap().unwrap().unwrap(),
-            Request::WinnersRequest { agency: 1 }
-        );
+        assert!(matches!(ServerCodec.decode(&mut buf).unwrap().unwrap(), Err(ProtocolError::UnknownType(0x7f))));
+        assert_eq!(ServerCodec.decode(&mut buf).unwrap().unwrap().unwrap(), Request::WinnersRequest { agency: 1 });
 
         // Truncated payload: a Done with 2 bytes.
         let mut buf = frame(kind::DONE, &[0, 1]);
-        assert!(matches!(
-            ServerCodec.decode(&mut buf).unwrap().unwrap(),
-            Err(ProtocolError::Truncated { .. })
-        ));
+        assert!(matches!(ServerCodec.decode(&mut buf).unwrap().unwrap(), Err(ProtocolError::Truncated { .. })));
 
         // Trailing bytes.
         let mut buf = frame(kind::WINNERS_REQUEST, &[0, 0, 0, 1, 9]);
-        assert!(matches!(
-            ServerCodec.decode(&mut buf).unwrap().unwrap(),
-            Err(ProtocolError::TrailingBytes(1))
-        ));
+        assert!(matches!(ServerCodec.decode(&mut buf).unwrap().unwrap(), Err(ProtocolError::TrailingBytes(1))));
     }
 
     fn bet_payload(name: &[u8], doc: &[u8], y: u16, m: u8, d: u8, number: u16) -> Vec<u8> {
@@ -303,17 +245,12 @@ mod tests {
         let mut buf = frame(kind::BET, &bet_payload(b"\xff\xfe", b"1", 1990, 1, 1, 1));
         assert!(matches!(
             ServerCodec.decode(&mut buf).unwrap().unwrap(),
-            Err(ProtocolError::BadUtf8 {
-                field: "first_name"
-            })
+            Err(ProtocolError::BadUtf8 { field: "first_name" })
         ));
         let mut buf = frame(kind::BET, &bet_payload(b"A", b"1", 2023, 2, 29, 1));
         assert!(matches!(
             ServerCodec.decode(&mut buf).unwrap().unwrap(),
-            Err(ProtocolError::InvalidField {
-                field: "birthdate",
-                ..
-            })
+            Err(ProtocolError::InvalidField { field: "birthdate", .. })
         ));
         let mut buf = frame(kind::BET, &bet_payload(b"A", b"1", 1990, 1, 1, 10_000));
         assert!(matches!(
@@ -329,10 +266,7 @@ mod tests {
         buf[5..9].copy_from_slice(&0u32.to_be_bytes());
         assert!(matches!(
             ServerCodec.decode(&mut buf).unwrap().unwrap(),
-            Err(ProtocolError::InvalidField {
-                field: "agency",
-                ..
-            })
+            Err(ProtocolError::InvalidField { field: "agency", .. })
         ));
     }
 
@@ -345,11 +279,7 @@ mod tests {
         let mut buf = frame(kind::BATCH, &p);
         assert!(matches!(
             ServerCodec.decode(&mut buf).unwrap().unwrap(),
-            Err(ProtocolError::InvalidBatch {
-                count: 65535,
-                position: 0,
-                ..
-            })
+            Err(ProtocolError::InvalidBatch { count: 65535, position: 0, .. })
         ));
     }
 
@@ -363,24 +293,12 @@ mod tests {
             let mut buf = BytesMut::new();
             page.encode(&mut buf).unwrap();
             assert!(buf.len() <= MAX_FRAME);
-            let Response::Winners {
-                more, documents, ..
-            } = page
-            else {
-                panic!()
-            };
+            let Response::Winners { more, documents, .. } = page else { panic!() };
             assert_eq!(*more, i + 1 < pages.len());
             all.extend(documents.iter().cloned());
         }
         assert_eq!(all, docs);
-        assert_eq!(
-            winners_pages(1, &[]),
-            vec![Response::Winners {
-                agency: 1,
-                more: false,
-                documents: vec![]
-            }]
-        );
+        assert_eq!(winners_pages(1, &[]), vec![Response::Winners { agency: 1, more: false, documents: vec![] }]);
     }
 
     proptest! {
@@ -414,7 +332,7 @@ mod tests {
         }
 
         #[test]
-        fn typed_frames_with_random_payloads_never_panic(kind in prop_oneof![Just(1u8), Just(2), Just(3), Just(4), Just(5), Just(0x81), Just(0x82), Just(0x83), any::<u8>()],
+        fn typed_frames_with_random_payloads_never_panic(kind in prop_oneof![Just(1u8), Just(2), Just(3), Just(4), Just(5), Just(6), Just(0x81), Just(0x82), Just(0x83), Just(0x84), any::<u8>()],
                                                        payload in proptest::collection::vec(any::<u8>(), 0..600)) {
             let mut buf = frame(kind, &payload);
             let _ = ServerCodec.decode(&mut buf);

@@ -9,17 +9,11 @@ pub enum ProtocolError {
     #[error("frame of {len} bytes announced, the maximum is {max}")]
     FrameTooLong { len: usize, max: usize },
     /// The stream ended in the middle of a frame.
-    #[error(
-        "connection closed in the middle of a frame ({buffered} bytes of an incomplete frame)"
-    )]
+    #[error("connection closed in the middle of a frame ({buffered} bytes of an incomplete frame)")]
     TruncatedStream { buffered: usize },
     /// The payload ended before a field it announces.
     #[error("payload truncated: {field} needs {needed} more bytes, {left} left")]
-    Truncated {
-        field: &'static str,
-        needed: usize,
-        left: usize,
-    },
+    Truncated { field: &'static str, needed: usize, left: usize },
     #[error("unknown message type 0x{0:02x}")]
     UnknownType(u8),
     #[error("{field} is not valid UTF-8")]
@@ -27,14 +21,10 @@ pub enum ProtocolError {
     #[error("invalid {field}: {reason}")]
     InvalidField { field: &'static str, reason: String },
     /// A bet of a batch is invalid; the whole batch is refused.
-    #[error("batch of agency {agency} starting at index {first_index}: bet {position} of {count} is invalid: {reason}")]
-    InvalidBatch {
-        agency: u32,
-        first_index: u64,
-        count: usize,
-        position: usize,
-        reason: String,
-    },
+    #[error(
+        "batch of agency {agency} starting at index {first_index}: bet {position} of {count} is invalid: {reason}"
+    )]
+    InvalidBatch { agency: u32, first_index: u64, count: usize, position: usize, reason: String },
     #[error("{0} unexpected bytes after the payload")]
     TrailingBytes(usize),
     #[error("i/o error: {0}")]
@@ -47,9 +37,7 @@ impl ProtocolError {
     pub fn is_recoverable(&self) -> bool {
         !matches!(
             self,
-            ProtocolError::FrameTooLong { .. }
-                | ProtocolError::TruncatedStream { .. }
-                | ProtocolError::Io(_)
+            ProtocolError::FrameTooLong { .. } | ProtocolError::TruncatedStream { .. } | ProtocolError::Io(_)
         )
     }
 }

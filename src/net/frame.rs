@@ -22,9 +22,11 @@ pub mod kind {
     pub const BATCH: u8 = 0x03;
     pub const DONE: u8 = 0x04;
     pub const WINNERS_REQUEST: u8 = 0x05;
+    pub const RESUME: u8 = 0x06;
     pub const ACK: u8 = 0x81;
     pub const NACK: u8 = 0x82;
     pub const WINNERS: u8 = 0x83;
+    pub const PROGRESS: u8 = 0x84;
 }
 
 /// Fixed part of a `Batch` payload: agency, first index, count.
@@ -40,15 +42,13 @@ pub enum Request {
     /// One bet (course exercise 5), stored at the agency's next index.
     Bet { agency: AgencyId, bet: Bet },
     /// Bets `first_index..first_index + bets.len()` of the agency's stream.
-    Batch {
-        agency: AgencyId,
-        first_index: u64,
-        bets: Vec<Bet>,
-    },
+    Batch { agency: AgencyId, first_index: u64, bets: Vec<Bet> },
     /// The agency has sent all its `total` bets.
     Done { agency: AgencyId, total: u64 },
     /// Which of this agency's bets won (answered after the draw).
     WinnersRequest { agency: AgencyId },
+    /// How far did this agency get? (answered with `Progress`; used to resume).
+    Resume { agency: AgencyId },
 }
 
 impl Request {
@@ -59,7 +59,8 @@ impl Request {
             Request::Bet { agency, .. }
             | Request::Batch { agency, .. }
             | Request::Done { agency, .. }
-            | Request::WinnersRequest { agency } => Some(*agency),
+            | Request::WinnersRequest { agency }
+            | Request::Resume { agency } => Some(*agency),
         }
     }
 }
@@ -142,6 +143,12 @@ pub enum Response {
         more: bool,
         documents: Vec<String>,
     },
+    /// The agency's bets `0..stored` are durably stored; `done`: its Done is recorded.
+    Progress {
+        agency: AgencyId,
+        stored: u64,
+        done: bool,
+    },
 }
 
 // ---- encoding -------------------------------------------------------------
@@ -177,10 +184,7 @@ fn put_frame(
     body: impl FnOnce(&mut BytesMut),
 ) -> Result<(), ProtocolError> {
     if payload_len > MAX_PAYLOAD {
-        return Err(ProtocolError::FrameTooLong {
-            len: payload_len + HEADER_LEN,
-            max: MAX_FRAME,
-        });
+        return Err(ProtocolError::FrameTooLong { len: payload_len + HEADER_LEN, max: MAX_FRAME });
     }
     out.reserve(HEADER_LEN + payload_len);
     out.put_u8(kind);
@@ -195,22 +199,13 @@ impl Request {
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), ProtocolError> {
         match self {
             Request::Echo(data) => put_frame(out, kind::ECHO, data.len(), |o| o.put_slice(data)),
-            Request::Bet { agency, bet } => {
-                put_frame(out, kind::BET, 4 + encoded_bet_len(bet), |o| {
-                    o.put_u32(*agency);
-                    put_bet(o, bet);
-                })
-            }
-            Request::Batch {
-                agency,
-                first_index,
-                bets,
-            } => {
+            Request::Bet { agency, bet } => put_frame(out, kind::BET, 4 + encoded_bet_len(bet), |o| {
+                o.put_u32(*agency);
+                put_bet(o, bet);
+            }),
+            Request::Batch { agency, first_index, bets } => {
                 if bets.len() > u16::MAX as usize {
-                    return Err(ProtocolError::InvalidField {
-                        field: "count",
-                        reason: "too many bets".into(),
-                    });
+                    return Err(ProtocolError::InvalidField { field: "count", reason: "too many bets".into() });
                 }
                 let len = BATCH_OVERHEAD + bets.iter().map(encoded_bet_len).sum::<usize>();
                 put_frame(out, kind::BATCH, len, |o| {
@@ -226,9 +221,8 @@ impl Request {
                 o.put_u32(*agency);
                 o.put_u64(*total);
             }),
-            Request::WinnersRequest { agency } => {
-                put_frame(out, kind::WINNERS_REQUEST, 4, |o| o.put_u32(*agency))
-            }
+            Request::WinnersRequest { agency } => put_frame(out, kind::WINNERS_REQUEST, 4, |o| o.put_u32(*agency)),
+            Request::Resume { agency } => put_frame(out, kind::RESUME, 4, |o| o.put_u32(*agency)),
         }
     }
 }
@@ -241,11 +235,7 @@ impl Response {
                 o.put_u64(*index);
                 o.put_u32(*count);
             }),
-            Response::Nack {
-                code,
-                index,
-                message,
-            } => {
+            Response::Nack { code, index, message } => {
                 // Messages are ours; cut them so a Nack always fits.
                 let message = truncate_utf8(message, 1024);
                 put_frame(out, kind::NACK, 2 + 8 + 2 + message.len(), |o| {
@@ -254,16 +244,9 @@ impl Response {
                     put_str(o, message);
                 })
             }
-            Response::Winners {
-                agency,
-                more,
-                documents,
-            } => {
+            Response::Winners { agency, more, documents } => {
                 if documents.len() > u16::MAX as usize {
-                    return Err(ProtocolError::InvalidField {
-                        field: "count",
-                        reason: "too many documents".into(),
-                    });
+                    return Err(ProtocolError::InvalidField { field: "count", reason: "too many documents".into() });
                 }
                 let len = WINNERS_OVERHEAD + documents.iter().map(|d| 2 + d.len()).sum::<usize>();
                 put_frame(out, kind::WINNERS, len, |o| {
@@ -275,6 +258,11 @@ impl Response {
                     }
                 })
             }
+            Response::Progress { agency, stored, done } => put_frame(out, kind::PROGRESS, 13, |o| {
+                o.put_u32(*agency);
+                o.put_u64(*stored);
+                o.put_u8(u8::from(*done));
+            }),
         }
     }
 }
@@ -297,21 +285,13 @@ pub fn winners_pages(agency: AgencyId, documents: &[String]) -> Vec<Response> {
     let mut size = WINNERS_OVERHEAD;
     for doc in documents {
         if size + 2 + doc.len() > MAX_PAYLOAD && !page.is_empty() {
-            pages.push(Response::Winners {
-                agency,
-                more: true,
-                documents: std::mem::take(&mut page),
-            });
+            pages.push(Response::Winners { agency, more: true, documents: std::mem::take(&mut page) });
             size = WINNERS_OVERHEAD;
         }
         size += 2 + doc.len();
         page.push(doc.clone());
     }
-    pages.push(Response::Winners {
-        agency,
-        more: false,
-        documents: page,
-    });
+    pages.push(Response::Winners { agency, more: false, documents: page });
     pages
 }
 
@@ -325,11 +305,7 @@ struct Reader {
 impl Reader {
     fn need(&self, field: &'static str, n: usize) -> Result<(), ProtocolError> {
         if self.buf.remaining() < n {
-            return Err(ProtocolError::Truncated {
-                field,
-                needed: n,
-                left: self.buf.remaining(),
-            });
+            return Err(ProtocolError::Truncated { field, needed: n, left: self.buf.remaining() });
         }
         Ok(())
     }
@@ -364,10 +340,7 @@ impl Reader {
     fn agency(&mut self) -> Result<AgencyId, ProtocolError> {
         let agency = self.u32("agency")?;
         if agency == 0 {
-            return Err(ProtocolError::InvalidField {
-                field: "agency",
-                reason: "agencies are numbered from 1".into(),
-            });
+            return Err(ProtocolError::InvalidField { field: "agency", reason: "agencies are numbered from 1".into() });
         }
         Ok(agency)
     }
@@ -375,27 +348,12 @@ impl Reader {
         let first_name = self.string("first_name")?;
         let last_name = self.string("last_name")?;
         let document = self.string("document")?;
-        let (y, m, d) = (
-            self.u16("birthdate")?,
-            self.u8("birthdate")?,
-            self.u8("birthdate")?,
-        );
-        let birthdate = Date::new(y, m, d).map_err(|e| ProtocolError::InvalidField {
-            field: "birthdate",
-            reason: e.to_string(),
-        })?;
+        let (y, m, d) = (self.u16("birthdate")?, self.u8("birthdate")?, self.u8("birthdate")?);
+        let birthdate = Date::new(y, m, d)
+            .map_err(|e| ProtocolError::InvalidField { field: "birthdate", reason: e.to_string() })?;
         let number = self.u16("number")?;
-        let bet = Bet {
-            first_name,
-            last_name,
-            document,
-            birthdate,
-            number,
-        };
-        bet.validate().map_err(|e| ProtocolError::InvalidField {
-            field: "bet",
-            reason: e.to_string(),
-        })?;
+        let bet = Bet { first_name, last_name, document, birthdate, number };
+        bet.validate().map_err(|e| ProtocolError::InvalidField { field: "bet", reason: e.to_string() })?;
         Ok(bet)
     }
 }
@@ -408,10 +366,7 @@ impl Request {
             kind::ECHO => return Ok(Request::Echo(r.buf)),
             kind::BET => {
                 let agency = r.agency()?;
-                Request::Bet {
-                    agency,
-                    bet: r.bet()?,
-                }
+                Request::Bet { agency, bet: r.bet()? }
             }
             kind::BATCH => {
                 let agency = r.agency()?;
@@ -434,19 +389,11 @@ impl Request {
                         }
                     }
                 }
-                Request::Batch {
-                    agency,
-                    first_index,
-                    bets,
-                }
+                Request::Batch { agency, first_index, bets }
             }
-            kind::DONE => Request::Done {
-                agency: r.agency()?,
-                total: r.u64("total")?,
-            },
-            kind::WINNERS_REQUEST => Request::WinnersRequest {
-                agency: r.agency()?,
-            },
+            kind::DONE => Request::Done { agency: r.agency()?, total: r.u64("total")? },
+            kind::WINNERS_REQUEST => Request::WinnersRequest { agency: r.agency()? },
+            kind::RESUME => Request::Resume { agency: r.agency()? },
             other => return Err(ProtocolError::UnknownType(other)),
         };
         r.finish()?;
@@ -459,10 +406,7 @@ impl Response {
         let mut r = Reader { buf: payload };
         let resp = match kind {
             kind::ECHO => return Ok(Response::Echo(r.buf)),
-            kind::ACK => Response::Ack {
-                index: r.u64("index")?,
-                count: r.u32("count")?,
-            },
+            kind::ACK => Response::Ack { index: r.u64("index")?, count: r.u32("count")? },
             kind::NACK => Response::Nack {
                 code: NackCode::from_u16(r.u16("code")?),
                 index: r.u64("index")?,
@@ -474,27 +418,30 @@ impl Response {
                     0 => false,
                     1 => true,
                     v => {
-                        return Err(ProtocolError::InvalidField {
-                            field: "more",
-                            reason: format!("{v} is not 0 or 1"),
-                        })
+                        return Err(ProtocolError::InvalidField { field: "more", reason: format!("{v} is not 0 or 1") })
                     }
                 };
                 let count = r.u16("count")? as usize;
                 let mut documents = Vec::with_capacity(count.min(r.buf.remaining() / 3));
                 for _ in 0..count {
                     let doc = r.string("document")?;
-                    crate::bet::check_document(&doc).map_err(|e| ProtocolError::InvalidField {
-                        field: "document",
-                        reason: e.to_string(),
-                    })?;
+                    crate::bet::check_document(&doc)
+                        .map_err(|e| ProtocolError::InvalidField { field: "document", reason: e.to_string() })?;
                     documents.push(doc);
                 }
-                Response::Winners {
-                    agency,
-                    more,
-                    documents,
-                }
+                Response::Winners { agency, more, documents }
+            }
+            kind::PROGRESS => {
+                let agency = r.agency()?;
+                let stored = r.u64("stored")?;
+                let done = match r.u8("done")? {
+                    0 => false,
+                    1 => true,
+                    v => {
+                        return Err(ProtocolError::InvalidField { field: "done", reason: format!("{v} is not 0 or 1") })
+                    }
+                };
+                Response::Progress { agency, stored, done }
             }
             other => return Err(ProtocolError::UnknownType(other)),
         };

@@ -66,19 +66,8 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(bin: &str, name: &str, env: &[(&str, String)], cwd: &Path) -> Proc {
         let mut cmd = Command::new(bin);
-        cmd.current_dir(cwd)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .stdin(Stdio::null());
-        for var in [
-            "SERVER_CONFIG",
-            "CLI_CONFIG",
-            "NOMBRE",
-            "APELLIDO",
-            "DOCUMENTO",
-            "NACIMIENTO",
-            "NUMERO",
-        ] {
+        cmd.current_dir(cwd).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+        for var in ["SERVER_CONFIG", "CLI_CONFIG", "NOMBRE", "APELLIDO", "DOCUMENTO", "NACIMIENTO", "NUMERO"] {
             cmd.env_remove(var);
         }
         for (k, v) in env {
@@ -86,19 +75,12 @@ impl Proc {
         }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
         let lines = Lines::follow(&mut child);
-        Proc {
-            child,
-            lines,
-            name: name.to_string(),
-        }
+        Proc { child, lines, name: name.to_string() }
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
+        let ok =
+            Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap().success();
         assert!(ok, "kill -{sig} {}", self.name);
     }
 
@@ -113,11 +95,7 @@ impl Proc {
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
-                panic!(
-                    "{} did not exit within {timeout:?}; log:\n{}",
-                    self.name,
-                    self.lines.dump()
-                );
+                panic!("{} did not exit within {timeout:?}; log:\n{}", self.name, self.lines.dump());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -141,19 +119,13 @@ pub fn start_server(dir: &Path, agencies: u32, extra: &[(&str, String)]) -> (Pro
     let mut env = vec![
         ("SERVER_PORT", "0".to_string()),
         ("SERVER_AGENCIES", agencies.to_string()),
-        (
-            "SERVER_STORAGE_PATH",
-            dir.join("bets.csv").display().to_string(),
-        ),
+        ("SERVER_STORAGE_PATH", dir.join("bets.csv").display().to_string()),
     ];
     env.extend(extra.iter().cloned());
     let server = Proc::spawn(SERVER, "server", &env, dir);
     let line = server
         .lines
-        .wait_for(
-            "action: accept_connections | result: in_progress",
-            Duration::from_secs(10),
-        )
+        .wait_for("action: accept_connections | result: in_progress", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("server did not start:\n{}", server.lines.dump()));
     let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
     (server, port)
@@ -183,17 +155,9 @@ pub fn winners_logged(client: &Proc) -> Option<u64> {
 /// Rows of the bets file, checking every row is whole.
 pub fn stored_rows(path: &Path) -> Vec<csv::StringRecord> {
     let bytes = std::fs::read(path).unwrap_or_default();
-    assert!(
-        bytes.is_empty() || bytes.ends_with(b"\n"),
-        "the bets file ends with a partial row"
-    );
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_reader(&bytes[..]);
-    reader
-        .records()
-        .map(|r| r.expect("every stored row parses with 6 fields"))
-        .collect()
+    assert!(bytes.is_empty() || bytes.ends_with(b"\n"), "the bets file ends with a partial row");
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(&bytes[..]);
+    reader.records().map(|r| r.expect("every stored row parses with 6 fields")).collect()
 }
 
 /// The course's dataset beside the project, when it is there.
