@@ -11,6 +11,7 @@ use crate::net::frame::{encoded_bet_len, BATCH_OVERHEAD};
 use crate::net::{ClientCodec, NackCode, ProtocolError, Request, Response, MAX_FRAME, MAX_PAYLOAD};
 use bytes::BytesMut;
 use slog::{debug, error, info, warn, Logger};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,13 +23,13 @@ use tokio_util::sync::CancellationToken;
 
 /// After SIGTERM, how long the answer to the request in flight may take.
 pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
-/// Connection attempts before giving up (the server may still be starting).
-pub const CONNECT_ATTEMPTS: u32 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {address} after {attempts} attempts: {source}")]
-    Connect { address: String, attempts: u32, source: io::Error },
+    #[error("cannot connect to {address}: {source}")]
+    Connect { address: String, source: io::Error },
+    #[error("gave up after {attempts} consecutive failed attempts; last error: {last}")]
+    GaveUp { attempts: u32, last: Box<ClientError> },
     #[error("cannot read {}: {source}", path.display())]
     DataFile { path: PathBuf, source: io::Error },
     #[error("{}:{line}: {reason}", path.display())]
@@ -57,39 +58,18 @@ pub struct AgencyConnection {
 }
 
 impl AgencyConnection {
-    /// Connects, retrying with capped exponential backoff while the server starts.
-    pub async fn connect(
-        address: &str,
-        log: &Logger,
-        cancel: &CancellationToken,
-    ) -> Result<AgencyConnection, ClientError> {
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match TcpStream::connect(address).await {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    return Ok(AgencyConnection {
-                        stream,
-                        input: BytesMut::with_capacity(MAX_FRAME),
-                        output: BytesMut::with_capacity(MAX_FRAME),
-                    });
-                }
-                Err(source) if attempt >= CONNECT_ATTEMPTS => {
-                    return Err(ClientError::Connect { address: address.to_string(), attempts: attempt, source })
-                }
-                Err(e) => {
-                    warn!(log, "action: connect | result: fail"; "address" => address, "attempt" => attempt,
-                        "retry_in_ms" => delay.as_millis() as u64, "error" => %e);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = cancel.cancelled() => return Err(ClientError::Cancelled),
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
+    /// One connection attempt (retries are the caller's, see [`Backoff`]).
+    pub async fn connect(address: &str, cancel: &CancellationToken) -> Result<AgencyConnection, ClientError> {
+        let stream = tokio::select! {
+            r = TcpStream::connect(address) => r.map_err(|source| ClientError::Connect { address: address.to_string(), source })?,
+            _ = cancel.cancelled() => return Err(ClientError::Cancelled),
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(AgencyConnection {
+            stream,
+            input: BytesMut::with_capacity(MAX_FRAME),
+            output: BytesMut::with_capacity(MAX_FRAME),
+        })
     }
 
     pub async fn send(&mut self, request: &Request) -> Result<(), ClientError> {
@@ -228,61 +208,164 @@ impl Batcher {
 /// What an agency's run achieved.
 #[derive(Debug, Clone, Default)]
 pub struct AgencyReport {
+    /// Bets of the agency's stream now stored (including those of earlier runs).
     pub sent: u64,
     pub rejected_rows: u64,
     pub winners: Vec<String>,
+    /// Sessions it took (1 when nothing failed).
+    pub sessions: u32,
 }
 
-/// The whole run of one agency: batches, done, winners.
+impl ClientError {
+    /// Failures worth a reconnection: the network, or a server busy or restarting.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Closed | ClientError::Io(_) => true,
+            ClientError::Protocol(ProtocolError::TruncatedStream { .. } | ProtocolError::Io(_)) => true,
+            ClientError::Refused { code, .. } => *code == NackCode::Unavailable,
+            _ => false,
+        }
+    }
+}
+
+/// Capped exponential backoff between reconnection attempts.
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    delay: Duration,
+    attempts_allowed: u32,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration, attempts_allowed: u32) -> Backoff {
+        Backoff { initial, max, delay: initial, attempts_allowed, failures: 0 }
+    }
+
+    /// After progress (an ack), failures count from zero again.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+        self.delay = self.initial;
+    }
+
+    /// The delay before the next attempt, or `None` when out of attempts.
+    pub fn next_delay(&mut self) -> Option<Duration> {
+        if self.failures >= self.attempts_allowed {
+            return None;
+        }
+        self.failures += 1;
+        let delay = self.delay;
+        self.delay = (self.delay * 2).min(self.max);
+        Some(delay)
+    }
+
+    /// Sleeps before a retry, or hands back `error` when it must not be retried.
+    pub async fn retry_or_fail(
+        &mut self,
+        error: ClientError,
+        log: &Logger,
+        cancel: &CancellationToken,
+    ) -> Result<(), ClientError> {
+        if !error.is_retryable() {
+            return Err(error);
+        }
+        let Some(delay) = self.next_delay() else {
+            return Err(ClientError::GaveUp { attempts: self.failures, last: Box::new(error) });
+        };
+        warn!(log, "action: reconnect | result: in_progress"; "attempt" => self.failures,
+            "retry_in_ms" => delay.as_millis() as u64, "error" => %error);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = cancel.cancelled() => Err(ClientError::Cancelled),
+        }
+    }
+}
+
+/// The whole run of one agency: batches, done, winners; reconnecting and
+/// resuming from the server's count after any network failure.
 pub async fn run_agency(
     cfg: &ClientConfig,
     log: &Logger,
     cancel: &CancellationToken,
 ) -> Result<AgencyReport, ClientError> {
+    let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max, cfg.retry_attempts);
+    let mut sessions = 0;
+    loop {
+        sessions += 1;
+        let mut progressed = false;
+        let result = session(cfg, log, cancel, &mut progressed).await;
+        if progressed {
+            backoff.reset();
+        }
+        match result {
+            Ok(mut report) => {
+                report.sessions = sessions;
+                return Ok(report);
+            }
+            Err(e) => backoff.retry_or_fail(e, log, cancel).await?,
+        }
+    }
+}
+
+/// One connection's worth of work, starting from what the server already has.
+async fn session(
+    cfg: &ClientConfig,
+    log: &Logger,
+    cancel: &CancellationToken,
+    progressed: &mut bool,
+) -> Result<AgencyReport, ClientError> {
     let mut reader = BetReader::open(&cfg.data_path)?;
-    let mut conn = AgencyConnection::connect(&cfg.server_address, log, cancel).await?;
-    let result = stream_agency(cfg.id, &mut reader, &mut conn, cfg.batch_max_amount, log, cancel).await;
+    check_cancel(cancel)?;
+    let mut conn = AgencyConnection::connect(&cfg.server_address, cancel).await?;
+    let result = resume_and_stream(cfg, &mut reader, &mut conn, log, cancel, progressed).await;
     conn.close().await;
     info!(log, "action: close_connection | result: success"; "address" => &cfg.server_address);
     result
 }
 
-async fn stream_agency(
-    agency: AgencyId,
+async fn resume_and_stream(
+    cfg: &ClientConfig,
     reader: &mut BetReader,
     conn: &mut AgencyConnection,
-    max_amount: usize,
     log: &Logger,
     cancel: &CancellationToken,
+    progressed: &mut bool,
 ) -> Result<AgencyReport, ClientError> {
+    let agency = cfg.id;
+    conn.send(&Request::Resume { agency }).await?;
+    let (stored, done) = match conn.recv_in_flight(cancel).await? {
+        Response::Progress { agency: a, stored, done } if a == agency => (stored, done),
+        other => return Err(ClientError::Unexpected(format!("{other:?} instead of the agency's progress"))),
+    };
     let mut report = AgencyReport::default();
-    let mut batcher = Batcher::new(max_amount);
-    loop {
-        let next = reader.next_bet()?;
-        let at_end = next.is_none();
-        let full = match next {
-            Some(Ok(bet)) => batcher.push(bet),
-            Some(Err(bad)) => {
-                error!(log, "action: apuesta_invalida | result: fail"; "error" => %bad);
-                report.rejected_rows += 1;
-                None
+    if stored > 0 || done {
+        // Skip what the server already has; rows that failed validation were never sent.
+        let mut skipped = 0;
+        while skipped < stored {
+            match reader.next_bet()? {
+                Some(Ok(_)) => skipped += 1,
+                Some(Err(_)) => report.rejected_rows += 1,
+                None => break,
             }
-            None => batcher.take(),
-        };
-        if let Some(bets) = full {
-            send_batch(agency, report.sent, bets, conn, log, cancel).await.map(|n| report.sent += n)?;
         }
-        if at_end {
-            break;
+        if skipped < stored {
+            return Err(ClientError::Unexpected(format!(
+                "the server holds {stored} bets of agency {agency} but {} has only {skipped} valid rows",
+                cfg.data_path.display()
+            )));
         }
+        info!(log, "action: resume | result: success"; "stored" => stored, "done" => done);
     }
-    info!(log, "action: apuestas_enviadas | result: success"; "cantidad" => report.sent, "rechazadas" => report.rejected_rows);
-
-    check_cancel(cancel)?;
-    conn.send(&Request::Done { agency, total: report.sent }).await?;
-    match conn.recv_in_flight(cancel).await? {
-        Response::Ack { .. } => {}
-        other => return Err(ClientError::Unexpected(format!("{other:?} instead of the ack of Done"))),
+    report.sent = stored;
+    if !done {
+        stream_batches(agency, stored, reader, conn, cfg, &mut report, log, cancel, progressed).await?;
+        info!(log, "action: apuestas_enviadas | result: success"; "cantidad" => report.sent, "rechazadas" => report.rejected_rows);
+        check_cancel(cancel)?;
+        conn.send(&Request::Done { agency, total: report.sent }).await?;
+        match conn.recv_in_flight(cancel).await? {
+            Response::Ack { .. } => *progressed = true,
+            other => return Err(ClientError::Unexpected(format!("{other:?} instead of the ack of Done"))),
+        }
     }
 
     check_cancel(cancel)?;
@@ -315,24 +398,64 @@ fn check_cancel(cancel: &CancellationToken) -> Result<(), ClientError> {
     }
 }
 
-async fn send_batch(
+/// Sends the rest of the file with up to `batch.window` batches awaiting acks.
+/// On a signal it stops sending, collects the acks already owed, and returns.
+#[allow(clippy::too_many_arguments)]
+async fn stream_batches(
     agency: AgencyId,
     first_index: u64,
-    bets: Vec<Bet>,
+    reader: &mut BetReader,
     conn: &mut AgencyConnection,
+    cfg: &ClientConfig,
+    report: &mut AgencyReport,
     log: &Logger,
     cancel: &CancellationToken,
-) -> Result<u64, ClientError> {
-    check_cancel(cancel)?;
-    let count = bets.len() as u64;
-    conn.send(&Request::Batch { agency, first_index, bets }).await?;
-    match conn.recv_in_flight(cancel).await? {
-        Response::Ack { index, count: acked } if index == first_index && u64::from(acked) == count => {
-            debug!(log, "action: batch_enviado | result: success"; "first_index" => first_index, "cantidad" => count);
-            Ok(count)
+    progressed: &mut bool,
+) -> Result<(), ClientError> {
+    let mut batcher = Batcher::new(cfg.batch_max_amount);
+    let mut in_flight: VecDeque<(u64, u64)> = VecDeque::with_capacity(cfg.batch_window);
+    let mut next_index = first_index;
+    let mut at_end = false;
+    loop {
+        while !at_end && in_flight.len() < cfg.batch_window && !cancel.is_cancelled() {
+            let batch = loop {
+                match reader.next_bet()? {
+                    Some(Ok(bet)) => {
+                        if let Some(full) = batcher.push(bet) {
+                            break Some(full);
+                        }
+                    }
+                    Some(Err(bad)) => {
+                        error!(log, "action: apuesta_invalida | result: fail"; "error" => %bad);
+                        report.rejected_rows += 1;
+                    }
+                    None => {
+                        at_end = true;
+                        break batcher.take();
+                    }
+                }
+            };
+            if let Some(bets) = batch {
+                let count = bets.len() as u64;
+                conn.send(&Request::Batch { agency, first_index: next_index, bets }).await?;
+                in_flight.push_back((next_index, count));
+                next_index += count;
+            }
         }
-        other => Err(ClientError::Unexpected(format!("{other:?} instead of the ack of batch {first_index}"))),
+        let Some(&(index, count)) = in_flight.front() else {
+            break;
+        };
+        match conn.recv_in_flight(cancel).await? {
+            Response::Ack { index: i, count: c } if i == index && u64::from(c) == count => {
+                in_flight.pop_front();
+                report.sent = index + count;
+                *progressed = true;
+                debug!(log, "action: batch_enviado | result: success"; "first_index" => index, "cantidad" => count);
+            }
+            other => return Err(ClientError::Unexpected(format!("{other:?} instead of the ack of batch {index}"))),
+        }
     }
+    check_cancel(cancel)
 }
 
 /// Course exercise 5: one bet from `NOMBRE`, `APELLIDO`, `DOCUMENTO`, `NACIMIENTO`, `NUMERO`.
@@ -359,7 +482,14 @@ pub async fn send_single_bet(
     log: &Logger,
     cancel: &CancellationToken,
 ) -> Result<(), ClientError> {
-    let mut conn = AgencyConnection::connect(&cfg.server_address, log, cancel).await?;
+    // Only the connection is retried: a resent bet without an index could be stored twice.
+    let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max, cfg.retry_attempts);
+    let mut conn = loop {
+        match AgencyConnection::connect(&cfg.server_address, cancel).await {
+            Ok(conn) => break conn,
+            Err(e) => backoff.retry_or_fail(e, log, cancel).await?,
+        }
+    };
     let (document, number) = (bet.document.clone(), bet.number);
     conn.send(&Request::Bet { agency: cfg.id, bet }).await?;
     let result = match conn.recv_in_flight(cancel).await {

@@ -327,7 +327,16 @@ pub struct ClientConfig {
     pub batch_max_amount: usize,
     pub data_path: PathBuf,
     pub log_level: Level,
+    /// Batches sent before waiting for the oldest ack (1 = stop-and-wait).
+    pub batch_window: usize,
+    /// Reconnection backoff: first delay, cap, and consecutive failures allowed.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub retry_attempts: u32,
 }
+
+/// The default pipelining window (chosen by measurement, see the README).
+pub const DEFAULT_BATCH_WINDOW: usize = 8;
 
 impl ClientConfig {
     pub fn from_source(src: &mut Source) -> Result<(ClientConfig, Vec<String>), ConfigError> {
@@ -353,7 +362,29 @@ impl ClientConfig {
             src.get("data.path", Some("CLI_DATA_PATH"), PathBuf::from("/data/agency-{id}.csv"), parse_path)?;
         let data_path = PathBuf::from(data_path.to_string_lossy().replace("{id}", &id.to_string()));
         let log_level = src.get("log.level", Some("CLI_LOG_LEVEL"), Level::Info, parse_log_level)?;
-        let cfg = ClientConfig { id, server_address, batch_max_amount, data_path, log_level };
+        let batch_window =
+            src.get("batch.window", Some("CLI_BATCH_WINDOW"), DEFAULT_BATCH_WINDOW, parse_int(1usize, 256))?;
+        let retry_initial = src.get(
+            "retry.initial_delay_ms",
+            Some("CLI_RETRY_INITIAL_DELAY_MS"),
+            Duration::from_millis(100),
+            parse_millis,
+        )?;
+        let retry_max =
+            src.get("retry.max_delay_ms", Some("CLI_RETRY_MAX_DELAY_MS"), Duration::from_secs(2), parse_millis)?;
+        let retry_attempts =
+            src.get("retry.max_attempts", Some("CLI_RETRY_MAX_ATTEMPTS"), 30, parse_int(0u32, 1_000_000))?;
+        let cfg = ClientConfig {
+            id,
+            server_address,
+            batch_max_amount,
+            data_path,
+            log_level,
+            batch_window,
+            retry_initial,
+            retry_max: retry_max.max(retry_initial),
+            retry_attempts,
+        };
         Ok((cfg, src.unknown_keys()))
     }
 
@@ -371,6 +402,10 @@ impl ClientConfig {
             ("batch_max_amount", self.batch_max_amount.to_string()),
             ("log_level", level_name(self.log_level).to_string()),
             ("data_path", self.data_path.display().to_string()),
+            ("batch_window", self.batch_window.to_string()),
+            ("retry_initial_delay_ms", self.retry_initial.as_millis().to_string()),
+            ("retry_max_delay_ms", self.retry_max.as_millis().to_string()),
+            ("retry_max_attempts", self.retry_attempts.to_string()),
         ]
     }
 }

@@ -113,7 +113,7 @@ fn sigterm_mid_ingestion_shuts_the_server_down_in_order() {
                 id,
                 port,
                 &data.join(format!("agency-{id}.csv")),
-                &[("CLI_BATCH_MAXAMOUNT", "50".into())],
+                &[("CLI_BATCH_MAXAMOUNT", "50".into()), ("CLI_RETRY_MAX_ATTEMPTS", "2".into())],
             )
         })
         .collect();
