@@ -1,0 +1,312 @@
+//! Fault tolerance on the real binaries: SIGKILLed servers and agencies, torn
+//! files, slow peers, connection limits and floods. Every loop is bounded.
+
+mod util;
+
+use bytes::BytesMut;
+use loteria::datagen;
+use loteria::net::{ClientCodec, NackCode, Response};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio_util::codec::Decoder;
+use util::*;
+
+const RUN: Duration = Duration::from_secs(180);
+
+/// A port that was free a moment ago (the server must come back on the same one).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn_server_on(dir: &Path, port: u16, agencies: u32) -> Proc {
+    let env = [
+        ("SERVER_PORT", port.to_string()),
+        ("SERVER_AGENCIES", agencies.to_string()),
+        ("SERVER_STORAGE_PATH", dir.join("bets.csv").display().to_string()),
+    ];
+    let server = Proc::spawn(SERVER, "server", &env, dir);
+    server
+        .lines
+        .wait_for("action: accept_connections | result: in_progress", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("server did not start:\n{}", server.lines.dump()));
+    server
+}
+
+fn patient_client(dir: &Path, id: u32, port: u16, data: &Path) -> Proc {
+    let env = [
+        ("CLI_RETRY_INITIAL_DELAY_MS", "20".to_string()),
+        ("CLI_RETRY_MAX_DELAY_MS", "300".to_string()),
+        ("CLI_RETRY_MAX_ATTEMPTS", "200".to_string()),
+    ];
+    start_client(dir, id, port, &data.join(format!("agency-{id}.csv")), &env)
+}
+
+/// The stored rows of each agency, in stored order, without the agency column.
+fn stored_by_agency(path: &Path) -> HashMap<String, Vec<Vec<String>>> {
+    let mut map: HashMap<String, Vec<Vec<String>>> = HashMap::new();
+    for row in stored_rows(path) {
+        map.entry(row[0].to_string()).or_default().push(row.iter().skip(1).map(str::to_string).collect());
+    }
+    map
+}
+
+fn input_rows(path: &Path) -> Vec<Vec<String>> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_path(path).unwrap();
+    reader.records().map(|r| r.unwrap().iter().map(str::to_string).collect()).collect()
+}
+
+/// Every agency's file is stored exactly once, in order, and winners match.
+fn assert_exactly_once(dir: &Path, data: &Path, summaries: &[datagen::AgencySummary], clients: &[Proc]) {
+    let stored = stored_by_agency(&dir.join("bets.csv"));
+    for (summary, client) in summaries.iter().zip(clients) {
+        let want = input_rows(&summary.path);
+        let got = stored.get(&summary.agency.to_string()).cloned().unwrap_or_default();
+        assert_eq!(got.len(), want.len(), "agency {}: stored {} rows of {}", summary.agency, got.len(), want.len());
+        assert!(got == want, "agency {}: stored rows differ from its file", summary.agency);
+        assert_eq!(winners_logged(client), Some(summary.winners), "{}", client.name);
+    }
+    let _ = data;
+}
+
+/// Tiny deterministic generator for kill timings (the seed is printed).
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn sigkilled_server_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, 5, 50_000, 21, 7574).unwrap();
+    let port = free_port();
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    println!("kill timing seed: {seed}");
+    let mut rng = Lcg(seed);
+
+    let mut server = spawn_server_on(dir.path(), port, 5);
+    let mut clients: Vec<Proc> = (1..=5).map(|id| patient_client(dir.path(), id, port, &data)).collect();
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while kills < 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100 + rng.below(500)));
+        if clients.iter_mut().all(|c| c.child.try_wait().unwrap().is_some()) {
+            break;
+        }
+        server.signal("KILL");
+        server.wait(Duration::from_secs(10));
+        kills += 1;
+        server = spawn_server_on(dir.path(), port, 5);
+    }
+    println!("server SIGKILLed {kills} times");
+    assert!(kills >= 3, "the run ended before enough kills ({kills}); make the dataset bigger");
+    for c in &mut clients {
+        let status = c.wait(RUN);
+        assert!(status.success(), "{} failed:\n{}\nserver:\n{}", c.name, c.lines.dump(), server.lines.dump());
+    }
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+    assert!(server.lines.count("action: open_store | result: success") == 1);
+    assert_exactly_once(dir.path(), &data, &summaries, &clients);
+    let reconnects: usize = clients.iter().map(|c| c.lines.count("action: reconnect")).sum();
+    let resumes: usize = clients.iter().map(|c| c.lines.count("action: resume | result: success")).sum();
+    println!("agencies reconnected {reconnects} times and resumed {resumes} times");
+    assert!(resumes >= 1);
+}
+
+#[test]
+fn sigkilled_agency_restarts_where_the_server_left_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, 2, 150_000, 8, 7574).unwrap();
+    let (server, port) = start_server(dir.path(), 2, &[]);
+    let slow = [("CLI_BATCH_MAXAMOUNT", "20".to_string()), ("CLI_BATCH_WINDOW", "1".to_string())];
+    let mut first = start_client(dir.path(), 1, port, &data.join("agency-1.csv"), &slow);
+    let mut other = start_client(dir.path(), 2, port, &data.join("agency-2.csv"), &[]);
+    server.lines.wait_for("apuesta_recibida", Duration::from_secs(30)).expect("ingestion started");
+    std::thread::sleep(Duration::from_millis(300));
+    first.signal("KILL");
+    first.wait(Duration::from_secs(10));
+    let mut again = start_client(dir.path(), 1, port, &data.join("agency-1.csv"), &[]);
+    assert!(again.wait(RUN).success(), "{}", again.lines.dump());
+    assert!(other.wait(RUN).success(), "{}", other.lines.dump());
+    let resumed = again.lines.wait_for("action: resume | result: success", Duration::from_secs(1)).expect("resumed");
+    println!("restarted agency: {resumed}");
+    assert!(!resumed.contains("stored: 0 "), "{resumed}");
+    let mut server = server;
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+    assert_exactly_once(dir.path(), &data, &summaries, &[again, other]);
+}
+
+#[test]
+fn a_torn_last_row_is_repaired_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, 1, 5_000, 4, 7574).unwrap();
+    // The first 1,000 rows as the store writes them, then half of row 1,001.
+    let input = input_rows(&summaries[0].path);
+    let mut stored = Vec::new();
+    {
+        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(&mut stored);
+        for row in &input[..1000] {
+            let mut record = vec!["1".to_string()];
+            record.extend(row.iter().cloned());
+            w.write_record(&record).unwrap();
+        }
+    }
+    stored.extend_from_slice(b"1,Half,a ro");
+    std::fs::write(dir.path().join("bets.csv"), &stored).unwrap();
+
+    let (mut server, port) = start_server(dir.path(), 1, &[]);
+    assert!(server.lines.dump().contains("rows: 1000 | agencies_with_bets: 1 | agencies_done: 0 | repaired_bytes: 11"));
+    let mut client = start_client(dir.path(), 1, port, &summaries[0].path, &[]);
+    assert!(client.wait(RUN).success(), "{}", client.lines.dump());
+    assert!(
+        client.lines.count("action: resume | result: success | stored: 1000 | done: false") == 1,
+        "{}",
+        client.lines.dump()
+    );
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+    assert_exactly_once(dir.path(), &data, &summaries, &[client]);
+}
+
+fn read_answer(stream: &mut TcpStream) -> Option<Response> {
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Ok(Some(item)) = ClientCodec.decode(&mut buf) {
+            return item.ok();
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Whether the server closed the socket within `limit`.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0)) || matches!(stream.read(&mut byte), Ok(0))
+}
+
+#[test]
+fn idle_and_slow_peers_are_disconnected_and_hold_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, port) = start_server(dir.path(), 1, &[("SERVER_IDLE_TIMEOUT_MS", "400".into())]);
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut half = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    half.write_all(&[0x03, 0, 0, 0, 50, 1, 2]).unwrap();
+    let half_addr = half.local_addr().unwrap();
+    // A dribbler: one byte of a frame every 100 ms never completes a frame in time.
+    let mut dribble = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let started = Instant::now();
+    let dribbler = std::thread::spawn(move || {
+        let frame = [0x01u8, 0, 0, 0, 40];
+        for i in 0..40 {
+            if dribble.write_all(&[frame.get(i).copied().unwrap_or(b'x')]).is_err() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    });
+    assert!(closed_within(&mut silent, Duration::from_secs(3)), "silent peer kept");
+    assert!(closed_within(&mut half, Duration::from_secs(3)), "half-frame peer kept");
+    assert!(dribbler.join().unwrap(), "dribbling peer kept");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    server
+        .lines
+        .wait_for(&format!("action: idle_timeout | result: fail | ip: {half_addr}"), Duration::from_secs(2))
+        .expect("log names the peer");
+    // The server is healthy: an Echo still works, and shutdown is not held.
+    let mut ok = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    ok.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    ok.write_all(&[0x01, 0, 0, 0, 2, b'h', b'i']).unwrap();
+    assert!(matches!(read_answer(&mut ok), Some(Response::Echo(p)) if &p[..] == b"hi"));
+    let mut lingering = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    lingering.write_all(&[0x03, 0, 0]).unwrap();
+    let t = Instant::now();
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+    assert!(t.elapsed() < Duration::from_secs(2), "shutdown took {:?}", t.elapsed());
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_and_the_server_stays_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, 1, 10_000, 2, 7574).unwrap();
+    let (mut server, port) = start_server(dir.path(), 1, &[("SERVER_MAX_CONNECTIONS", "3".into())]);
+    let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    match read_answer(&mut extra) {
+        Some(Response::Nack { code: NackCode::Unavailable, message, .. }) => {
+            assert!(message.contains("too many connections"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(closed_within(&mut extra, Duration::from_secs(2)));
+    server
+        .lines
+        .wait_for("action: accept_connection | result: fail | ip: 127.0.0.1:", Duration::from_secs(2))
+        .expect("log line");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut client = start_client(dir.path(), 1, port, &summaries[0].path, &[]);
+    assert!(client.wait(RUN).success(), "{}", client.lines.dump());
+    assert_eq!(winners_logged(&client), Some(summaries[0].winners));
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn a_flood_of_connections_and_garbage_does_not_change_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, 5, 20_000, 13, 7574).unwrap();
+    let (mut server, port) = start_server(dir.path(), 5, &[]);
+    let flood: Vec<_> = (0..4u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut rng = Lcg(t + 1);
+                let mut opened = 0;
+                let until = Instant::now() + Duration::from_secs(4);
+                while opened < 1500 && Instant::now() < until {
+                    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { continue };
+                    opened += 1;
+                    let junk: Vec<u8> = match rng.below(4) {
+                        0 => vec![],
+                        1 => (0..rng.below(300)).map(|_| rng.below(256) as u8).collect(),
+                        2 => vec![0x03, 0xff, 0xff, 0xff, 0xff],
+                        _ => vec![0x02, 0, 0, 0, 8, 0, 0, 0, 1, 0, 3, b'a', b'b'],
+                    };
+                    let _ = s.write_all(&junk);
+                }
+                opened
+            })
+        })
+        .collect();
+    let mut clients: Vec<Proc> =
+        (1..=5).map(|id| start_client(dir.path(), id, port, &data.join(format!("agency-{id}.csv")), &[])).collect();
+    let opened: usize = flood.into_iter().map(|h| h.join().unwrap()).sum();
+    println!("flood opened {opened} connections");
+    for c in &mut clients {
+        assert!(c.wait(RUN).success(), "{}", c.lines.dump());
+    }
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+    assert_eq!(server.lines.count("action: sorteo | result: success"), 1);
+    assert_exactly_once(dir.path(), &data, &summaries, &clients);
+}
