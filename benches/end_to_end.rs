@@ -1,0 +1,449 @@
+//! `make bench` (`cargo bench --bench end_to_end -- [options]`): the whole system
+//! against the floors of the same machine, measured in the same run.
+//!
+//! - compute floor: one process parses every agency file and writes the store
+//!   rows, one fsync at the end (the per-bet work no design can skip);
+//! - transport floor: the same file bytes pushed by one sender per agency,
+//!   concurrently, over loopback TCP into one receiver that appends to a file and
+//!   fsyncs once;
+//! - the system: the real server (durable acks) and one agency process per
+//!   agency, from the agencies' start to the last agency's exit, for window 1
+//!   (stop-and-wait) and the default window.
+//!
+//! Options: `--quick`, `--agencies N`, `--bets M`, `--runs R`, `--windows 1,8`,
+//! `--json FILE`, `--keep DIR`. Figures are printed, never asserted.
+
+use loteria::client::BetReader;
+use loteria::config::DEFAULT_BATCH_WINDOW;
+use loteria::datagen;
+use loteria::storage::BetFile;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+
+struct Options {
+    agencies: u32,
+    bets: u64,
+    runs: usize,
+    windows: Vec<usize>,
+    json: Option<PathBuf>,
+    keep: Option<PathBuf>,
+    quick: bool,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options {
+        agencies: 5,
+        bets: 1_000_000,
+        runs: 3,
+        windows: vec![1, DEFAULT_BATCH_WINDOW],
+        json: None,
+        keep: None,
+        quick: false,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--bench" => {}
+            "--quick" => {
+                o.quick = true;
+                o.bets = 20_000;
+            }
+            "--agencies" => o.agencies = value(a)?.parse().map_err(|e| format!("--agencies: {e}"))?,
+            "--bets" => o.bets = value(a)?.parse().map_err(|e| format!("--bets: {e}"))?,
+            "--runs" => o.runs = value(a)?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--windows" => {
+                o.windows = value(a)?
+                    .split(',')
+                    .map(|w| w.trim().parse().map_err(|e| format!("--windows: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--json" => o.json = Some(PathBuf::from(value(a)?)),
+            "--keep" => o.keep = Some(PathBuf::from(value(a)?)),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if o.runs == 0 || o.agencies == 0 {
+        return Err("--runs and --agencies must be at least 1".into());
+    }
+    Ok(o)
+}
+
+// ---- process accounting ------------------------------------------------------
+
+#[repr(C)]
+struct Timeval {
+    sec: i64,
+    usec: i64,
+}
+#[repr(C)]
+struct Rusage {
+    utime: Timeval,
+    stime: Timeval,
+    maxrss: i64,
+    rest: [i64; 13],
+}
+extern "C" {
+    fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
+}
+
+/// Waits for `pid` and returns (exit status, peak RSS in KiB, cpu seconds) from the kernel's accounting.
+fn wait_rusage(pid: u32) -> (i32, u64, f64) {
+    let mut status = 0i32;
+    let mut usage =
+        Rusage { utime: Timeval { sec: 0, usec: 0 }, stime: Timeval { sec: 0, usec: 0 }, maxrss: 0, rest: [0; 13] };
+    // SAFETY: wait4 fills `status` and `usage`, both valid for writes; pid is our child.
+    let rc = unsafe { wait4(pid as i32, &mut status, 0, &mut usage) };
+    assert!(rc == pid as i32, "wait4({pid}) failed");
+    let cpu =
+        usage.utime.sec as f64 + usage.utime.usec as f64 / 1e6 + usage.stime.sec as f64 + usage.stime.usec as f64 / 1e6;
+    (status, usage.maxrss as u64, cpu)
+}
+
+// ---- floors ------------------------------------------------------------------
+
+fn compute_floor(files: &[PathBuf], out: &Path) -> Duration {
+    let _ = std::fs::remove_file(out);
+    let started = Instant::now();
+    let (mut store, _) = BetFile::open(out).expect("open store");
+    let mut batch = Vec::with_capacity(100);
+    for (i, path) in files.iter().enumerate() {
+        let mut reader = BetReader::open(path).expect("open agency file");
+        while let Some(row) = reader.next_bet().expect("read") {
+            batch.push(row.expect("valid row"));
+            if batch.len() == 100 {
+                store.append(i as u32 + 1, &batch).expect("append");
+                batch.clear();
+            }
+        }
+        store.append(i as u32 + 1, &batch).expect("append");
+        batch.clear();
+    }
+    store.sync().expect("fsync");
+    started.elapsed()
+}
+
+fn transport_floor(files: &[PathBuf], out: &Path) -> Duration {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let n = files.len();
+    let out = out.to_path_buf();
+    let started = Instant::now();
+    let receiver = std::thread::spawn(move || {
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(64);
+        let mut readers = Vec::new();
+        for _ in 0..n {
+            let (mut sock, _) = listener.accept().unwrap();
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match sock.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => tx.send(buf[..k].to_vec()).unwrap(),
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let mut file = std::fs::File::create(&out).unwrap();
+        for chunk in rx {
+            file.write_all(&chunk).unwrap();
+        }
+        file.sync_data().unwrap();
+        for r in readers {
+            r.join().unwrap();
+        }
+    });
+    let senders: Vec<_> = files
+        .iter()
+        .cloned()
+        .map(|path| {
+            std::thread::spawn(move || {
+                let mut file = std::fs::File::open(path).unwrap();
+                let mut sock = TcpStream::connect(addr).unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let k = file.read(&mut buf).unwrap();
+                    if k == 0 {
+                        break;
+                    }
+                    sock.write_all(&buf[..k]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    receiver.join().unwrap();
+    started.elapsed()
+}
+
+// ---- the system --------------------------------------------------------------
+
+struct SystemRun {
+    elapsed: Duration,
+    draw_ms: f64,
+    server_rss_kib: u64,
+    agency_rss_kib: u64,
+    batches: u64,
+    syncs: u64,
+}
+
+fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize) -> SystemRun {
+    let store = dir.join("bets.csv");
+    let _ = std::fs::remove_file(&store);
+    let _ = std::fs::remove_file(dir.join("bets.csv.done"));
+    let mut server = Command::new(SERVER)
+        .current_dir(dir)
+        .env("SERVER_PORT", "0")
+        .env("SERVER_AGENCIES", agencies.to_string())
+        .env("SERVER_STORAGE_PATH", &store)
+        .env("SERVER_LISTEN_BACKLOG", "4096")
+        .env_remove("SERVER_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn server");
+    let pid = server.id();
+    let (line_tx, line_rx) = mpsc::channel::<String>();
+    let out = server.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        // Keep only the lines the benchmark reads: the log itself is not buffered whole.
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("accept_connections") || line.contains("action: sorteo") || line.contains("close_store") {
+                let _ = line_tx.send(line);
+            }
+        }
+    });
+    let first = line_rx.recv_timeout(Duration::from_secs(30)).expect("server start");
+    let port: u16 = first.rsplit(':').next().unwrap().trim().parse().unwrap();
+
+    let started = Instant::now();
+    let clients: Vec<u32> = (1..=agencies)
+        .map(|id| {
+            Command::new(CLIENT)
+                .current_dir(dir)
+                .env("CLI_ID", id.to_string())
+                .env("CLI_SERVER_ADDRESS", format!("127.0.0.1:{port}"))
+                .env("CLI_DATA_PATH", data.join(format!("agency-{id}.csv")))
+                .env("CLI_BATCH_WINDOW", window.to_string())
+                .env("CLI_LOG_LEVEL", "WARNING")
+                .env_remove("CLI_CONFIG")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawn client")
+                .id()
+        })
+        .collect();
+    let mut agency_rss = 0;
+    for pid in clients {
+        let (status, rss, _) = wait_rusage(pid);
+        assert_eq!(status, 0, "an agency failed (wait status {status})");
+        agency_rss = agency_rss.max(rss);
+    }
+    let elapsed = started.elapsed();
+    let sorteo = line_rx.recv_timeout(Duration::from_secs(30)).expect("sorteo line");
+    let draw_ms = field(&sorteo, "millis").unwrap_or(f64::NAN);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { kill(pid as i32, 15) };
+    let (status, server_rss, _) = wait_rusage(pid);
+    assert_eq!(status, 0, "server exit status {status}");
+    let close = line_rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+    let _ = reader.join();
+    SystemRun {
+        elapsed,
+        draw_ms,
+        server_rss_kib: server_rss,
+        agency_rss_kib: agency_rss,
+        batches: field(&close, "batches").unwrap_or(0.0) as u64,
+        syncs: field(&close, "syncs").unwrap_or(0.0) as u64,
+    }
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+fn field(line: &str, key: &str) -> Option<f64> {
+    line.split(" | ").find_map(|f| f.strip_prefix(&format!("{key}: "))).and_then(|v| v.trim().parse().ok())
+}
+
+// ---- statistics and report ---------------------------------------------------
+
+#[derive(Clone)]
+struct Stat {
+    name: String,
+    secs: Vec<f64>,
+}
+
+impl Stat {
+    fn median(&self) -> f64 {
+        let mut v = self.secs.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    }
+    fn min(&self) -> f64 {
+        self.secs.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+    fn max(&self) -> f64 {
+        self.secs.iter().copied().fold(0.0, f64::max)
+    }
+}
+
+fn median_u64(v: &[u64]) -> u64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let o = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("end_to_end: {e}");
+            std::process::exit(2);
+        }
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = o.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    let total = u64::from(o.agencies) * o.bets;
+    println!("generating {} agencies x {} bets ({} bets) in {} (not timed)", o.agencies, o.bets, total, data.display());
+    let summaries = datagen::generate(&data, o.agencies, o.bets, 7574, 7574).expect("generate data");
+    let files: Vec<PathBuf> = summaries.iter().map(|s| s.path.clone()).collect();
+    let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+
+    let mut compute = Stat { name: "compute floor (parse + write rows + 1 fsync, 1 process)".into(), secs: vec![] };
+    let mut transport = Stat { name: "transport floor (file bytes over loopback TCP, 1 fsync)".into(), secs: vec![] };
+    let mut systems: Vec<(usize, Stat, Vec<SystemRun>)> = o
+        .windows
+        .iter()
+        .map(|w| {
+            (
+                *w,
+                Stat {
+                    name: format!("system, window {w}{}", if *w == 1 { " (stop-and-wait)" } else { "" }),
+                    secs: vec![],
+                },
+                vec![],
+            )
+        })
+        .collect();
+    for run in 1..=o.runs {
+        compute.secs.push(compute_floor(&files, &dir.join("floor.csv")).as_secs_f64());
+        transport.secs.push(transport_floor(&files, &dir.join("transport.bin")).as_secs_f64());
+        for (window, stat, runs) in systems.iter_mut() {
+            let r = run_system(&dir, &data, o.agencies, *window);
+            stat.secs.push(r.elapsed.as_secs_f64());
+            runs.push(r);
+        }
+        println!("run {run}/{} done", o.runs);
+    }
+    let _ = std::fs::remove_file(dir.join("floor.csv"));
+    let _ = std::fs::remove_file(dir.join("transport.bin"));
+
+    println!();
+    println!(
+        "{} agencies x {} bets = {} bets ({:.1} MiB of agency files), {} runs, this machine: {} cores",
+        o.agencies,
+        o.bets,
+        total,
+        bytes as f64 / 1048576.0,
+        o.runs,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    println!("| measurement | median s | min–max s | bets/s (median) | / compute floor | / transport floor |");
+    println!("|---|---|---|---|---|---|");
+    let (cf, tf) = (compute.median(), transport.median());
+    let mut rows = vec![compute.clone(), transport.clone()];
+    rows.extend(systems.iter().map(|(_, s, _)| s.clone()));
+    for s in &rows {
+        println!(
+            "| {} | {:.3} | {:.3}–{:.3} | {:.0} | {:.2} | {:.2} |",
+            s.name,
+            s.median(),
+            s.min(),
+            s.max(),
+            total as f64 / s.median(),
+            s.median() / cf,
+            s.median() / tf
+        );
+    }
+    println!();
+    println!("| system | draw ms (median) | server peak RSS MiB | largest agency peak RSS MiB | batches | fsyncs |");
+    println!("|---|---|---|---|---|---|");
+    for (window, _, runs) in &systems {
+        let mut draws: Vec<f64> = runs.iter().map(|r| r.draw_ms).collect();
+        draws.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "| window {} | {:.0} | {:.1} | {:.1} | {} | {} |",
+            window,
+            draws[draws.len() / 2],
+            median_u64(&runs.iter().map(|r| r.server_rss_kib).collect::<Vec<_>>()) as f64 / 1024.0,
+            median_u64(&runs.iter().map(|r| r.agency_rss_kib).collect::<Vec<_>>()) as f64 / 1024.0,
+            median_u64(&runs.iter().map(|r| r.batches).collect::<Vec<_>>()),
+            median_u64(&runs.iter().map(|r| r.syncs).collect::<Vec<_>>()),
+        );
+    }
+    if let Some(path) = &o.json {
+        let mut json = format!(
+            "{{\"agencies\":{},\"bets_per_agency\":{},\"runs\":{},\"measurements\":[",
+            o.agencies, o.bets, o.runs
+        );
+        for (i, s) in rows.iter().enumerate() {
+            let secs: Vec<String> = s.secs.iter().map(|x| format!("{x:.4}")).collect();
+            json.push_str(&format!(
+                "{}{{\"name\":\"{}\",\"seconds\":[{}],\"median\":{:.4}}}",
+                if i > 0 { "," } else { "" },
+                s.name,
+                secs.join(","),
+                s.median()
+            ));
+        }
+        json.push_str("],\"system\":[");
+        for (i, (window, _, runs)) in systems.iter().enumerate() {
+            let items: Vec<String> = runs
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{{\"seconds\":{:.4},\"draw_ms\":{},\"server_rss_kib\":{},\"agency_rss_kib\":{},\"batches\":{},\"syncs\":{}}}",
+                        r.elapsed.as_secs_f64(),
+                        r.draw_ms,
+                        r.server_rss_kib,
+                        r.agency_rss_kib,
+                        r.batches,
+                        r.syncs
+                    )
+                })
+                .collect();
+            json.push_str(&format!(
+                "{}{{\"window\":{},\"runs\":[{}]}}",
+                if i > 0 { "," } else { "" },
+                window,
+                items.join(",")
+            ));
+        }
+        json.push_str("]}\n");
+        std::fs::write(path, json).expect("write json");
+        println!("\nwrote {}", path.display());
+    }
+    if o.quick {
+        println!("\n(--quick: a small size that only proves the benchmark works; do not read the figures)");
+    }
+}
