@@ -95,8 +95,50 @@ extern "C" {
     fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
 }
 
-/// Waits for `pid` and returns (exit status, peak RSS in KiB, cpu seconds) from the kernel's accounting.
-fn wait_rusage(pid: u32) -> (i32, u64, f64) {
+/// Peak RSS (`VmHWM`, KiB) of live processes, sampled every 10 ms until each exits.
+///
+/// `wait4`'s `ru_maxrss` would be simpler, but Linux carries the high-water mark
+/// across `execve`, so a child spawned from this (large) process would report
+/// the benchmark's own footprint; `VmHWM` belongs to the program's own memory.
+struct PeakRss {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<std::collections::HashMap<u32, u64>>,
+}
+
+impl PeakRss {
+    fn watch(pids: Vec<u32>) -> PeakRss {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut peaks = std::collections::HashMap::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for pid in &pids {
+                    if let Some(kib) = vm_hwm(*pid) {
+                        let e = peaks.entry(*pid).or_insert(0);
+                        *e = kib.max(*e);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peaks
+        });
+        PeakRss { stop, handle }
+    }
+
+    fn finish(self) -> std::collections::HashMap<u32, u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+fn vm_hwm(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits for `pid` and returns (exit status, cpu seconds) from the kernel's accounting.
+fn wait_rusage(pid: u32) -> (i32, f64) {
     let mut status = 0i32;
     let mut usage =
         Rusage { utime: Timeval { sec: 0, usec: 0 }, stime: Timeval { sec: 0, usec: 0 }, maxrss: 0, rest: [0; 13] };
@@ -105,7 +147,8 @@ fn wait_rusage(pid: u32) -> (i32, u64, f64) {
     assert!(rc == pid as i32, "wait4({pid}) failed");
     let cpu =
         usage.utime.sec as f64 + usage.utime.usec as f64 / 1e6 + usage.stime.sec as f64 + usage.stime.usec as f64 / 1e6;
-    (status, usage.maxrss as u64, cpu)
+    let _ = usage.maxrss;
+    (status, cpu)
 }
 
 // ---- floors ------------------------------------------------------------------
@@ -195,6 +238,8 @@ struct SystemRun {
     draw_ms: f64,
     server_rss_kib: u64,
     agency_rss_kib: u64,
+    server_cpu: f64,
+    agency_cpu: f64,
     batches: u64,
     syncs: u64,
 }
@@ -245,18 +290,25 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize) -> SystemRu
                 .id()
         })
         .collect();
-    let mut agency_rss = 0;
-    for pid in clients {
-        let (status, rss, _) = wait_rusage(pid);
+    let mut watched = clients.clone();
+    watched.push(pid);
+    let peaks = PeakRss::watch(watched);
+    let mut agency_cpu = 0.0;
+    for pid in &clients {
+        let (status, cpu) = wait_rusage(*pid);
         assert_eq!(status, 0, "an agency failed (wait status {status})");
-        agency_rss = agency_rss.max(rss);
+        agency_cpu += cpu;
     }
     let elapsed = started.elapsed();
     let sorteo = line_rx.recv_timeout(Duration::from_secs(30)).expect("sorteo line");
     let draw_ms = field(&sorteo, "millis").unwrap_or(f64::NAN);
+    std::thread::sleep(Duration::from_millis(20));
+    let peaks = peaks.finish();
+    let agency_rss = clients.iter().filter_map(|p| peaks.get(p)).copied().max().unwrap_or(0);
+    let server_rss = peaks.get(&pid).copied().unwrap_or(0);
     // SAFETY: plain kill(2) on our own child.
     unsafe { kill(pid as i32, 15) };
-    let (status, server_rss, _) = wait_rusage(pid);
+    let (status, server_cpu) = wait_rusage(pid);
     assert_eq!(status, 0, "server exit status {status}");
     let close = line_rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
     let _ = reader.join();
@@ -265,6 +317,8 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize) -> SystemRu
         draw_ms,
         server_rss_kib: server_rss,
         agency_rss_kib: agency_rss,
+        server_cpu,
+        agency_cpu,
         batches: field(&close, "batches").unwrap_or(0.0) as u64,
         syncs: field(&close, "syncs").unwrap_or(0.0) as u64,
     }
@@ -303,6 +357,11 @@ impl Stat {
     fn max(&self) -> f64 {
         self.secs.iter().copied().fold(0.0, f64::max)
     }
+}
+
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
 }
 
 fn median_u64(v: &[u64]) -> u64 {
@@ -386,17 +445,19 @@ fn main() {
         );
     }
     println!();
-    println!("| system | draw ms (median) | server peak RSS MiB | largest agency peak RSS MiB | batches | fsyncs |");
-    println!("|---|---|---|---|---|---|");
+    println!("| system | draw ms (median) | server peak RSS MiB | largest agency peak RSS MiB | server CPU s | agencies CPU s | batches | fsyncs |");
+    println!("|---|---|---|---|---|---|---|---|");
     for (window, _, runs) in &systems {
         let mut draws: Vec<f64> = runs.iter().map(|r| r.draw_ms).collect();
         draws.sort_by(|a, b| a.total_cmp(b));
         println!(
-            "| window {} | {:.0} | {:.1} | {:.1} | {} | {} |",
+            "| window {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {} | {} |",
             window,
             draws[draws.len() / 2],
             median_u64(&runs.iter().map(|r| r.server_rss_kib).collect::<Vec<_>>()) as f64 / 1024.0,
             median_u64(&runs.iter().map(|r| r.agency_rss_kib).collect::<Vec<_>>()) as f64 / 1024.0,
+            median_f64(runs.iter().map(|r| r.server_cpu).collect()),
+            median_f64(runs.iter().map(|r| r.agency_cpu).collect()),
             median_u64(&runs.iter().map(|r| r.batches).collect::<Vec<_>>()),
             median_u64(&runs.iter().map(|r| r.syncs).collect::<Vec<_>>()),
         );

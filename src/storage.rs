@@ -46,8 +46,13 @@ impl BetFile {
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
         let repaired_bytes = repair_tail(&mut file).map_err(io_err)?;
         let mut per_agency: HashMap<AgencyId, u64> = HashMap::new();
-        scan(path, |_, agency, _| {
-            *per_agency.entry(agency).or_default() += 1;
+        for_each_row(path, |line, row| {
+            let parsed = parse_row_keys(row).map_err(|reason| StorageError::Corrupt {
+                path: path.to_path_buf(),
+                line,
+                reason,
+            })?;
+            *per_agency.entry(parsed.agency).or_default() += 1;
             Ok(())
         })?;
         Ok((
@@ -78,24 +83,73 @@ impl BetFile {
     }
 }
 
-/// Renders rows in the stored format into `out` (quoting only where needed).
+/// Renders rows in the stored format into `out`, quoting a field only when it
+/// holds a comma, a quote or a line break: byte for byte what the csv crate's
+/// writer produces (a property test checks it), without its per-field overhead.
 fn render_rows(out: &mut Vec<u8>, agency: AgencyId, bets: &[Bet]) -> io::Result<()> {
-    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(out);
-    let agency = agency.to_string();
     for bet in bets {
-        let date = bet.birthdate.to_string();
-        let number = bet.number.to_string();
-        w.write_record([
-            agency.as_bytes(),
-            bet.first_name.as_bytes(),
-            bet.last_name.as_bytes(),
-            bet.document.as_bytes(),
-            date.as_bytes(),
-            number.as_bytes(),
-        ])
-        .map_err(|e| io::Error::other(e.to_string()))?;
+        render_row(out, agency, bet);
     }
-    w.flush()
+    Ok(())
+}
+
+pub fn render_row(out: &mut Vec<u8>, agency: AgencyId, bet: &Bet) {
+    push_decimal(out, u64::from(agency));
+    out.push(b',');
+    push_text_field(out, &bet.first_name);
+    out.push(b',');
+    push_text_field(out, &bet.last_name);
+    out.push(b',');
+    out.extend_from_slice(bet.document.as_bytes());
+    out.push(b',');
+    let d = bet.birthdate;
+    push_padded(out, u32::from(d.year()), 4);
+    out.push(b'-');
+    push_padded(out, u32::from(d.month()), 2);
+    out.push(b'-');
+    push_padded(out, u32::from(d.day()), 2);
+    out.push(b',');
+    push_decimal(out, u64::from(bet.number));
+    out.push(b'\n');
+}
+
+fn push_text_field(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        out.push(b'"');
+        for b in s.bytes() {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn push_padded(out: &mut Vec<u8>, v: u32, width: usize) {
+    let mut digits = [b'0'; 4];
+    let mut v = v;
+    for slot in digits[..width].iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&digits[..width]);
 }
 
 /// Cuts the file back to its last newline; returns how many bytes were removed.
@@ -169,15 +223,106 @@ pub fn row_to_bet(record: &csv::StringRecord) -> Option<(AgencyId, Bet)> {
     Some((agency, bet))
 }
 
+/// The fields of a stored row that the server needs, found without a full CSV parse.
+///
+/// Names cannot hold control characters, so every row is one line; the fields
+/// after the names (document, birthdate, number) and the agency before them never
+/// need quoting, so they are found from the two ends of the line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RowKeys<'a> {
+    pub agency: AgencyId,
+    pub document: &'a [u8],
+    pub number: &'a [u8],
+}
+
+pub fn parse_row_keys(row: &[u8]) -> Result<RowKeys<'_>, String> {
+    let row = row.strip_suffix(b"\r").unwrap_or(row);
+    let first = row.iter().position(|&b| b == b',').ok_or("not a row: no comma")?;
+    let agency = &row[..first];
+    let mut rest = &row[first + 1..];
+    let mut tail = [&b""[..]; 3];
+    for slot in tail.iter_mut().rev() {
+        let comma = rest.iter().rposition(|&b| b == b',').ok_or("expected 6 fields")?;
+        *slot = &rest[comma + 1..];
+        rest = &rest[..comma];
+    }
+    let [document, birthdate, number] = tail;
+    let digits =
+        |f: &[u8], min: usize, max: usize| f.len() >= min && f.len() <= max && f.iter().all(u8::is_ascii_digit);
+    if !digits(agency, 1, 10) {
+        return Err(format!("agency {:?} is not a number", String::from_utf8_lossy(agency)));
+    }
+    if !digits(document, 1, crate::bet::MAX_DOCUMENT_DIGITS) {
+        return Err(format!("document {:?} is not 1 to 16 digits", String::from_utf8_lossy(document)));
+    }
+    if birthdate.len() != 10 || birthdate[4] != b'-' || birthdate[7] != b'-' {
+        return Err(format!("birthdate {:?} is not YYYY-MM-DD", String::from_utf8_lossy(birthdate)));
+    }
+    if !digits(number, 1, 4) {
+        return Err(format!("number {:?} is not 0..=9999", String::from_utf8_lossy(number)));
+    }
+    if rest.is_empty() {
+        return Err("expected 6 fields".to_string());
+    }
+    let agency = std::str::from_utf8(agency).ok().and_then(|a| a.parse().ok()).ok_or("agency out of range")?;
+    Ok(RowKeys { agency, document, number })
+}
+
+/// Calls `f(line_number, row)` for every line of the file, reading 1 MiB at a time.
+pub fn for_each_row(
+    path: &Path,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    const CHUNK: usize = 1 << 20;
+    let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
+    let mut file = File::open(path).map_err(io_err)?;
+    let mut buf = vec![0u8; CHUNK];
+    let (mut start, mut end, mut line) = (0usize, 0usize, 0u64);
+    loop {
+        while let Some(pos) = buf[start..end].iter().position(|&b| b == b'\n') {
+            line += 1;
+            f(line, &buf[start..start + pos])?;
+            start += pos + 1;
+        }
+        buf.copy_within(start..end, 0);
+        end -= start;
+        start = 0;
+        if end == buf.len() {
+            return Err(StorageError::Corrupt {
+                path: path.to_path_buf(),
+                line: line + 1,
+                reason: "row longer than 1 MiB".into(),
+            });
+        }
+        let n = file.read(&mut buf[end..]).map_err(io_err)?;
+        if n == 0 {
+            if end > 0 {
+                line += 1;
+                f(line, &buf[..end])?;
+            }
+            return Ok(());
+        }
+        end += n;
+    }
+}
+
 /// One pass over the file: the winning documents of each agency, in stored order.
 pub fn draw(path: &Path, winning_number: u16) -> Result<(HashMap<AgencyId, Vec<String>>, u64), StorageError> {
     let mut winners: HashMap<AgencyId, Vec<String>> = HashMap::new();
     let mut rows = 0u64;
-    let wanted = winning_number.to_string();
-    scan(path, |_, agency, record| {
+    // A row wins when it ends in `,<number>`: check that cheaply, parse only winners.
+    let suffix = format!(",{winning_number}");
+    let suffix = suffix.as_bytes();
+    for_each_row(path, |line, row| {
         rows += 1;
-        if &record[5] == wanted.as_str() {
-            winners.entry(agency).or_default().push(record[3].to_string());
+        let row = row.strip_suffix(b"\r").unwrap_or(row);
+        if row.ends_with(suffix) {
+            let keys = parse_row_keys(row).map_err(|reason| StorageError::Corrupt {
+                path: path.to_path_buf(),
+                line,
+                reason,
+            })?;
+            winners.entry(keys.agency).or_default().push(String::from_utf8_lossy(keys.document).into_owned());
         }
         Ok(())
     })?;
@@ -284,6 +429,55 @@ mod tests {
         let (_, rec) = BetFile::open(&path).unwrap();
         assert_eq!(rec.per_agency.get(&3), Some(&3));
         assert_eq!(rec.per_agency.get(&1), Some(&1));
+    }
+
+    fn csv_crate_row(agency: AgencyId, bet: &Bet) -> Vec<u8> {
+        let mut out = Vec::new();
+        {
+            let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(&mut out);
+            let (date, number) = (bet.birthdate.to_string(), bet.number.to_string());
+            w.write_record([&agency.to_string(), &bet.first_name, &bet.last_name, &bet.document, &date, &number])
+                .unwrap();
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rows_match_the_csv_crate_byte_for_byte(
+            agency in 1u32..100_000,
+            first in "[^\\p{Cc}]{1,30}",
+            last in "[a-zA-Z ,;|\"'áéíóúñÑ]{1,30}",
+            doc in "[0-9]{1,16}",
+            (y, m, d) in (1000u16..=9999, 1u8..=12, 1u8..=28),
+            number in 0u16..=9999,
+        ) {
+            let bet = Bet { first_name: first, last_name: last, document: doc, birthdate: Date::new(y, m, d).unwrap(), number };
+            let mut ours = Vec::new();
+            render_row(&mut ours, agency, &bet);
+            proptest::prop_assert_eq!(String::from_utf8(ours.clone()).unwrap(), String::from_utf8(csv_crate_row(agency, &bet)).unwrap());
+            let keys = parse_row_keys(&ours[..ours.len() - 1]).unwrap();
+            proptest::prop_assert_eq!(keys.agency, agency);
+            proptest::prop_assert_eq!(keys.document, bet.document.as_bytes());
+            let number_text = bet.number.to_string();
+            proptest::prop_assert_eq!(keys.number, number_text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn malformed_rows_are_named() {
+        assert!(parse_row_keys(b"1,A,B,12,2000-01-01,7574").is_ok());
+        assert!(parse_row_keys(b"1,\"A, x\",B,12,2000-01-01,7574").is_ok());
+        for bad in [
+            &b"x,A,B,12,2000-01-01,1"[..],
+            b"1,A,B,1a,2000-01-01,1",
+            b"1,A,B,12,2000-1-01,1",
+            b"1,A,B,12,2000-01-01,12345",
+            b"1,12,2000-01-01,1",
+            b"",
+        ] {
+            assert!(parse_row_keys(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

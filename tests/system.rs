@@ -435,3 +435,31 @@ fn bad_configuration_is_a_clear_error() {
     ok.signal("TERM");
     assert!(ok.wait(Duration::from_secs(5)).success());
 }
+
+#[test]
+fn two_hundred_agencies_at_once_each_get_their_own_winners() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let agencies = 200;
+    let summaries = datagen::generate(&data, agencies, 300, 99, 7574).unwrap();
+    let (server, port) = start_server(dir.path(), agencies, &[]);
+    let quiet = [("CLI_RETRY_INITIAL_DELAY_MS", "20".to_string())];
+    let mut clients: Vec<Proc> = (1..=agencies)
+        .map(|id| start_client(dir.path(), id, port, &data.join(format!("agency-{id}.csv")), &quiet))
+        .collect();
+    for c in &mut clients {
+        assert!(c.wait(RUN).success(), "{}", c.lines.dump());
+    }
+    let server = stop_server(server);
+    assert_eq!(server.lines.count("action: sorteo | result: success"), 1);
+    let rows = stored_rows(&dir.path().join("bets.csv"));
+    assert_eq!(rows.len(), 200 * 300);
+    let mut per_agency: HashMap<String, usize> = HashMap::new();
+    for r in &rows {
+        *per_agency.entry(r[0].to_string()).or_default() += 1;
+    }
+    assert!(per_agency.values().all(|&n| n == 300) && per_agency.len() == 200);
+    for (client, summary) in clients.iter().zip(&summaries) {
+        assert_eq!(winners_logged(client), Some(summary.winners), "{}", client.name);
+    }
+}

@@ -328,8 +328,10 @@ impl Reader {
     fn string(&mut self, field: &'static str) -> Result<String, ProtocolError> {
         let len = self.u16(field)? as usize;
         self.need(field, len)?;
-        let raw = self.buf.split_to(len);
-        String::from_utf8(raw.to_vec()).map_err(|_| ProtocolError::BadUtf8 { field })
+        // Validate in place, then copy once: no reference-counted slice per field.
+        let text = std::str::from_utf8(&self.buf[..len]).map_err(|_| ProtocolError::BadUtf8 { field })?.to_owned();
+        self.buf.advance(len);
+        Ok(text)
     }
     fn finish(self) -> Result<(), ProtocolError> {
         match self.buf.remaining() {
