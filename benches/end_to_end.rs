@@ -244,6 +244,8 @@ struct SystemRun {
     syncs: u64,
 }
 
+// Children are reaped with wait4 (for their CPU accounting), not Child::wait.
+#[allow(clippy::zombie_processes)]
 fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize) -> SystemRun {
     let store = dir.join("bets.csv");
     let _ = std::fs::remove_file(&store);
