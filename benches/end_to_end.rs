@@ -16,7 +16,7 @@
 use loteria::client::BetReader;
 use loteria::config::DEFAULT_BATCH_WINDOW;
 use loteria::datagen;
-use loteria::storage::BetFile;
+use loteria::storage;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -154,23 +154,21 @@ fn wait_rusage(pid: u32) -> (i32, f64) {
 // ---- floors ------------------------------------------------------------------
 
 fn compute_floor(files: &[PathBuf], out: &Path) -> Duration {
-    let _ = std::fs::remove_file(out);
     let started = Instant::now();
-    let (mut store, _) = BetFile::open(out).expect("open store");
-    let mut batch = Vec::with_capacity(100);
+    let mut file = std::fs::File::create(out).expect("create floor file");
+    let mut rows = Vec::with_capacity(128 * 1024);
     for (i, path) in files.iter().enumerate() {
         let mut reader = BetReader::open(path).expect("open agency file");
         while let Some(row) = reader.next_bet().expect("read") {
-            batch.push(row.expect("valid row"));
-            if batch.len() == 100 {
-                store.append(i as u32 + 1, &batch).expect("append");
-                batch.clear();
+            storage::render_row(&mut rows, i as u32 + 1, &row.expect("valid row"));
+            if rows.len() >= 64 * 1024 {
+                file.write_all(&rows).expect("write");
+                rows.clear();
             }
         }
-        store.append(i as u32 + 1, &batch).expect("append");
-        batch.clear();
     }
-    store.sync().expect("fsync");
+    file.write_all(&rows).expect("write");
+    file.sync_data().expect("fsync");
     started.elapsed()
 }
 

@@ -108,6 +108,63 @@ pub enum BetError {
     InvalidNumber(String),
 }
 
+/// A bet whose text borrows from a buffer (a CSV record, a received frame):
+/// the hot paths validate, encode and store bets without allocating per bet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BetRef<'a> {
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub document: &'a str,
+    pub birthdate: Date,
+    pub number: u16,
+}
+
+impl<'a> BetRef<'a> {
+    /// Parses and validates text fields, as found in an agency's CSV file.
+    pub fn parse(
+        first_name: &'a str,
+        last_name: &'a str,
+        document: &'a str,
+        birthdate: &str,
+        number: &str,
+    ) -> Result<BetRef<'a>, BetError> {
+        let bet = BetRef {
+            first_name,
+            last_name,
+            document,
+            birthdate: Date::parse(birthdate)?,
+            number: parse_number(number)?,
+        };
+        bet.validate()?;
+        Ok(bet)
+    }
+
+    /// Checks the rules every bet follows; the date is valid by construction.
+    pub fn validate(&self) -> Result<(), BetError> {
+        check_name("first_name", self.first_name)?;
+        check_name("last_name", self.last_name)?;
+        check_document(self.document)?;
+        if self.number > MAX_NUMBER {
+            return Err(BetError::InvalidNumber(self.number.to_string()));
+        }
+        Ok(())
+    }
+
+    pub fn wins(&self, winning_number: u16) -> bool {
+        self.number == winning_number
+    }
+
+    pub fn to_bet(&self) -> Bet {
+        Bet {
+            first_name: self.first_name.to_string(),
+            last_name: self.last_name.to_string(),
+            document: self.document.to_string(),
+            birthdate: self.birthdate,
+            number: self.number,
+        }
+    }
+}
+
 impl Bet {
     /// Builds a bet from text fields, as found in an agency's CSV file.
     pub fn from_fields(
@@ -117,26 +174,22 @@ impl Bet {
         birthdate: &str,
         number: &str,
     ) -> Result<Bet, BetError> {
-        let bet = Bet {
-            first_name: first_name.to_string(),
-            last_name: last_name.to_string(),
-            document: document.to_string(),
-            birthdate: Date::parse(birthdate)?,
-            number: parse_number(number)?,
-        };
-        bet.validate()?;
-        Ok(bet)
+        BetRef::parse(first_name, last_name, document, birthdate, number).map(|b| b.to_bet())
     }
 
-    /// Checks the rules a decoded bet must follow; the date is valid by construction.
-    pub fn validate(&self) -> Result<(), BetError> {
-        check_name("first_name", &self.first_name)?;
-        check_name("last_name", &self.last_name)?;
-        check_document(&self.document)?;
-        if self.number > MAX_NUMBER {
-            return Err(BetError::InvalidNumber(self.number.to_string()));
+    pub fn as_ref(&self) -> BetRef<'_> {
+        BetRef {
+            first_name: &self.first_name,
+            last_name: &self.last_name,
+            document: &self.document,
+            birthdate: self.birthdate,
+            number: self.number,
         }
-        Ok(())
+    }
+
+    /// Checks the rules every bet follows; the date is valid by construction.
+    pub fn validate(&self) -> Result<(), BetError> {
+        self.as_ref().validate()
     }
 
     pub fn wins(&self, winning_number: u16) -> bool {

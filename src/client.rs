@@ -5,9 +5,9 @@
 //! `batch.maxAmount` bets and never a frame over [`MAX_FRAME`] bytes. Each batch
 //! carries the index of its first bet, so the server stores a retried batch once.
 
-use crate::bet::{AgencyId, Bet, BetError};
+use crate::bet::{AgencyId, Bet, BetError, BetRef};
 use crate::config::ClientConfig;
-use crate::net::frame::{encoded_bet_len, BATCH_OVERHEAD};
+use crate::net::frame::{encode_batch, encoded_bet_len, put_bet_into, BATCH_OVERHEAD};
 use crate::net::{ClientCodec, NackCode, ProtocolError, Request, Response, MAX_FRAME, MAX_PAYLOAD};
 use bytes::BytesMut;
 use slog::{debug, error, info, warn, Logger};
@@ -72,6 +72,19 @@ impl AgencyConnection {
         })
     }
 
+    /// Sends the batch in `batcher` as bets `first_index..`; returns how many.
+    pub async fn send_batch(
+        &mut self,
+        agency: AgencyId,
+        first_index: u64,
+        batcher: &mut Batcher,
+    ) -> Result<u64, ClientError> {
+        self.output.clear();
+        let count = batcher.take_frame(agency, first_index, &mut self.output)?;
+        self.stream.write_all(&self.output).await?;
+        Ok(count as u64)
+    }
+
     pub async fn send(&mut self, request: &Request) -> Result<(), ClientError> {
         self.output.clear();
         request.encode(&mut self.output)?;
@@ -129,7 +142,8 @@ impl BetReader {
 
     /// The next row: `Ok(Some(Ok(bet)))`, a bad row as `Ok(Some(Err(BadRow)))`,
     /// `Ok(None)` at the end, `Err` when the file cannot be read at all.
-    pub fn next_bet(&mut self) -> Result<Option<Result<Bet, ClientError>>, ClientError> {
+    /// The bet borrows the reader's record: nothing is allocated per row.
+    pub fn next_bet(&mut self) -> Result<Option<Result<BetRef<'_>, ClientError>>, ClientError> {
         let line = self.line;
         let read = self.reader.read_byte_record(&mut self.record);
         // A record spans one line plus any newlines quoted inside its fields.
@@ -164,7 +178,7 @@ impl BetReader {
             }
         }
         Ok(Some(
-            Bet::from_fields(fields[0], fields[1], fields[2].trim(), fields[3].trim(), fields[4].trim())
+            BetRef::parse(fields[0], fields[1], fields[2].trim(), fields[3].trim(), fields[4].trim())
                 .map_err(|e: BetError| self.bad_row(line, e.to_string())),
         ))
     }
@@ -174,34 +188,49 @@ impl BetReader {
     }
 }
 
-/// Groups bets into batches bounded by count and by encoded size.
+/// Builds one batch, already encoded, bounded by count and by frame size.
 pub struct Batcher {
     max_amount: usize,
-    bets: Vec<Bet>,
-    size: usize,
+    encoded: BytesMut,
+    count: usize,
 }
 
 impl Batcher {
     pub fn new(max_amount: usize) -> Self {
-        Batcher { max_amount: max_amount.max(1), bets: Vec::with_capacity(max_amount.max(1)), size: BATCH_OVERHEAD }
+        Batcher { max_amount: max_amount.max(1), encoded: BytesMut::with_capacity(MAX_PAYLOAD), count: 0 }
     }
 
-    /// Adds a bet; returns a full batch when this bet did not fit in the current one.
-    pub fn push(&mut self, bet: Bet) -> Option<Vec<Bet>> {
-        let len = encoded_bet_len(&bet);
-        let full = !self.bets.is_empty() && (self.bets.len() >= self.max_amount || self.size + len > MAX_PAYLOAD);
-        let out = if full { self.take() } else { None };
-        self.size += len;
-        self.bets.push(bet);
-        out
+    /// Whether `bet` still fits in this batch.
+    pub fn fits(&self, bet: &BetRef<'_>) -> bool {
+        self.count < self.max_amount && BATCH_OVERHEAD + self.encoded.len() + encoded_bet_len(bet) <= MAX_PAYLOAD
     }
 
-    pub fn take(&mut self) -> Option<Vec<Bet>> {
-        if self.bets.is_empty() {
-            return None;
-        }
-        self.size = BATCH_OVERHEAD;
-        Some(std::mem::replace(&mut self.bets, Vec::with_capacity(self.max_amount)))
+    /// Adds a bet (call [`fits`](Self::fits) first; an empty batch takes any valid bet).
+    pub fn push(&mut self, bet: &BetRef<'_>) {
+        put_bet_into(&mut self.encoded, bet);
+        self.count += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Writes the batch as one frame and empties the builder.
+    pub fn take_frame(
+        &mut self,
+        agency: AgencyId,
+        first_index: u64,
+        out: &mut BytesMut,
+    ) -> Result<usize, ProtocolError> {
+        let count = self.count;
+        encode_batch(out, agency, first_index, count, &self.encoded)?;
+        self.encoded.clear();
+        self.count = 0;
+        Ok(count)
     }
 }
 
@@ -418,29 +447,26 @@ async fn stream_batches(
     let mut at_end = false;
     loop {
         while !at_end && in_flight.len() < cfg.batch_window && !cancel.is_cancelled() {
-            let batch = loop {
-                match reader.next_bet()? {
-                    Some(Ok(bet)) => {
-                        if let Some(full) = batcher.push(bet) {
-                            break Some(full);
-                        }
+            match reader.next_bet()? {
+                Some(Ok(bet)) => {
+                    if !batcher.fits(&bet) {
+                        let count = conn.send_batch(agency, next_index, &mut batcher).await?;
+                        in_flight.push_back((next_index, count));
+                        next_index += count;
                     }
-                    Some(Err(bad)) => {
-                        error!(log, "action: apuesta_invalida | result: fail"; "error" => %bad);
-                        report.rejected_rows += 1;
-                    }
-                    None => {
-                        at_end = true;
-                        break batcher.take();
-                    }
+                    batcher.push(&bet);
                 }
-            };
-            if let Some(bets) = batch {
-                let count = bets.len() as u64;
-                conn.send(&Request::Batch { agency, first_index: next_index, bets }).await?;
-                in_flight.push_back((next_index, count));
-                next_index += count;
+                Some(Err(bad)) => {
+                    error!(log, "action: apuesta_invalida | result: fail"; "error" => %bad);
+                    report.rejected_rows += 1;
+                }
+                None => at_end = true,
             }
+        }
+        if at_end && !batcher.is_empty() && in_flight.len() < cfg.batch_window && !cancel.is_cancelled() {
+            let count = conn.send_batch(agency, next_index, &mut batcher).await?;
+            in_flight.push_back((next_index, count));
+            next_index += count;
         }
         let Some(&(index, count)) = in_flight.front() else {
             break;
@@ -522,28 +548,37 @@ mod tests {
 
     #[test]
     fn batches_respect_count_and_frame_size() {
+        let one = bet(1);
         let mut b = Batcher::new(3);
-        assert!(b.push(bet(1)).is_none());
-        assert!(b.push(bet(1)).is_none());
-        assert!(b.push(bet(1)).is_none());
-        assert_eq!(b.push(bet(1)).unwrap().len(), 3);
-        assert_eq!(b.take().unwrap().len(), 1);
-        assert!(b.take().is_none());
+        for _ in 0..3 {
+            assert!(b.fits(&one.as_ref()));
+            b.push(&one.as_ref());
+        }
+        assert!(!b.fits(&one.as_ref()), "count limit");
+        let mut frame = BytesMut::new();
+        assert_eq!(b.take_frame(1, 0, &mut frame).unwrap(), 3);
+        assert!(b.is_empty());
+        let decoded = crate::net::ServerCodec.decode(&mut frame).unwrap().unwrap().unwrap();
+        assert_eq!(decoded, Request::Batch { agency: 1, first_index: 0, bets: vec![one.clone(); 3].into() });
 
+        // Long names: batches are cut by encoded size, every frame within the limit.
+        let long = bet(250);
         let mut b = Batcher::new(1000);
-        let mut sizes = Vec::new();
+        let (mut frames, mut total) = (Vec::new(), 0);
         for _ in 0..100 {
-            if let Some(batch) = b.push(bet(250)) {
-                sizes.push(batch);
+            if !b.fits(&long.as_ref()) {
+                let mut f = BytesMut::new();
+                total += b.take_frame(1, 0, &mut f).unwrap();
+                frames.push(f);
             }
+            b.push(&long.as_ref());
         }
-        sizes.extend(b.take());
-        assert_eq!(sizes.iter().map(Vec::len).sum::<usize>(), 100);
-        for batch in &sizes {
-            let mut buf = BytesMut::new();
-            Request::Batch { agency: 1, first_index: 0, bets: batch.clone() }.encode(&mut buf).unwrap();
-            assert!(buf.len() <= MAX_FRAME);
-        }
+        let mut f = BytesMut::new();
+        total += b.take_frame(1, 0, &mut f).unwrap();
+        frames.push(f);
+        assert_eq!(total, 100);
+        assert!(frames.len() > 3);
+        assert!(frames.iter().all(|f| f.len() <= MAX_FRAME));
     }
 
     #[test]
@@ -555,7 +590,7 @@ mod tests {
         std::fs::write(&path, data).unwrap();
         let mut r = BetReader::open(&path).unwrap();
         let first = r.next_bet().unwrap().unwrap().unwrap();
-        assert_eq!((first.document.as_str(), first.last_name.as_str()), ("00000042", "Pérez"));
+        assert_eq!((first.document, first.last_name), ("00000042", "Pérez"));
         for (line, needle) in [(2, "birthdate"), (3, "expected 5 fields"), (4, "last_name is not valid UTF-8")] {
             let err = r.next_bet().unwrap().unwrap().unwrap_err().to_string();
             assert!(err.contains(&format!("agency-1.csv:{line}:")) && err.contains(needle), "{err}");

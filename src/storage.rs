@@ -5,7 +5,7 @@
 //! last row left by a crash and recounts each agency's stored bets by streaming
 //! the file once, so memory never depends on its size.
 
-use crate::bet::{AgencyId, Bet, Date};
+use crate::bet::{AgencyId, Bet, BetRef, Date};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -66,11 +66,17 @@ impl BetFile {
     }
 
     /// Appends the rows of one batch with a single write (reaches the OS, not yet the disk).
-    pub fn append(&mut self, agency: AgencyId, bets: &[Bet]) -> Result<(), StorageError> {
+    pub fn append<'a>(
+        &mut self,
+        agency: AgencyId,
+        bets: impl IntoIterator<Item = BetRef<'a>>,
+    ) -> Result<(), StorageError> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let rendered = render_rows(&mut buf, agency, bets);
-        let written = rendered.and_then(|_| self.file.write_all(&buf));
+        for bet in bets {
+            render_row(&mut buf, agency, &bet);
+        }
+        let written = self.file.write_all(&buf);
         buf.clear();
         buf.shrink_to(64 * 1024);
         self.buf = buf;
@@ -83,22 +89,15 @@ impl BetFile {
     }
 }
 
-/// Renders rows in the stored format into `out`, quoting a field only when it
+/// Renders one row in the stored format into `out`, quoting a field only when it
 /// holds a comma, a quote or a line break: byte for byte what the csv crate's
 /// writer produces (a property test checks it), without its per-field overhead.
-fn render_rows(out: &mut Vec<u8>, agency: AgencyId, bets: &[Bet]) -> io::Result<()> {
-    for bet in bets {
-        render_row(out, agency, bet);
-    }
-    Ok(())
-}
-
-pub fn render_row(out: &mut Vec<u8>, agency: AgencyId, bet: &Bet) {
+pub fn render_row(out: &mut Vec<u8>, agency: AgencyId, bet: &BetRef<'_>) {
     push_decimal(out, u64::from(agency));
     out.push(b',');
-    push_text_field(out, &bet.first_name);
+    push_text_field(out, bet.first_name);
     out.push(b',');
-    push_text_field(out, &bet.last_name);
+    push_text_field(out, bet.last_name);
     out.push(b',');
     out.extend_from_slice(bet.document.as_bytes());
     out.push(b',');
@@ -402,8 +401,8 @@ mod tests {
         ];
         let (mut file, rec) = BetFile::open(&path).unwrap();
         assert!(rec.per_agency.is_empty());
-        file.append(3, &bets).unwrap();
-        file.append(1, &bets[1..2]).unwrap();
+        file.append(3, bets.iter().map(Bet::as_ref)).unwrap();
+        file.append(1, bets[1..2].iter().map(Bet::as_ref)).unwrap();
         file.sync().unwrap();
         drop(file);
 
@@ -454,7 +453,7 @@ mod tests {
         ) {
             let bet = Bet { first_name: first, last_name: last, document: doc, birthdate: Date::new(y, m, d).unwrap(), number };
             let mut ours = Vec::new();
-            render_row(&mut ours, agency, &bet);
+            render_row(&mut ours, agency, &bet.as_ref());
             proptest::prop_assert_eq!(String::from_utf8(ours.clone()).unwrap(), String::from_utf8(csv_crate_row(agency, &bet)).unwrap());
             let keys = parse_row_keys(&ours[..ours.len() - 1]).unwrap();
             proptest::prop_assert_eq!(keys.agency, agency);

@@ -265,7 +265,7 @@ fn a_connection_speaks_for_one_agency_and_the_rules_are_enforced() {
         ask(
             &mut a1,
             &mut buf,
-            Request::Batch { agency: 1, first_index: 0, bets: vec![bet("00000042", 7574), bet("2", 1)] }
+            Request::Batch { agency: 1, first_index: 0, bets: vec![bet("00000042", 7574), bet("2", 1)].into() }
         ),
         Response::Ack { index: 0, count: 2 }
     );
@@ -274,13 +274,13 @@ fn a_connection_speaks_for_one_agency_and_the_rules_are_enforced() {
         ask(
             &mut a1,
             &mut buf,
-            Request::Batch { agency: 1, first_index: 0, bets: vec![bet("00000042", 7574), bet("2", 1)] }
+            Request::Batch { agency: 1, first_index: 0, bets: vec![bet("00000042", 7574), bet("2", 1)].into() }
         ),
         Response::Ack { index: 0, count: 2 }
     );
     // A gap is refused.
     assert!(matches!(
-        ask(&mut a1, &mut buf, Request::Batch { agency: 1, first_index: 5, bets: vec![bet("3", 1)] }),
+        ask(&mut a1, &mut buf, Request::Batch { agency: 1, first_index: 5, bets: vec![bet("3", 1)].into() }),
         Response::Nack { code: NackCode::OutOfOrder, index: 5, .. }
     ));
     // Another agency on this connection is refused: it can neither send, close nor read.
@@ -307,13 +307,13 @@ fn a_connection_speaks_for_one_agency_and_the_rules_are_enforced() {
     assert_eq!(ask(&mut a1, &mut buf, Request::Done { agency: 1, total: 2 }), Response::Ack { index: 2, count: 0 });
     assert_eq!(ask(&mut a1, &mut buf, Request::Done { agency: 1, total: 2 }), Response::Ack { index: 2, count: 0 });
     assert!(matches!(
-        ask(&mut a1, &mut buf, Request::Batch { agency: 1, first_index: 2, bets: vec![bet("3", 1)] }),
+        ask(&mut a1, &mut buf, Request::Batch { agency: 1, first_index: 2, bets: vec![bet("3", 1)].into() }),
         Response::Nack { code: NackCode::AlreadyDone, .. }
     ));
     // A bet with an invalid field inside a batch: the whole batch is refused.
     let mut a2 = connect(port);
     let mut buf2 = BytesMut::new();
-    let mut bad = frame(&Request::Batch { agency: 2, first_index: 0, bets: vec![bet("7", 1), bet("8", 1)] });
+    let mut bad = frame(&Request::Batch { agency: 2, first_index: 0, bets: vec![bet("7", 1), bet("8", 1)].into() });
     let n = bad.len();
     bad[n - 2..].copy_from_slice(&10_000u16.to_be_bytes());
     a2.write_all(&bad).unwrap();
@@ -326,7 +326,7 @@ fn a_connection_speaks_for_one_agency_and_the_rules_are_enforced() {
     assert!(read_response(&mut a1, &mut buf).is_none(), "no answer before the draw");
     a1.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert_eq!(
-        ask(&mut a2, &mut buf2, Request::Batch { agency: 2, first_index: 0, bets: vec![bet("7", 1)] }),
+        ask(&mut a2, &mut buf2, Request::Batch { agency: 2, first_index: 0, bets: vec![bet("7", 1)].into() }),
         Response::Ack { index: 0, count: 1 }
     );
     assert_eq!(ask(&mut a2, &mut buf2, Request::Done { agency: 2, total: 1 }), Response::Ack { index: 1, count: 0 });

@@ -7,7 +7,8 @@
 //! is parked, and one `fdatasync` at the end of the current mailbox burst releases
 //! every reply parked so far.
 
-use crate::bet::{AgencyId, Bet};
+use crate::bet::AgencyId;
+use crate::net::frame::BetBatch;
 use crate::storage::{self, BetFile, StorageError};
 use actix::prelude::*;
 use slog::{debug, error, info, Logger};
@@ -59,7 +60,7 @@ pub struct Stored {
 pub struct StoreBets {
     pub agency: AgencyId,
     pub first_index: Option<u64>,
-    pub bets: Vec<Bet>,
+    pub bets: BetBatch,
 }
 
 /// The agency has sent all `total` bets.
@@ -200,19 +201,21 @@ impl Handler<StoreBets> for BetStore {
             }
             // A retry of bets already stored: store only what is new, if anything.
             let skip = (expected - first_index).min(count) as usize;
-            let fresh = &msg.bets[skip..];
-            if !fresh.is_empty() {
+            let fresh = msg.bets.len() - skip;
+            if fresh > 0 {
                 let file = self.file.as_mut().ok_or(StoreError::Closed)?;
-                file.append(msg.agency, fresh)?;
+                file.append(msg.agency, msg.bets.iter().skip(skip))?;
                 self.appends += 1;
-                progress.stored += fresh.len() as u64;
+                progress.stored += fresh as u64;
             }
-            Ok(Stored { first_index, count: count as u32, newly_stored: fresh.len() as u32 })
+            Ok(Stored { first_index, count: count as u32, newly_stored: fresh as u32 })
         })();
         match result {
             Ok(stored) if stored.newly_stored > 0 => {
-                for bet in &msg.bets[(stored.count - stored.newly_stored) as usize..] {
-                    debug!(self.log, "action: apuesta_almacenada | result: success"; "agency" => msg.agency, "dni" => &bet.document, "numero" => bet.number);
+                if slog::Drain::is_enabled(&self.log, slog::Level::Debug) {
+                    for bet in msg.bets.iter().skip((stored.count - stored.newly_stored) as usize) {
+                        debug!(self.log, "action: apuesta_almacenada | result: success"; "agency" => msg.agency, "dni" => bet.document, "numero" => bet.number);
+                    }
                 }
                 self.parked_batches.push((tx, stored));
                 self.schedule_sync(ctx);

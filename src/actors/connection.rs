@@ -14,7 +14,7 @@ use super::bet_store::{BetStore, MarkDone, QueryProgress, StoreBets, StoreError}
 use super::draw_coordinator::{AgencyDone, DrawCoordinator, WinnersFor, WinnersReady};
 use super::listener::{ConnectionClosed, Listener};
 use crate::bet::AgencyId;
-use crate::net::frame::winners_pages;
+use crate::net::frame::{winners_pages, BetBatch};
 use crate::net::{NackCode, ProtocolError, Request, Response, ServerCodec, MAX_FRAME};
 use actix::prelude::*;
 use bytes::BytesMut;
@@ -236,7 +236,7 @@ impl Connection {
             }
             Request::Bet { agency, bet } => {
                 let (document, number) = (bet.document.clone(), bet.number);
-                let fut = self.deps.store.send(StoreBets { agency, first_index: None, bets: vec![bet] }).into_actor(self).map(
+                let fut = self.deps.store.send(StoreBets { agency, first_index: None, bets: BetBatch::from_bets(&[bet]) }).into_actor(self).map(
                     move |res, act, ctx| {
                         act.in_flight -= 1;
                         let answer = match flatten(res) {

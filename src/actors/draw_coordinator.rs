@@ -210,8 +210,8 @@ mod tests {
 
         let a1 = vec![bet("00000001", 7574), bet("2", 1), bet("3", 7574)];
         let a2 = vec![bet("4", 2), bet("5", 3)];
-        store.send(StoreBets { agency: 1, first_index: Some(0), bets: a1 }).await.unwrap().unwrap();
-        store.send(StoreBets { agency: 2, first_index: Some(0), bets: a2 }).await.unwrap().unwrap();
+        store.send(StoreBets { agency: 1, first_index: Some(0), bets: a1.into() }).await.unwrap().unwrap();
+        store.send(StoreBets { agency: 2, first_index: Some(0), bets: a2.into() }).await.unwrap().unwrap();
 
         // Agency 1 asks before anyone is done: parked, not answered.
         coordinator.do_send(WinnersFor { agency: 1, reply: collector.clone().recipient() });
@@ -241,24 +241,30 @@ mod tests {
         let path = dir.path().join("bets.csv");
         let store = BetStore::open(path.clone(), true, crate::logging::discard()).unwrap().start();
         let batch = vec![bet("1", 1), bet("2", 2)];
-        let first =
-            store.send(StoreBets { agency: 1, first_index: Some(0), bets: batch.clone() }).await.unwrap().unwrap();
+        let first = store
+            .send(StoreBets { agency: 1, first_index: Some(0), bets: batch.clone().into() })
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(first.newly_stored, 2);
-        let retry =
-            store.send(StoreBets { agency: 1, first_index: Some(0), bets: batch.clone() }).await.unwrap().unwrap();
+        let retry = store
+            .send(StoreBets { agency: 1, first_index: Some(0), bets: batch.clone().into() })
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(retry.newly_stored, 0);
         let overlap = store
-            .send(StoreBets { agency: 1, first_index: Some(1), bets: vec![bet("2", 2), bet("3", 3)] })
+            .send(StoreBets { agency: 1, first_index: Some(1), bets: vec![bet("2", 2), bet("3", 3)].into() })
             .await
             .unwrap()
             .unwrap();
         assert_eq!(overlap.newly_stored, 1);
-        let gap = store.send(StoreBets { agency: 1, first_index: Some(9), bets: batch.clone() }).await.unwrap();
+        let gap = store.send(StoreBets { agency: 1, first_index: Some(9), bets: batch.clone().into() }).await.unwrap();
         assert_eq!(gap, Err(crate::actors::bet_store::StoreError::OutOfOrder { expected: 3, got: 9 }));
         assert!(store.send(MarkDone { agency: 1, total: 4 }).await.unwrap().is_err());
         assert_eq!(store.send(MarkDone { agency: 1, total: 3 }).await.unwrap(), Ok(3));
         assert_eq!(store.send(MarkDone { agency: 1, total: 3 }).await.unwrap(), Ok(3), "a second Done is idempotent");
-        let late = store.send(StoreBets { agency: 1, first_index: Some(3), bets: batch }).await.unwrap();
+        let late = store.send(StoreBets { agency: 1, first_index: Some(3), bets: batch.into() }).await.unwrap();
         assert!(matches!(late, Err(crate::actors::bet_store::StoreError::AlreadyDone(1))));
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3);

@@ -133,9 +133,9 @@ mod tests {
         roundtrip_request(Request::Batch {
             agency: 3,
             first_index: 1 << 40,
-            bets: vec![bet("O'Brien, Jr", "Núñez \"el\" | ;", "1"), bet("Zoë", "Ñandú", "99999999")],
+            bets: vec![bet("O'Brien, Jr", "Núñez \"el\" | ;", "1"), bet("Zoë", "Ñandú", "99999999")].into(),
         });
-        roundtrip_request(Request::Batch { agency: 3, first_index: 0, bets: vec![] });
+        roundtrip_request(Request::Batch { agency: 3, first_index: 0, bets: vec![].into() });
         roundtrip_request(Request::Done { agency: 2, total: 123 });
         roundtrip_request(Request::WinnersRequest { agency: 5 });
         roundtrip_request(Request::Resume { agency: 7 });

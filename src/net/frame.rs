@@ -6,7 +6,7 @@
 //! The README has one table per message.
 
 use super::error::ProtocolError;
-use crate::bet::{AgencyId, Bet, Date};
+use crate::bet::{AgencyId, Bet, BetRef, Date};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Largest frame, header included.
@@ -42,7 +42,7 @@ pub enum Request {
     /// One bet (course exercise 5), stored at the agency's next index.
     Bet { agency: AgencyId, bet: Bet },
     /// Bets `first_index..first_index + bets.len()` of the agency's stream.
-    Batch { agency: AgencyId, first_index: u64, bets: Vec<Bet> },
+    Batch { agency: AgencyId, first_index: u64, bets: BetBatch },
     /// The agency has sent all its `total` bets.
     Done { agency: AgencyId, total: u64 },
     /// Which of this agency's bets won (answered after the draw).
@@ -151,11 +151,128 @@ pub enum Response {
     },
 }
 
+/// The bets of a received `Batch`, validated, kept inside the frame's bytes:
+/// one allocation per batch (the field offsets) instead of three per bet.
+#[derive(Clone, Default)]
+pub struct BetBatch {
+    payload: Bytes,
+    bets: Vec<BetSlot>,
+}
+
+/// Where one bet's fields sit in the payload (payloads are < 64 KiB).
+#[derive(Clone, Copy)]
+struct BetSlot {
+    first_name: (u16, u16),
+    last_name: (u16, u16),
+    document: (u16, u16),
+    birthdate: Date,
+    number: u16,
+}
+
+impl BetBatch {
+    pub fn len(&self) -> usize {
+        self.bets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bets.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = BetRef<'_>> + '_ {
+        self.bets.iter().map(move |slot| {
+            let text = |(start, len): (u16, u16)| {
+                // Validated as UTF-8 when the batch was decoded, and `Bytes` is immutable.
+                std::str::from_utf8(&self.payload[start as usize..start as usize + len as usize]).unwrap_or("")
+            };
+            BetRef {
+                first_name: text(slot.first_name),
+                last_name: text(slot.last_name),
+                document: text(slot.document),
+                birthdate: slot.birthdate,
+                number: slot.number,
+            }
+        })
+    }
+
+    /// Owned copies (tests, tools).
+    pub fn to_bets(&self) -> Vec<Bet> {
+        self.iter().map(|b| b.to_bet()).collect()
+    }
+
+    /// A batch holding `bets` (single bets, tests): encodes and decodes them.
+    pub fn from_bets(bets: &[Bet]) -> BetBatch {
+        let mut payload = BytesMut::new();
+        for bet in bets {
+            put_bet(&mut payload, &bet.as_ref());
+        }
+        let payload = payload.freeze();
+        let mut r = Reader { buf: payload.clone(), start_len: payload.len() };
+        let mut batch = BetBatch { payload, bets: Vec::with_capacity(bets.len()) };
+        for _ in bets {
+            match r.bet_slot() {
+                Ok(slot) => batch.bets.push(slot),
+                Err(_) => break, // only reachable for bets that would fail validation
+            }
+        }
+        batch
+    }
+}
+
+impl From<Vec<Bet>> for BetBatch {
+    fn from(bets: Vec<Bet>) -> Self {
+        BetBatch::from_bets(&bets)
+    }
+}
+
+impl FromIterator<Bet> for BetBatch {
+    fn from_iter<I: IntoIterator<Item = Bet>>(iter: I) -> Self {
+        BetBatch::from_bets(&iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl PartialEq for BetBatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for BetBatch {}
+
+impl std::fmt::Debug for BetBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 // ---- encoding -------------------------------------------------------------
 
 /// Bytes one bet takes inside a payload.
-pub fn encoded_bet_len(bet: &Bet) -> usize {
+pub fn encoded_bet_len(bet: &BetRef<'_>) -> usize {
     2 + bet.first_name.len() + 2 + bet.last_name.len() + 2 + bet.document.len() + 4 + 2
+}
+
+/// Appends one encoded bet (the agency side builds batches with this).
+pub fn put_bet_into(out: &mut BytesMut, bet: &BetRef<'_>) {
+    put_bet(out, bet);
+}
+
+/// Writes a whole `Batch` frame from bets already encoded with [`put_bet_into`].
+pub fn encode_batch(
+    out: &mut BytesMut,
+    agency: AgencyId,
+    first_index: u64,
+    count: usize,
+    encoded_bets: &[u8],
+) -> Result<(), ProtocolError> {
+    if count > u16::MAX as usize {
+        return Err(ProtocolError::InvalidField { field: "count", reason: "too many bets".into() });
+    }
+    put_frame(out, kind::BATCH, BATCH_OVERHEAD + encoded_bets.len(), |o| {
+        o.put_u32(agency);
+        o.put_u64(first_index);
+        o.put_u16(count as u16);
+        o.put_slice(encoded_bets);
+    })
 }
 
 fn put_str(out: &mut BytesMut, s: &str) {
@@ -166,10 +283,10 @@ fn put_str(out: &mut BytesMut, s: &str) {
     out.put_slice(&s.as_bytes()[..len]);
 }
 
-fn put_bet(out: &mut BytesMut, bet: &Bet) {
-    put_str(out, &bet.first_name);
-    put_str(out, &bet.last_name);
-    put_str(out, &bet.document);
+fn put_bet(out: &mut BytesMut, bet: &BetRef<'_>) {
+    put_str(out, bet.first_name);
+    put_str(out, bet.last_name);
+    put_str(out, bet.document);
     out.put_u16(bet.birthdate.year());
     out.put_u8(bet.birthdate.month());
     out.put_u8(bet.birthdate.day());
@@ -199,23 +316,16 @@ impl Request {
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), ProtocolError> {
         match self {
             Request::Echo(data) => put_frame(out, kind::ECHO, data.len(), |o| o.put_slice(data)),
-            Request::Bet { agency, bet } => put_frame(out, kind::BET, 4 + encoded_bet_len(bet), |o| {
+            Request::Bet { agency, bet } => put_frame(out, kind::BET, 4 + encoded_bet_len(&bet.as_ref()), |o| {
                 o.put_u32(*agency);
-                put_bet(o, bet);
+                put_bet(o, &bet.as_ref());
             }),
             Request::Batch { agency, first_index, bets } => {
-                if bets.len() > u16::MAX as usize {
-                    return Err(ProtocolError::InvalidField { field: "count", reason: "too many bets".into() });
+                let mut encoded = BytesMut::new();
+                for bet in bets.iter() {
+                    put_bet(&mut encoded, &bet);
                 }
-                let len = BATCH_OVERHEAD + bets.iter().map(encoded_bet_len).sum::<usize>();
-                put_frame(out, kind::BATCH, len, |o| {
-                    o.put_u32(*agency);
-                    o.put_u64(*first_index);
-                    o.put_u16(bets.len() as u16);
-                    for bet in bets {
-                        put_bet(o, bet);
-                    }
-                })
+                encode_batch(out, *agency, *first_index, bets.len(), &encoded)
             }
             Request::Done { agency, total } => put_frame(out, kind::DONE, 12, |o| {
                 o.put_u32(*agency);
@@ -300,6 +410,8 @@ pub fn winners_pages(agency: AgencyId, documents: &[String]) -> Vec<Response> {
 /// A cursor over one payload that turns every short read into a typed error.
 struct Reader {
     buf: Bytes,
+    /// Payload length, so field offsets can be computed from what remains.
+    start_len: usize,
 }
 
 impl Reader {
@@ -346,29 +458,57 @@ impl Reader {
         }
         Ok(agency)
     }
-    fn bet(&mut self) -> Result<Bet, ProtocolError> {
-        let first_name = self.string("first_name")?;
-        let last_name = self.string("last_name")?;
-        let document = self.string("document")?;
+    /// Validates a string field in place and returns its (offset, length).
+    fn str_slot(&mut self, field: &'static str) -> Result<(u16, u16), ProtocolError> {
+        let len = self.u16(field)? as usize;
+        self.need(field, len)?;
+        let offset = self.start_len - self.buf.remaining();
+        std::str::from_utf8(&self.buf[..len]).map_err(|_| ProtocolError::BadUtf8 { field })?;
+        self.buf.advance(len);
+        Ok((offset as u16, len as u16))
+    }
+
+    /// Reads and validates one bet, recording where its fields are (offsets from
+    /// the start of the payload).
+    fn bet_slot(&mut self) -> Result<BetSlot, ProtocolError> {
+        let before = self.buf.clone();
+        let base = self.start_len - before.remaining();
+        let first_name = self.str_slot("first_name")?;
+        let last_name = self.str_slot("last_name")?;
+        let document = self.str_slot("document")?;
         let (y, m, d) = (self.u16("birthdate")?, self.u8("birthdate")?, self.u8("birthdate")?);
         let birthdate = Date::new(y, m, d)
             .map_err(|e| ProtocolError::InvalidField { field: "birthdate", reason: e.to_string() })?;
         let number = self.u16("number")?;
-        let bet = Bet { first_name, last_name, document, birthdate, number };
+        let text = |(start, len): (u16, u16)| {
+            let start = start as usize - base;
+            std::str::from_utf8(&before[start..start + len as usize]).unwrap_or("")
+        };
+        let bet = BetRef {
+            first_name: text(first_name),
+            last_name: text(last_name),
+            document: text(document),
+            birthdate,
+            number,
+        };
         bet.validate().map_err(|e| ProtocolError::InvalidField { field: "bet", reason: e.to_string() })?;
-        Ok(bet)
+        Ok(BetSlot { first_name, last_name, document, birthdate, number })
     }
 }
 
 impl Request {
     /// Parses one payload of the given type.
     pub fn decode(kind: u8, payload: Bytes) -> Result<Request, ProtocolError> {
-        let mut r = Reader { buf: payload };
+        let start_len = payload.len();
+        let whole = payload.clone();
+        let mut r = Reader { buf: payload, start_len };
         let req = match kind {
             kind::ECHO => return Ok(Request::Echo(r.buf)),
             kind::BET => {
                 let agency = r.agency()?;
-                Request::Bet { agency, bet: r.bet()? }
+                let slot = r.bet_slot()?;
+                let bet = BetBatch { payload: whole, bets: vec![slot] }.iter().map(|b| b.to_bet()).next();
+                Request::Bet { agency, bet: bet.ok_or(ProtocolError::Truncated { field: "bet", needed: 1, left: 0 })? }
             }
             kind::BATCH => {
                 let agency = r.agency()?;
@@ -376,10 +516,10 @@ impl Request {
                 let count = r.u16("count")? as usize;
                 // Each bet takes at least 12 bytes, so `count` cannot make us allocate
                 // more than the frame already holds.
-                let mut bets = Vec::with_capacity(count.min(r.buf.remaining() / 12));
+                let mut bets = BetBatch { payload: whole, bets: Vec::with_capacity(count.min(r.buf.remaining() / 12)) };
                 for position in 0..count {
-                    match r.bet() {
-                        Ok(bet) => bets.push(bet),
+                    match r.bet_slot() {
+                        Ok(slot) => bets.bets.push(slot),
                         Err(e) => {
                             return Err(ProtocolError::InvalidBatch {
                                 agency,
@@ -405,7 +545,8 @@ impl Request {
 
 impl Response {
     pub fn decode(kind: u8, payload: Bytes) -> Result<Response, ProtocolError> {
-        let mut r = Reader { buf: payload };
+        let start_len = payload.len();
+        let mut r = Reader { buf: payload, start_len };
         let resp = match kind {
             kind::ECHO => return Ok(Response::Echo(r.buf)),
             kind::ACK => Response::Ack { index: r.u64("index")?, count: r.u32("count")? },
