@@ -165,6 +165,28 @@ impl<'a> BetRef<'a> {
     }
 }
 
+/// A validated bet's fields as bytes: what storing it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawBet<'a> {
+    pub first_name: &'a [u8],
+    pub last_name: &'a [u8],
+    pub document: &'a [u8],
+    pub birthdate: Date,
+    pub number: u16,
+}
+
+impl<'a> From<BetRef<'a>> for RawBet<'a> {
+    fn from(b: BetRef<'a>) -> Self {
+        RawBet {
+            first_name: b.first_name.as_bytes(),
+            last_name: b.last_name.as_bytes(),
+            document: b.document.as_bytes(),
+            birthdate: b.birthdate,
+            number: b.number,
+        }
+    }
+}
+
 impl Bet {
     /// Builds a bet from text fields, as found in an agency's CSV file.
     pub fn from_fields(
@@ -211,11 +233,19 @@ pub fn parse_number(text: &str) -> Result<u16, BetError> {
 }
 
 fn check_name(field: &'static str, value: &str) -> Result<(), BetError> {
-    if value.trim().is_empty() {
-        return Err(BetError::EmptyField { field });
-    }
     if value.len() > MAX_NAME_BYTES {
         return Err(BetError::TooLong { field, len: value.len(), max: MAX_NAME_BYTES });
+    }
+    // Fast path: printable ASCII with a letter that is not a space.
+    let bytes = value.as_bytes();
+    if bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+        if bytes.iter().all(|&b| b == b' ') || bytes.is_empty() {
+            return Err(BetError::EmptyField { field });
+        }
+        return Ok(());
+    }
+    if value.trim().is_empty() {
+        return Err(BetError::EmptyField { field });
     }
     if value.chars().any(char::is_control) {
         return Err(BetError::ControlCharacter { field });

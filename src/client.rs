@@ -446,10 +446,15 @@ async fn stream_batches(
     let mut next_index = first_index;
     let mut at_end = false;
     loop {
-        while !at_end && in_flight.len() < cfg.batch_window && !cancel.is_cancelled() {
+        // The signal is checked once per batch: a token check per row would cost more than the row.
+        let stopping = cancel.is_cancelled();
+        while !at_end && in_flight.len() < cfg.batch_window && !stopping {
             match reader.next_bet()? {
                 Some(Ok(bet)) => {
                     if !batcher.fits(&bet) {
+                        if cancel.is_cancelled() {
+                            break;
+                        }
                         let count = conn.send_batch(agency, next_index, &mut batcher).await?;
                         in_flight.push_back((next_index, count));
                         next_index += count;
@@ -463,7 +468,7 @@ async fn stream_batches(
                 None => at_end = true,
             }
         }
-        if at_end && !batcher.is_empty() && in_flight.len() < cfg.batch_window && !cancel.is_cancelled() {
+        if at_end && !batcher.is_empty() && in_flight.len() < cfg.batch_window && !stopping {
             let count = conn.send_batch(agency, next_index, &mut batcher).await?;
             in_flight.push_back((next_index, count));
             next_index += count;

@@ -336,7 +336,7 @@ pub struct ClientConfig {
 }
 
 /// The default pipelining window (chosen by measurement, see the README).
-pub const DEFAULT_BATCH_WINDOW: usize = 8;
+pub const DEFAULT_BATCH_WINDOW: usize = 32;
 
 impl ClientConfig {
     pub fn from_source(src: &mut Source) -> Result<(ClientConfig, Vec<String>), ConfigError> {

@@ -5,7 +5,7 @@
 //! last row left by a crash and recounts each agency's stored bets by streaming
 //! the file once, so memory never depends on its size.
 
-use crate::bet::{AgencyId, Bet, BetRef, Date};
+use crate::bet::{AgencyId, Bet, BetRef, Date, RawBet};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -69,12 +69,12 @@ impl BetFile {
     pub fn append<'a>(
         &mut self,
         agency: AgencyId,
-        bets: impl IntoIterator<Item = BetRef<'a>>,
+        bets: impl IntoIterator<Item = RawBet<'a>>,
     ) -> Result<(), StorageError> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         for bet in bets {
-            render_row(&mut buf, agency, &bet);
+            render_raw_row(&mut buf, agency, &bet);
         }
         let written = self.file.write_all(&buf);
         buf.clear();
@@ -93,13 +93,17 @@ impl BetFile {
 /// holds a comma, a quote or a line break: byte for byte what the csv crate's
 /// writer produces (a property test checks it), without its per-field overhead.
 pub fn render_row(out: &mut Vec<u8>, agency: AgencyId, bet: &BetRef<'_>) {
+    render_raw_row(out, agency, &RawBet::from(*bet));
+}
+
+pub fn render_raw_row(out: &mut Vec<u8>, agency: AgencyId, bet: &RawBet<'_>) {
     push_decimal(out, u64::from(agency));
     out.push(b',');
     push_text_field(out, bet.first_name);
     out.push(b',');
     push_text_field(out, bet.last_name);
     out.push(b',');
-    out.extend_from_slice(bet.document.as_bytes());
+    out.extend_from_slice(bet.document);
     out.push(b',');
     let d = bet.birthdate;
     push_padded(out, u32::from(d.year()), 4);
@@ -112,10 +116,10 @@ pub fn render_row(out: &mut Vec<u8>, agency: AgencyId, bet: &BetRef<'_>) {
     out.push(b'\n');
 }
 
-fn push_text_field(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+fn push_text_field(out: &mut Vec<u8>, s: &[u8]) {
+    if s.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
         out.push(b'"');
-        for b in s.bytes() {
+        for &b in s {
             if b == b'"' {
                 out.push(b'"');
             }
@@ -123,7 +127,7 @@ fn push_text_field(out: &mut Vec<u8>, s: &str) {
         }
         out.push(b'"');
     } else {
-        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(s);
     }
 }
 
@@ -394,15 +398,15 @@ mod tests {
     fn append_and_load_round_trip_awkward_names() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/bets.csv");
-        let bets = vec![
+        let bets = [
             bet("O'Brien, Jr", "Núñez \"el Tano\"", "00000042", 7574),
             bet("Ana; María", "Pérez | Gómez", "1", 1),
             bet("Zoë", "Ñandú", "35635602", 7574),
         ];
         let (mut file, rec) = BetFile::open(&path).unwrap();
         assert!(rec.per_agency.is_empty());
-        file.append(3, bets.iter().map(Bet::as_ref)).unwrap();
-        file.append(1, bets[1..2].iter().map(Bet::as_ref)).unwrap();
+        file.append(3, bets.iter().map(|b| RawBet::from(b.as_ref()))).unwrap();
+        file.append(1, bets[1..2].iter().map(|b| RawBet::from(b.as_ref()))).unwrap();
         file.sync().unwrap();
         drop(file);
 

@@ -204,7 +204,7 @@ impl Handler<StoreBets> for BetStore {
             let fresh = msg.bets.len() - skip;
             if fresh > 0 {
                 let file = self.file.as_mut().ok_or(StoreError::Closed)?;
-                file.append(msg.agency, msg.bets.iter().skip(skip))?;
+                file.append(msg.agency, msg.bets.raw_iter().skip(skip))?;
                 self.appends += 1;
                 progress.stored += fresh as u64;
             }

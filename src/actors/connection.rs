@@ -31,7 +31,7 @@ use tokio_util::codec::FramedRead;
 /// Responses queued for one peer before it is considered not to be reading.
 const OUTBOX: usize = 64;
 /// Store requests one connection may have outstanding (pipelined batches).
-pub const MAX_IN_FLIGHT: usize = 32;
+pub const MAX_IN_FLIGHT: usize = 64;
 /// Answers that may wait behind an earlier, slower one (e.g. the winners).
 const MAX_WAITING_ANSWERS: usize = 64;
 

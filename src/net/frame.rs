@@ -6,7 +6,7 @@
 //! The README has one table per message.
 
 use super::error::ProtocolError;
-use crate::bet::{AgencyId, Bet, BetRef, Date};
+use crate::bet::{AgencyId, Bet, BetRef, Date, RawBet};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Largest frame, header included.
@@ -176,6 +176,20 @@ impl BetBatch {
 
     pub fn is_empty(&self) -> bool {
         self.bets.is_empty()
+    }
+
+    /// The bets as bytes, for storing them: no second UTF-8 check.
+    pub fn raw_iter(&self) -> impl Iterator<Item = RawBet<'_>> + '_ {
+        self.bets.iter().map(move |slot| {
+            let bytes = |(start, len): (u16, u16)| &self.payload[start as usize..start as usize + len as usize];
+            RawBet {
+                first_name: bytes(slot.first_name),
+                last_name: bytes(slot.last_name),
+                document: bytes(slot.document),
+                birthdate: slot.birthdate,
+                number: slot.number,
+            }
+        })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = BetRef<'_>> + '_ {
@@ -463,7 +477,6 @@ impl Reader {
         let len = self.u16(field)? as usize;
         self.need(field, len)?;
         let offset = self.start_len - self.buf.remaining();
-        std::str::from_utf8(&self.buf[..len]).map_err(|_| ProtocolError::BadUtf8 { field })?;
         self.buf.advance(len);
         Ok((offset as u16, len as u16))
     }
@@ -480,14 +493,15 @@ impl Reader {
         let birthdate = Date::new(y, m, d)
             .map_err(|e| ProtocolError::InvalidField { field: "birthdate", reason: e.to_string() })?;
         let number = self.u16("number")?;
-        let text = |(start, len): (u16, u16)| {
+        // Each field is checked as UTF-8 exactly once, here.
+        let text = |(start, len): (u16, u16), field: &'static str| {
             let start = start as usize - base;
-            std::str::from_utf8(&before[start..start + len as usize]).unwrap_or("")
+            std::str::from_utf8(&before[start..start + len as usize]).map_err(|_| ProtocolError::BadUtf8 { field })
         };
         let bet = BetRef {
-            first_name: text(first_name),
-            last_name: text(last_name),
-            document: text(document),
+            first_name: text(first_name, "first_name")?,
+            last_name: text(last_name, "last_name")?,
+            document: text(document, "document")?,
             birthdate,
             number,
         };
