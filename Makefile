@@ -21,7 +21,7 @@ help:
 	@echo "make docker-compose-up    build images, make .data/agency-K.csv, start server + CLIENTS=$(CLIENTS) agencies"
 	@echo "make docker-compose-logs  follow the logs (| grep sorteo)"
 	@echo "make docker-compose-down  stop with a 10 s grace period, show exit codes, remove containers/network/volume"
-	@echo "make bench                end-to-end benchmark against measured floors"
+	@echo "make bench                end-to-end benchmark against measured floors (BENCH_ARGS=--quick for a small run)"
 
 build:
 	cargo build --release
@@ -101,8 +101,9 @@ docker-compose-down:
 docker-compose-logs:
 	$(COMPOSE) logs -f
 
+# BENCH_ARGS: --quick, --agencies N, --bets M, --runs R, --windows 1,32, --json FILE
 bench:
-	cargo bench --bench end_to_end
+	cargo bench --bench end_to_end -- $(BENCH_ARGS)
 
 clean:
 	cargo clean

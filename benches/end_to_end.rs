@@ -10,8 +10,11 @@
 //!   agency, from the agencies' start to the last agency's exit, for window 1
 //!   (stop-and-wait) and the default window.
 //!
-//! Options: `--quick`, `--agencies N`, `--bets M`, `--runs R`, `--windows 1,8`,
-//! `--json FILE`, `--keep DIR`. Figures are printed, never asserted.
+//! It also runs the default window with relaxed acks (`storage.durable: false`)
+//! to show what durability costs.
+//!
+//! Options: `--quick`, `--agencies N`, `--bets M`, `--runs R`, `--windows 1,32`,
+//! `--no-relaxed`, `--json FILE`, `--keep DIR`. Figures are printed, never asserted.
 
 use loteria::client::BetReader;
 use loteria::config::DEFAULT_BATCH_WINDOW;
@@ -35,6 +38,8 @@ struct Options {
     json: Option<PathBuf>,
     keep: Option<PathBuf>,
     quick: bool,
+    /// Also run the default window with relaxed (not fsynced) acks.
+    relaxed: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -46,6 +51,7 @@ fn options() -> Result<Options, String> {
         json: None,
         keep: None,
         quick: false,
+        relaxed: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -66,6 +72,7 @@ fn options() -> Result<Options, String> {
                     .map(|w| w.trim().parse().map_err(|e| format!("--windows: {e}")))
                     .collect::<Result<_, _>>()?
             }
+            "--no-relaxed" => o.relaxed = false,
             "--json" => o.json = Some(PathBuf::from(value(a)?)),
             "--keep" => o.keep = Some(PathBuf::from(value(a)?)),
             other => return Err(format!("unknown option {other}")),
@@ -244,7 +251,7 @@ struct SystemRun {
 
 // Children are reaped with wait4 (for their CPU accounting), not Child::wait.
 #[allow(clippy::zombie_processes)]
-fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize) -> SystemRun {
+fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bool) -> SystemRun {
     let store = dir.join("bets.csv");
     let _ = std::fs::remove_file(&store);
     let _ = std::fs::remove_file(dir.join("bets.csv.done"));
@@ -254,6 +261,7 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize) -> SystemRu
         .env("SERVER_AGENCIES", agencies.to_string())
         .env("SERVER_STORAGE_PATH", &store)
         .env("SERVER_LISTEN_BACKLOG", "4096")
+        .env("SERVER_STORAGE_DURABLE", durable.to_string())
         .env_remove("SERVER_CONFIG")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -390,25 +398,30 @@ fn main() {
 
     let mut compute = Stat { name: "compute floor (parse + write rows + 1 fsync, 1 process)".into(), secs: vec![] };
     let mut transport = Stat { name: "transport floor (file bytes over loopback TCP, 1 fsync)".into(), secs: vec![] };
-    let mut systems: Vec<(usize, Stat, Vec<SystemRun>)> = o
+    // (label, window, durable acks, figures)
+    let mut systems: Vec<(String, usize, bool, Stat, Vec<SystemRun>)> = o
         .windows
         .iter()
         .map(|w| {
-            (
-                *w,
-                Stat {
-                    name: format!("system, window {w}{}", if *w == 1 { " (stop-and-wait)" } else { "" }),
-                    secs: vec![],
-                },
-                vec![],
-            )
+            let label = format!("window {w}{}", if *w == 1 { " (stop-and-wait)" } else { "" });
+            (label.clone(), *w, true, Stat { name: format!("system, {label}"), secs: vec![] }, vec![])
         })
         .collect();
+    if o.relaxed {
+        let label = format!("window {DEFAULT_BATCH_WINDOW}, relaxed acks (no fdatasync)");
+        systems.push((
+            label.clone(),
+            DEFAULT_BATCH_WINDOW,
+            false,
+            Stat { name: format!("system, {label}"), secs: vec![] },
+            vec![],
+        ));
+    }
     for run in 1..=o.runs {
         compute.secs.push(compute_floor(&files, &dir.join("floor.csv")).as_secs_f64());
         transport.secs.push(transport_floor(&files, &dir.join("transport.bin")).as_secs_f64());
-        for (window, stat, runs) in systems.iter_mut() {
-            let r = run_system(&dir, &data, o.agencies, *window);
+        for (_, window, durable, stat, runs) in systems.iter_mut() {
+            let r = run_system(&dir, &data, o.agencies, *window, *durable);
             stat.secs.push(r.elapsed.as_secs_f64());
             runs.push(r);
         }
@@ -431,7 +444,7 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     let (cf, tf) = (compute.median(), transport.median());
     let mut rows = vec![compute.clone(), transport.clone()];
-    rows.extend(systems.iter().map(|(_, s, _)| s.clone()));
+    rows.extend(systems.iter().map(|(_, _, _, s, _)| s.clone()));
     for s in &rows {
         println!(
             "| {} | {:.3} | {:.3}–{:.3} | {:.0} | {:.2} | {:.2} |",
@@ -447,12 +460,12 @@ fn main() {
     println!();
     println!("| system | draw ms (median) | server peak RSS MiB | largest agency peak RSS MiB | server CPU s | agencies CPU s | batches | fsyncs |");
     println!("|---|---|---|---|---|---|---|---|");
-    for (window, _, runs) in &systems {
+    for (label, _, _, _, runs) in &systems {
         let mut draws: Vec<f64> = runs.iter().map(|r| r.draw_ms).collect();
         draws.sort_by(|a, b| a.total_cmp(b));
         println!(
-            "| window {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {} | {} |",
-            window,
+            "| {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {} | {} |",
+            label,
             draws[draws.len() / 2],
             median_u64(&runs.iter().map(|r| r.server_rss_kib).collect::<Vec<_>>()) as f64 / 1024.0,
             median_u64(&runs.iter().map(|r| r.agency_rss_kib).collect::<Vec<_>>()) as f64 / 1024.0,
@@ -478,7 +491,7 @@ fn main() {
             ));
         }
         json.push_str("],\"system\":[");
-        for (i, (window, _, runs)) in systems.iter().enumerate() {
+        for (i, (label, window, durable, _, runs)) in systems.iter().enumerate() {
             let items: Vec<String> = runs
                 .iter()
                 .map(|r| {
@@ -494,9 +507,11 @@ fn main() {
                 })
                 .collect();
             json.push_str(&format!(
-                "{}{{\"window\":{},\"runs\":[{}]}}",
+                "{}{{\"label\":\"{}\",\"window\":{},\"durable\":{},\"runs\":[{}]}}",
                 if i > 0 { "," } else { "" },
+                label,
                 window,
+                durable,
                 items.join(",")
             ));
         }
