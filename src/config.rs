@@ -410,6 +410,49 @@ impl ClientConfig {
     }
 }
 
+/// What both programs' configurations offer to start logging.
+pub trait Logged {
+    fn log_level(&self) -> Level;
+    fn log_pairs(&self) -> Vec<(&'static str, String)>;
+}
+
+impl Logged for ServerConfig {
+    fn log_level(&self) -> Level {
+        self.log_level
+    }
+    fn log_pairs(&self) -> Vec<(&'static str, String)> {
+        ServerConfig::log_pairs(self)
+    }
+}
+
+impl Logged for ClientConfig {
+    fn log_level(&self) -> Level {
+        self.log_level
+    }
+    fn log_pairs(&self) -> Vec<(&'static str, String)> {
+        ClientConfig::log_pairs(self)
+    }
+}
+
+/// Turns a loaded configuration into a logger plus the `config` line, or logs
+/// why it failed (`action: config | result: fail`) and gives the exit code 2.
+pub fn start_logging<C: Logged>(
+    loaded: Result<(C, Vec<String>), ConfigError>,
+) -> Result<(C, slog::Logger), std::process::ExitCode> {
+    match loaded {
+        Ok((cfg, unknown)) => {
+            let log = crate::logging::root(cfg.log_level());
+            log_config(&log, &cfg.log_pairs(), &unknown);
+            Ok((cfg, log))
+        }
+        Err(e) => {
+            let log = crate::logging::root(Level::Info);
+            slog::error!(log, "action: config | result: fail"; "error" => %e);
+            Err(std::process::ExitCode::from(2))
+        }
+    }
+}
+
 /// Logs `action: config | result: success | k: v | ...` plus one warning per unknown key.
 pub fn log_config(log: &slog::Logger, pairs: &[(&'static str, String)], unknown: &[String]) {
     let mut msg = String::from("action: config | result: success");

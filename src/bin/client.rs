@@ -1,24 +1,17 @@
 //! An agency: `client [--config PATH]` (CLI_ID and friends in the environment).
 
 use loteria::client::{self, ClientError};
-use loteria::config::{log_config, ClientConfig};
-use loteria::logging;
-use slog::{error, info, Level};
+use loteria::config::{self, ClientConfig};
+use slog::{error, info};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cfg, unknown) = match ClientConfig::load(&args) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            let log = logging::root(Level::Info);
-            error!(log, "action: config | result: fail"; "error" => %e);
-            return ExitCode::from(2);
-        }
+    let (cfg, log) = match config::start_logging(ClientConfig::load(&args)) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    let log = logging::root(cfg.log_level);
-    log_config(&log, &cfg.log_pairs(), &unknown);
 
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

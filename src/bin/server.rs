@@ -1,22 +1,16 @@
 //! The central server: `server [--config PATH]`.
 
-use loteria::config::{log_config, ServerConfig};
-use loteria::{logging, server};
-use slog::{error, Level};
+use loteria::config::{self, ServerConfig};
+use loteria::server;
+use slog::error;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cfg, unknown) = match ServerConfig::load(&args) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            let log = logging::root(Level::Info);
-            error!(log, "action: config | result: fail"; "error" => %e);
-            return ExitCode::from(2);
-        }
+    let (cfg, log) = match config::start_logging(ServerConfig::load(&args)) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    let log = logging::root(cfg.log_level);
-    log_config(&log, &cfg.log_pairs(), &unknown);
 
     let system = actix::System::new();
     let booted = system.block_on(async {
