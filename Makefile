@@ -31,7 +31,7 @@ lint:
 	cargo clippy --all-targets -- -D warnings
 
 unit:
-	cargo test --all-targets
+	cargo test
 
 # REQUIRE_DOCKER=1 (set by .ci/run) turns a missing engine into a failure.
 test: lint unit
