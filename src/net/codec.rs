@@ -28,14 +28,15 @@ pub fn split_frame(src: &mut BytesMut) -> Result<Option<(u8, Bytes)>, ProtocolEr
     Ok(Some((kind, src.split_to(len).freeze())))
 }
 
-fn eof(src: &mut BytesMut) -> Result<(), ProtocolError> {
-    if src.is_empty() {
-        Ok(())
-    } else {
-        let buffered = src.len();
-        src.clear();
-        Err(ProtocolError::TruncatedStream { buffered })
+/// `decode_eof` of both codecs: bytes of an incomplete frame left at the end of
+/// the stream are an error, not silence.
+fn at_eof<T>(decoded: Option<T>, src: &mut BytesMut) -> Result<Option<T>, ProtocolError> {
+    if decoded.is_some() || src.is_empty() {
+        return Ok(decoded);
     }
+    let buffered = src.len();
+    src.clear();
+    Err(ProtocolError::TruncatedStream { buffered })
 }
 
 /// The server's side: reads [`Request`]s, writes [`Response`]s.
@@ -51,10 +52,8 @@ impl Decoder for ServerCodec {
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
-        match self.decode(src)? {
-            Some(item) => Ok(Some(item)),
-            None => eof(src).map(|_| None),
-        }
+        let decoded = self.decode(src)?;
+        at_eof(decoded, src)
     }
 }
 
@@ -78,10 +77,8 @@ impl Decoder for ClientCodec {
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
-        match self.decode(src)? {
-            Some(item) => Ok(Some(item)),
-            None => eof(src).map(|_| None),
-        }
+        let decoded = self.decode(src)?;
+        at_eof(decoded, src)
     }
 }
 
