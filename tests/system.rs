@@ -325,6 +325,8 @@ fn a_connection_speaks_for_one_agency_and_the_rules_are_enforced() {
     a1.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     assert!(read_response(&mut a1, &mut buf).is_none(), "no answer before the draw");
     a1.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // A second request while one waits is refused (answered in order, after the first).
+    a1.write_all(&frame(&Request::WinnersRequest { agency: 1 })).unwrap();
     assert_eq!(
         ask(&mut a2, &mut buf2, Request::Batch { agency: 2, first_index: 0, bets: vec![bet("7", 1)].into() }),
         Response::Ack { index: 0, count: 1 }
@@ -334,6 +336,7 @@ fn a_connection_speaks_for_one_agency_and_the_rules_are_enforced() {
         read_response(&mut a1, &mut buf),
         Some(Response::Winners { agency: 1, more: false, documents: vec!["00000042".into()] })
     );
+    assert!(matches!(read_response(&mut a1, &mut buf), Some(Response::Nack { code: NackCode::Malformed, .. })));
     assert_eq!(
         ask(&mut a2, &mut buf2, Request::WinnersRequest { agency: 2 }),
         Response::Winners { agency: 2, more: false, documents: vec![] }

@@ -310,6 +310,12 @@ impl Connection {
                 self.in_flight(fut, ctx);
             }
             Request::WinnersRequest { agency } => {
+                // One parked request per connection keeps the coordinator's queue bounded.
+                if !self.awaiting_winners.is_empty() {
+                    let msg = "a winners request of this connection is already waiting for the draw".to_string();
+                    self.nack(seq, NackCode::Malformed, 0, msg, ctx);
+                    return;
+                }
                 self.awaiting_winners.push(seq);
                 let reply = ctx.address().recipient();
                 self.deps.coordinator.do_send(WinnersFor { agency, reply });

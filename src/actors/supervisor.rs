@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How long connections get to finish before they are dropped.
-pub const DRAIN_GRACE: Duration = Duration::from_millis(1200);
+pub const DRAIN_GRACE: Duration = Duration::from_millis(1000);
 /// The promise: the whole shutdown ends within this.
 pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(2);
 
@@ -63,7 +63,7 @@ impl Handler<Shutdown> for Supervisor {
                 Err(_) => warn!(log, "action: close_connections | result: fail"; "open" => open,
                     "error" => format!("peers still writing after {} ms; dropping them", DRAIN_GRACE.as_millis())),
             }
-            let stored = tokio::time::timeout(Duration::from_millis(600), store.send(CloseStore)).await;
+            let stored = tokio::time::timeout(Duration::from_millis(500), store.send(CloseStore)).await;
             let ok = matches!(stored, Ok(Ok(Ok(()))));
             if ok {
                 info!(log, "action: shutdown | result: success");
