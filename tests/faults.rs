@@ -37,6 +37,9 @@ fn spawn_server_on(dir: &Path, port: u16, agencies: u32) -> Proc {
 
 fn patient_client(dir: &Path, id: u32, port: u16, data: &Path) -> Proc {
     let env = [
+        // Small batches and a small window keep ingestion going long enough for every kill.
+        ("CLI_BATCH_MAXAMOUNT", "25".to_string()),
+        ("CLI_BATCH_WINDOW", "4".to_string()),
         ("CLI_RETRY_INITIAL_DELAY_MS", "20".to_string()),
         ("CLI_RETRY_MAX_DELAY_MS", "300".to_string()),
         ("CLI_RETRY_MAX_ATTEMPTS", "200".to_string()),
@@ -84,13 +87,14 @@ impl Lcg {
 fn sigkilled_server_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let summaries = datagen::generate(&data, 5, 50_000, 21, 7574).unwrap();
+    let summaries = datagen::generate(&data, 5, 60_000, 21, 7574).unwrap();
     let port = free_port();
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     println!("kill timing seed: {seed}");
     let mut rng = Lcg(seed);
 
     let mut server = spawn_server_on(dir.path(), port, 5);
+    let started = Instant::now();
     let mut clients: Vec<Proc> = (1..=5).map(|id| patient_client(dir.path(), id, port, &data)).collect();
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -104,7 +108,7 @@ fn sigkilled_server_loses_and_duplicates_nothing() {
         kills += 1;
         server = spawn_server_on(dir.path(), port, 5);
     }
-    println!("server SIGKILLed {kills} times");
+    println!("server SIGKILLed {kills} times in {:?}", started.elapsed());
     assert!(kills >= 3, "the run ended before enough kills ({kills}); make the dataset bigger");
     for c in &mut clients {
         let status = c.wait(RUN);
