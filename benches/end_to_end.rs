@@ -95,8 +95,9 @@ struct Timeval {
 struct Rusage {
     utime: Timeval,
     stime: Timeval,
-    maxrss: i64,
-    rest: [i64; 13],
+    // Filled by the kernel; read from /proc instead (see PeakRss).
+    _maxrss: i64,
+    _rest: [i64; 13],
 }
 extern "C" {
     fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
@@ -148,13 +149,12 @@ fn vm_hwm(pid: u32) -> Option<u64> {
 fn wait_rusage(pid: u32) -> (i32, f64) {
     let mut status = 0i32;
     let mut usage =
-        Rusage { utime: Timeval { sec: 0, usec: 0 }, stime: Timeval { sec: 0, usec: 0 }, maxrss: 0, rest: [0; 13] };
+        Rusage { utime: Timeval { sec: 0, usec: 0 }, stime: Timeval { sec: 0, usec: 0 }, _maxrss: 0, _rest: [0; 13] };
     // SAFETY: wait4 fills `status` and `usage`, both valid for writes; pid is our child.
     let rc = unsafe { wait4(pid as i32, &mut status, 0, &mut usage) };
     assert!(rc == pid as i32, "wait4({pid}) failed");
     let cpu =
         usage.utime.sec as f64 + usage.utime.usec as f64 / 1e6 + usage.stime.sec as f64 + usage.stime.usec as f64 / 1e6;
-    let _ = usage.maxrss;
     (status, cpu)
 }
 

@@ -257,7 +257,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     pub fn from_source(src: &mut Source) -> Result<(ServerConfig, Vec<String>), ConfigError> {
         let cfg = ServerConfig {
-            port: src.get("server.port", Some("SERVER_PORT"), 12345, parse_int(0u16, u16::MAX))?,
+            port: src.get("server.port", Some("SERVER_PORT"), crate::DEFAULT_PORT, parse_int(0u16, u16::MAX))?,
             listen_backlog: src.get(
                 "server.listen_backlog",
                 Some("SERVER_LISTEN_BACKLOG"),

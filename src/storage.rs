@@ -5,10 +5,10 @@
 //! last row left by a crash and recounts each agency's stored bets by streaming
 //! the file once, so memory never depends on its size.
 
-use crate::bet::{AgencyId, Bet, BetRef, Date, RawBet};
+use crate::bet::{AgencyId, BetRef, RawBet};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -184,48 +184,6 @@ fn repair_tail(file: &mut File) -> io::Result<u64> {
     Ok(len)
 }
 
-/// Streams every stored row, calling `f(line, agency, record)`; rows that do not
-/// parse are reported with their line number.
-pub fn scan(
-    path: &Path,
-    mut f: impl FnMut(u64, AgencyId, &csv::StringRecord) -> Result<(), StorageError>,
-) -> Result<(), StorageError> {
-    let file = File::open(path).map_err(|source| StorageError::Io { path: path.to_path_buf(), source })?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(BufReader::with_capacity(64 * 1024, file));
-    let mut record = csv::StringRecord::new();
-    loop {
-        let line = reader.position().line();
-        let corrupt = |reason: String| StorageError::Corrupt { path: path.to_path_buf(), line, reason };
-        match reader.read_record(&mut record) {
-            Ok(false) => return Ok(()),
-            Ok(true) => {}
-            Err(e) => return Err(corrupt(e.to_string())),
-        }
-        if record.len() != 6 {
-            return Err(corrupt(format!("expected 6 fields, found {}", record.len())));
-        }
-        let agency: AgencyId =
-            record[0].parse().map_err(|_| corrupt(format!("agency {:?} is not a number", &record[0])))?;
-        f(line, agency, &record)?;
-    }
-}
-
-/// Parses a stored row back into a bet (tests and tools).
-pub fn row_to_bet(record: &csv::StringRecord) -> Option<(AgencyId, Bet)> {
-    let agency = record.get(0)?.parse().ok()?;
-    let bet = Bet {
-        first_name: record.get(1)?.to_string(),
-        last_name: record.get(2)?.to_string(),
-        document: record.get(3)?.to_string(),
-        birthdate: Date::parse(record.get(4)?).ok()?,
-        number: record.get(5)?.parse().ok()?,
-    };
-    Some((agency, bet))
-}
-
 /// The fields of a stored row that the server needs, found without a full CSV parse.
 ///
 /// Names cannot hold control characters, so every row is one line; the fields
@@ -383,6 +341,7 @@ impl DoneJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bet::{Bet, Date};
 
     fn bet(first: &str, last: &str, doc: &str, number: u16) -> Bet {
         Bet {
@@ -410,12 +369,21 @@ mod tests {
         file.sync().unwrap();
         drop(file);
 
-        let mut loaded = Vec::new();
-        scan(&path, |_, _, r| {
-            loaded.push(row_to_bet(r).unwrap());
-            Ok(())
-        })
-        .unwrap();
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_path(&path).unwrap();
+        let loaded: Vec<(AgencyId, Bet)> = reader
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                let bet = Bet {
+                    first_name: r[1].to_string(),
+                    last_name: r[2].to_string(),
+                    document: r[3].to_string(),
+                    birthdate: Date::parse(&r[4]).unwrap(),
+                    number: r[5].parse().unwrap(),
+                };
+                (r[0].parse().unwrap(), bet)
+            })
+            .collect();
         assert_eq!(loaded.len(), 4);
         assert_eq!(loaded[0], (3, bets[0].clone()));
         assert_eq!(loaded[3], (1, bets[1].clone()));

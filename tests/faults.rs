@@ -62,7 +62,7 @@ fn input_rows(path: &Path) -> Vec<Vec<String>> {
 }
 
 /// Every agency's file is stored exactly once, in order, and winners match.
-fn assert_exactly_once(dir: &Path, data: &Path, summaries: &[datagen::AgencySummary], clients: &[Proc]) {
+fn assert_exactly_once(dir: &Path, summaries: &[datagen::AgencySummary], clients: &[Proc]) {
     let stored = stored_by_agency(&dir.join("bets.csv"));
     for (summary, client) in summaries.iter().zip(clients) {
         let want = input_rows(&summary.path);
@@ -71,7 +71,6 @@ fn assert_exactly_once(dir: &Path, data: &Path, summaries: &[datagen::AgencySumm
         assert!(got == want, "agency {}: stored rows differ from its file", summary.agency);
         assert_eq!(winners_logged(client), Some(summary.winners), "{}", client.name);
     }
-    let _ = data;
 }
 
 /// Tiny deterministic generator for kill timings (the seed is printed).
@@ -117,7 +116,7 @@ fn sigkilled_server_loses_and_duplicates_nothing() {
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(10)).success());
     assert!(server.lines.count("action: open_store | result: success") == 1);
-    assert_exactly_once(dir.path(), &data, &summaries, &clients);
+    assert_exactly_once(dir.path(), &summaries, &clients);
     let reconnects: usize = clients.iter().map(|c| c.lines.count("action: reconnect")).sum();
     let resumes: usize = clients.iter().map(|c| c.lines.count("action: resume | result: success")).sum();
     println!("agencies reconnected {reconnects} times and resumed {resumes} times");
@@ -146,7 +145,7 @@ fn sigkilled_agency_restarts_where_the_server_left_it() {
     let mut server = server;
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(10)).success());
-    assert_exactly_once(dir.path(), &data, &summaries, &[again, other]);
+    assert_exactly_once(dir.path(), &summaries, &[again, other]);
 }
 
 #[test]
@@ -179,7 +178,7 @@ fn a_torn_last_row_is_repaired_at_start() {
     );
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(10)).success());
-    assert_exactly_once(dir.path(), &data, &summaries, &[client]);
+    assert_exactly_once(dir.path(), &summaries, &[client]);
 }
 
 fn read_answer(stream: &mut TcpStream) -> Option<Response> {
@@ -312,5 +311,5 @@ fn a_flood_of_connections_and_garbage_does_not_change_results() {
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(10)).success());
     assert_eq!(server.lines.count("action: sorteo | result: success"), 1);
-    assert_exactly_once(dir.path(), &data, &summaries, &clients);
+    assert_exactly_once(dir.path(), &summaries, &clients);
 }

@@ -407,8 +407,6 @@ fn bad_configuration_is_a_clear_error() {
         "{log}"
     );
 
-    let mut missing = Proc::spawn(SERVER, "server", &[], dir.path());
-    let _ = missing.child.kill();
     let mut named = Proc::spawn(SERVER, "server", &[("SERVER_CONFIG", "/nonexistent/server.yaml".into())], dir.path());
     assert_eq!(named.wait(Duration::from_secs(10)).code(), Some(2));
     assert!(named.lines.dump().contains("/nonexistent/server.yaml"));
