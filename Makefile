@@ -12,19 +12,24 @@ STATIC := target/$(TARGET)/release
 COMPOSE_CMD := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo docker-compose; fi)
 COMPOSE := $(COMPOSE_CMD) -p $(PROJECT) -f $(COMPOSE_FILE)
 
-.PHONY: help build test lint unit docker-test demo static-binaries docker-image netcat-image data \
+.PHONY: help deps build test lint unit docker-test demo static-binaries docker-image netcat-image data busybox \
         compose-file docker-compose-up docker-compose-down docker-compose-logs bench clean
 
 help:
+	@echo "make deps                 install what the Docker part needs (busybox-static, Compose 1.29 and v2)"
 	@echo "make demo                 whole system as local processes (no Docker)"
 	@echo "make test                 fmt, clippy, unit + integration tests, Docker end-to-end when an engine answers"
 	@echo "make docker-compose-up    build images, make .data/agency-K.csv, start server + CLIENTS=$(CLIENTS) agencies"
 	@echo "make docker-compose-logs  follow the logs (| grep sorteo)"
-	@echo "make docker-compose-down  stop with a 10 s grace period, show exit codes, remove containers/network/volume"
+	@echo "make docker-compose-down  stop with a 10 s grace period, show exit codes, remove containers and network"
 	@echo "make bench                end-to-end benchmark against measured floors (BENCH_ARGS=--quick for a small run)"
 
 build:
 	cargo build --release
+
+# Installs are only here and in .ci/run, never inside a build target.
+deps:
+	bash scripts/install-deps.sh
 
 lint:
 	cargo fmt --check
@@ -54,19 +59,25 @@ demo:
 static-binaries:
 	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(TARGET) --bin server --bin client
 
-# Build contexts hold only the stripped binaries, so images are a few MB.
-docker-image: static-binaries
+# Debian's static busybox gives the images (and the netcat check) a shell.
+busybox:
+	@[ -f /bin/busybox ] && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic' || \
+		{ echo "no static /bin/busybox: run 'make deps' (Debian's busybox-static)" >&2; exit 1; }
+
+# Build contexts hold only the stripped binaries and busybox, so images are a few MB.
+docker-image: static-binaries busybox
 	rm -rf target/docker/server target/docker/client
 	mkdir -p target/docker/server target/docker/client
 	strip -o target/docker/server/server $(STATIC)/server
 	strip -o target/docker/client/client $(STATIC)/client
+	cp /bin/busybox target/docker/server/busybox
+	cp /bin/busybox target/docker/client/busybox
 	docker build -q -t server:latest -f docker/server.Dockerfile target/docker/server
 	docker build -q -t client:latest -f docker/client.Dockerfile target/docker/client
 
 # A static busybox for validar-echo-server.sh (Debian's busybox-static).
-netcat-image:
+netcat-image: busybox
 	@if ! docker image inspect loteria-netcat:latest >/dev/null 2>&1; then \
-		if [ ! -f /bin/busybox ]; then apt-get install -y -qq busybox-static >/dev/null || { apt-get update -qq && apt-get install -y -qq busybox-static; }; fi; \
 		rm -rf target/docker/netcat && mkdir -p target/docker/netcat && cp /bin/busybox target/docker/netcat/busybox; \
 		docker build -q -t loteria-netcat:latest -f docker/netcat.Dockerfile target/docker/netcat; \
 	fi
@@ -96,7 +107,7 @@ docker-compose-up: docker-image data compose-file
 docker-compose-down:
 	-$(COMPOSE) stop -t 10
 	-$(COMPOSE) ps
-	$(COMPOSE) down -v --remove-orphans
+	$(COMPOSE) down --remove-orphans
 
 docker-compose-logs:
 	$(COMPOSE) logs -f

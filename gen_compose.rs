@@ -166,13 +166,22 @@ mod tests {
                 let last = &doc["services"][format!("client{n}").as_str()];
                 assert_eq!(last["container_name"].as_str(), Some(format!("client{n}").as_str()));
                 assert_eq!(last["environment"][0].as_str(), Some(format!("CLI_ID={n}").as_str()));
-                assert_eq!(
-                    last["volumes"][1].as_str(),
-                    Some(format!("./.data/agency-{n}.csv:/data/agency-{n}.csv:ro").as_str())
-                );
+                // The .data folder, read-only, in the long syntax (a missing source is
+                // an error instead of a directory Docker creates on the host).
+                let data = &last["volumes"][1];
+                assert_eq!(data["type"].as_str(), Some("bind"));
+                assert_eq!(data["source"].as_str(), Some("./.data"));
+                assert_eq!(data["target"].as_str(), Some("/data"));
+                assert_eq!(data["read_only"].as_bool(), Some(true));
+                assert_eq!(last["restart"].as_str(), None, "an agency that failed must stay failed");
             }
             assert_eq!(doc["networks"]["testing_net"]["name"].as_str(), Some("tp0_testing_net"));
             assert!(doc.get("name").is_none(), "compose 1.29 rejects a top-level name");
+            // One deployment is one draw: no named volume outlives `down`.
+            assert!(doc.get("volumes").is_none(), "no named volume");
+            for volume in doc["services"]["server"]["volumes"].as_sequence().unwrap() {
+                assert_eq!(volume["type"].as_str(), Some("bind"), "{volume:?}");
+            }
         }
     }
 }

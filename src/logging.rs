@@ -4,8 +4,9 @@
 //!
 //! slog-term's own formats put `", "` between pairs and use short level names, so
 //! this drain renders the line itself and uses slog-term only for the synchronized,
-//! flushed-per-record writer. Values are escaped (`|` becomes `\|`, newlines `\n`)
-//! so that a value can never add a `" | "` separator or a second line.
+//! flushed-per-record writer. A value can never add a field or a line: the course's
+//! parser splits on every `|`, escaped or not, so `|` inside a value becomes `¦`
+//! (U+00A6, broken bar), and line breaks become the two characters `\n` / `\r`.
 
 use slog::{Drain, Level, LevelFilter, Logger, OwnedKVList, Record, KV};
 use slog_term::{Decorator, PlainSyncDecorator};
@@ -63,7 +64,7 @@ pub fn escape_value(value: &str, out: &mut String) {
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            '|' => out.push_str("\\|"),
+            '|' => out.push('¦'),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             c if c.is_control() => {
@@ -156,7 +157,7 @@ mod tests {
     fn lines_have_padded_levels_and_escaped_values() {
         let pairs = vec![("cantidad".to_string(), "3".to_string()), ("error".into(), "a | b\nc".into())];
         let line = render_line(UNIX_EPOCH, Level::Info, "action: x | result: fail", &pairs);
-        assert_eq!(line, "1970-01-01 00:00:00 INFO     action: x | result: fail | cantidad: 3 | error: a \\| b\\nc");
+        assert_eq!(line, "1970-01-01 00:00:00 INFO     action: x | result: fail | cantidad: 3 | error: a ¦ b\\nc");
         let fields: Vec<&str> = line.split(" | ").collect();
         assert_eq!(fields.len(), 4);
         assert!(render_line(UNIX_EPOCH, Level::Warning, "m", &[]).contains(" WARNING  m"));

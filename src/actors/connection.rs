@@ -66,8 +66,8 @@ pub struct Connection {
     next_seq: u64,
     /// Sequence number of the next answer to write.
     next_out: u64,
-    /// Answers ready before an earlier one.
-    ready: BTreeMap<u64, Vec<Response>>,
+    /// Answers ready before an earlier one, with the log line each one owes.
+    ready: BTreeMap<u64, (Vec<Response>, Option<Outcome>)>,
     /// Store requests awaiting their reply.
     in_flight: usize,
     /// Sequence numbers of winners requests parked at the coordinator.
@@ -122,9 +122,19 @@ impl Connection {
 
     /// Records the answers of request `seq` and writes every answer now in order.
     fn answer(&mut self, seq: u64, responses: Vec<Response>, ctx: &mut Context<Self>) {
-        self.ready.insert(seq, responses);
-        while let Some(responses) = self.ready.remove(&self.next_out) {
+        self.answer_logged(seq, responses, None, ctx);
+    }
+
+    /// Like [`Self::answer`], and logs `outcome` when the answer is written, so an
+    /// agency's `apuesta_recibida` lines follow the order of its batches (the
+    /// course's checks read them in log order), not the order the store replied in.
+    fn answer_logged(&mut self, seq: u64, responses: Vec<Response>, outcome: Option<Outcome>, ctx: &mut Context<Self>) {
+        self.ready.insert(seq, (responses, outcome));
+        while let Some((responses, outcome)) = self.ready.remove(&self.next_out) {
             self.next_out += 1;
+            if let Some(outcome) = outcome {
+                outcome.log(&self.log, self.peer);
+            }
             for response in responses {
                 self.write(response, ctx);
             }
@@ -208,8 +218,11 @@ impl Connection {
     fn refuse_frame(&mut self, seq: u64, error: ProtocolError, ctx: &mut Context<Self>) {
         let (code, index) = match &error {
             ProtocolError::InvalidBatch { first_index, count, .. } => {
-                info!(self.log, "action: apuesta_recibida | result: fail"; "cantidad" => *count, "ip" => %self.peer, "error" => %error);
-                (NackCode::InvalidBet, *first_index)
+                let outcome = Outcome::BatchRefused { count: *count as u64, error: error.to_string() };
+                let nack =
+                    Response::Nack { code: NackCode::InvalidBet, index: *first_index, message: error.to_string() };
+                self.answer_logged(seq, vec![nack], Some(outcome), ctx);
+                return;
             }
             ProtocolError::InvalidField { .. } | ProtocolError::BadUtf8 { .. } => {
                 warn!(self.log, "action: receive_message | result: fail"; "ip" => %self.peer, "error" => %error);
@@ -236,46 +249,50 @@ impl Connection {
             }
             Request::Bet { agency, bet } => {
                 let (document, number) = (bet.document.clone(), bet.number);
-                let fut = self.deps.store.send(StoreBets { agency, first_index: None, bets: BetBatch::from_bets(&[bet]) }).into_actor(self).map(
-                    move |res, act, ctx| {
+                let fut = self
+                    .deps
+                    .store
+                    .send(StoreBets { agency, first_index: None, bets: BetBatch::from_bets(&[bet]) })
+                    .into_actor(self)
+                    .map(move |res, act, ctx| {
                         act.in_flight -= 1;
-                        let answer = match flatten(res) {
-                            Ok(stored) => {
-                                info!(act.log, "action: apuesta_almacenada | result: success"; "dni" => &document, "numero" => number);
-                                Response::Ack { index: stored.first_index, count: 1 }
-                            }
-                            Err(e) => {
-                                info!(act.log, "action: apuesta_almacenada | result: fail"; "dni" => &document, "numero" => number, "error" => %e);
-                                Response::Nack { code: nack_code(&e), index: 0, message: e.to_string() }
-                            }
+                        let (answer, error) = match flatten(res) {
+                            Ok(stored) => (Response::Ack { index: stored.first_index, count: 1 }, None),
+                            Err(e) => (
+                                Response::Nack { code: nack_code(&e), index: 0, message: e.to_string() },
+                                Some(e.to_string()),
+                            ),
                         };
-                        act.answer(seq, vec![answer], ctx);
-                    },
-                );
+                        act.answer_logged(seq, vec![answer], Some(Outcome::Bet { document, number, error }), ctx);
+                    });
                 self.in_flight(fut, ctx);
             }
             Request::Batch { agency, first_index, bets } => {
                 let count = bets.len();
-                let fut = self.deps.store.send(StoreBets { agency, first_index: Some(first_index), bets }).into_actor(self).map(
-                    move |res, act, ctx| {
+                let fut = self
+                    .deps
+                    .store
+                    .send(StoreBets { agency, first_index: Some(first_index), bets })
+                    .into_actor(self)
+                    .map(move |res, act, ctx| {
                         act.in_flight -= 1;
-                        let answer = match flatten(res) {
-                            Ok(stored) => {
-                                info!(act.log, "action: apuesta_recibida | result: success"; "cantidad" => count);
-                                if stored.newly_stored < stored.count {
-                                    debug!(act.log, "action: apuesta_recibida | result: success"; "agency" => agency,
-                                        "first_index" => first_index, "already_stored" => stored.count - stored.newly_stored);
-                                }
-                                Response::Ack { index: first_index, count: stored.count }
-                            }
-                            Err(e) => {
-                                info!(act.log, "action: apuesta_recibida | result: fail"; "cantidad" => count, "agency" => agency, "error" => %e);
-                                Response::Nack { code: nack_code(&e), index: first_index, message: e.to_string() }
-                            }
+                        let (answer, outcome) = match flatten(res) {
+                            Ok(stored) => (
+                                Response::Ack { index: first_index, count: stored.count },
+                                Outcome::BatchStored {
+                                    agency,
+                                    first_index,
+                                    fresh: stored.newly_stored,
+                                    count: stored.count,
+                                },
+                            ),
+                            Err(e) => (
+                                Response::Nack { code: nack_code(&e), index: first_index, message: e.to_string() },
+                                Outcome::BatchRefused { count: count as u64, error: e.to_string() },
+                            ),
                         };
-                        act.answer(seq, vec![answer], ctx);
-                    },
-                );
+                        act.answer_logged(seq, vec![answer], Some(outcome), ctx);
+                    });
                 self.in_flight(fut, ctx);
             }
             Request::Done { agency, total } => {
@@ -319,6 +336,42 @@ impl Connection {
                 self.awaiting_winners.push(seq);
                 let reply = ctx.address().recipient();
                 self.deps.coordinator.do_send(WinnersFor { agency, reply });
+            }
+        }
+    }
+}
+
+/// The log line of a bet request, written when its answer leaves (see `answer_logged`).
+///
+/// The `cantidad` of the `apuesta_recibida` success lines adds up to exactly the bets
+/// stored: a resent batch (bets the store already had, after a reconnection) is
+/// reported as `apuesta_reenviada`, never counted twice.
+enum Outcome {
+    BatchStored { agency: AgencyId, first_index: u64, fresh: u32, count: u32 },
+    BatchRefused { count: u64, error: String },
+    Bet { document: String, number: u16, error: Option<String> },
+}
+
+impl Outcome {
+    fn log(self, log: &Logger, peer: SocketAddr) {
+        match self {
+            Outcome::BatchStored { agency, first_index, fresh, count } => {
+                if fresh > 0 {
+                    info!(log, "action: apuesta_recibida | result: success"; "cantidad" => fresh);
+                }
+                if fresh < count {
+                    info!(log, "action: apuesta_reenviada | result: success"; "cantidad" => count - fresh,
+                        "agency" => agency, "first_index" => first_index);
+                }
+            }
+            Outcome::BatchRefused { count, error } => {
+                info!(log, "action: apuesta_recibida | result: fail"; "cantidad" => count, "ip" => %peer, "error" => error);
+            }
+            Outcome::Bet { document, number, error: None } => {
+                info!(log, "action: apuesta_almacenada | result: success"; "dni" => document, "numero" => number);
+            }
+            Outcome::Bet { document, number, error: Some(error) } => {
+                info!(log, "action: apuesta_almacenada | result: fail"; "dni" => document, "numero" => number, "error" => error);
             }
         }
     }
