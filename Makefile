@@ -48,8 +48,22 @@ test: lint unit
 		echo "SKIPPED docker-test: no Docker engine answers on this machine"; \
 	fi
 
+# Every Docker test runs with each Compose flavour (Debian's 1.29 and v2); CI
+# (REQUIRE_DOCKER=1) needs both. Then the repeated run, INTEGRATION_RUNS times.
+INTEGRATION_RUNS ?= 5
 docker-test: docker-image netcat-image
-	bash scripts/docker-test.sh
+	cargo build --release --quiet --bin gen_compose --bin gen_data
+	@flavours=0; \
+	for flavour in "docker-compose" "docker compose"; do \
+		$$flavour version >/dev/null 2>&1 || { echo "docker-test: '$$flavour' is not installed (make deps)"; continue; }; \
+		flavours=$$((flavours + 1)); \
+		echo "==== Docker tests with '$$flavour'"; \
+		COMPOSE="$$flavour" bash scripts/docker-test.sh || exit 1; \
+		COMPOSE="$$flavour" python3 scripts/course-procedure.py || exit 1; \
+	done; \
+	if [ $$flavours -lt 2 ] && [ -n "$$REQUIRE_DOCKER" ]; then echo "docker-test: both Compose flavours are required"; exit 1; fi; \
+	[ $$flavours -gt 0 ]
+	bash scripts/integration-test.sh $(INTEGRATION_RUNS)
 
 demo:
 	bash scripts/demo.sh $(CLIENTS) $(BETS)

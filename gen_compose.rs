@@ -129,7 +129,29 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     println!("gen_compose: wrote {} with {} agencies", args.output.display(), args.agencies);
+    prepare_data_folder(&args.output, args.agencies);
     ExitCode::SUCCESS
+}
+
+/// Makes sure `.data` (beside the compose file) exists, and names the agency files
+/// that are missing from it.
+///
+/// Compose v2 would otherwise create the bind-mounted folder itself, owned by root,
+/// and Compose 1.29 would refuse the whole deployment; with the folder in place, an
+/// agency whose file is missing exits 1 naming it and the others carry on.
+fn prepare_data_folder(output: &std::path::Path, agencies: u32) {
+    let dir = output.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let data = dir.join(".data");
+    if let Err(e) = std::fs::create_dir_all(&data) {
+        eprintln!("gen_compose: warning: cannot create {}: {e}", data.display());
+        return;
+    }
+    for id in 1..=agencies {
+        let file = data.join(format!("agency-{id}.csv"));
+        if !file.is_file() {
+            eprintln!("gen_compose: warning: {} is missing: agency {id} will exit 1 until it exists", file.display());
+        }
+    }
 }
 
 #[cfg(test)]

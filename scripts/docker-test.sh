@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Docker end-to-end test against the real engine (run by `make docker-test`,
-# which builds the images first). Works in a temporary copy of the deployment
+# which builds the images first, once per Compose flavour: COMPOSE="docker compose"
+# or COMPOSE=docker-compose). Works in a temporary copy of the deployment
 # (config/, .data/, the compose file) so the user's tree is never touched, and
 # touches only the project's own containers (compose project tp0), its network
-# tp0_testing_net, its volume tp0_bets and its helper containers tp0-*.
+# tp0_testing_net and its helper containers tp0-*.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 PROJECT=tp0
 NETWORK=tp0_testing_net
-COMPOSE_CMD=(docker-compose)
-docker compose version >/dev/null 2>&1 && COMPOSE_CMD=(docker compose)
+if [ -n "${COMPOSE:-}" ]; then
+    read -r -a COMPOSE_CMD <<< "$COMPOSE"
+else
+    COMPOSE_CMD=(docker-compose)
+    docker compose version >/dev/null 2>&1 && COMPOSE_CMD=(docker compose)
+fi
 FLAVOURS=()
 command -v docker-compose >/dev/null 2>&1 && FLAVOURS+=("docker-compose")
 docker compose version >/dev/null 2>&1 && FLAVOURS+=("docker compose")
@@ -28,7 +33,6 @@ cleanup() {
     ids=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")
     [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
     docker network rm "$NETWORK" >/dev/null 2>&1
-    docker volume rm tp0_bets >/dev/null 2>&1
     return 0
 }
 finish() {
@@ -101,6 +105,18 @@ done
 sorteos=$(grep -c 'action: sorteo | result: success' "$WORK/logs1.txt")
 check "exactly one sorteo line ($sorteos)" [ "$sorteos" = 1 ]
 check "every client exited with code 0" all_exit_zero client1 client2 client3 client4 client5
+TOTAL=$(cat "$WORK"/.data/agency-*.csv | wc -l)
+stored() { docker exec server sh -c "wc -l < bets.csv" 2>&1 | tr -d ' '; }
+check "docker exec server sh -c 'wc -l < bets.csv' = $TOTAL ($(stored))" [ "$(stored)" = "$TOTAL" ]
+# A restart of the same container keeps the bets and the Dones.
+docker restart -t 10 server >/dev/null
+check "after docker restart the server still holds $TOTAL rows ($(stored))" [ "$(stored)" = "$TOTAL" ]
+compose stop -t 10 server >/dev/null 2>&1; compose start server >/dev/null 2>&1
+check "after stop/start the server still holds $TOTAL rows ($(stored))" [ "$(stored)" = "$TOTAL" ]
+limit=$(( $(date +%s) + 30 ))
+until docker logs server 2>&1 | grep -q 'action: open_store | result: success .*agencies_done: 5' || [ "$(date +%s)" -ge $limit ]; do sleep 0.2; done
+check "the restarted server reopened the store with all 5 agencies done" \
+    bash -c "docker logs server 2>&1 | grep -q 'action: open_store | result: success | path: /var/lib/loteria/bets.csv | rows: $TOTAL .*agencies_done: 5'"
 
 # ---- 2. echo validation -----------------------------------------------------
 echo "== 2. validar-echo-server.sh"
@@ -114,6 +130,10 @@ check "echo against a plain byte mirror: '$out'" [ "$out" = "action: test_echo_s
 out=$(SERVER_HOST=tp0-alter sh ./validar-echo-server.sh); rc=$?
 check "echo against a server that alters bytes: '$out'" [ "$out" = "action: test_echo_server | result: fail" -a $rc != 0 ]
 docker rm -f tp0-mirror tp0-alter >/dev/null 2>&1
+err=$(BUSYBOX=/nonexistent NETCAT_IMAGE=tp0-no-such-image:latest sh ./validar-echo-server.sh 2>&1 >/dev/null); rc=$?
+out=$(BUSYBOX=/nonexistent NETCAT_IMAGE=tp0-no-such-image:latest sh ./validar-echo-server.sh 2>/dev/null)
+check "echo without any netcat: fail line, exit 1, stderr says why and names the fix" \
+    [ "$out" = "action: test_echo_server | result: fail" -a $rc = 1 -a -n "$(echo "$err" | grep 'make netcat-image')" ]
 compose stop -t 10 server >/dev/null 2>&1
 out=$(sh ./validar-echo-server.sh); rc=$?
 check "echo with the server stopped: '$out'" [ "$out" = "action: test_echo_server | result: fail" -a $rc != 0 ]
@@ -173,4 +193,53 @@ compose down -v >/dev/null 2>&1
 left=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | wc -l)
 check "down leaves no containers ($left)" [ "$left" = 0 ]
 check "down leaves no network" bash -c "! docker network inspect $NETWORK >/dev/null 2>&1"
+
+# ---- 6. a crash, the restart policy, and a plain down between deployments ----
+echo "== 6. server crash mid-ingest (restart: on-failure), then a new deployment after a plain down"
+if out_of_time; then bad "out of time before step 6"; exit 1; fi
+"$GEN_DATA" --agencies 3 --bets 30000 --out "$WORK/crash" > "$WORK/crash.txt"
+prepare_data "$WORK/crash"
+mapfile -t EXPECTED < <(grep -o 'winners: [0-9]*' "$WORK/crash.txt" | grep -o '[0-9]*$')
+sed -i 's/^  maxAmount: 1 /  maxAmount: 20 /' "$WORK/config/client.yaml"
+(cd "$WORK" && "$GEN_COMPOSE" 3 --output docker-compose-dev.yaml >/dev/null 2>&1)
+compose up -d >/dev/null 2>&1
+limit=$(( $(date +%s) + 60 ))
+until docker logs --tail 3 server 2>/dev/null | grep -q apuesta_recibida || [ "$(date +%s)" -ge $limit ]; do sleep 0.1; done
+pid=$(docker inspect -f '{{.State.Pid}}' server)
+kill -9 "$pid" 2>/dev/null
+check "server process SIGKILLed from the host mid-ingest (pid $pid)" [ -n "$pid" -a "$pid" != 0 ]
+check "the agencies finished after the crash" wait_clients 3 180
+restarts=$(docker inspect -f '{{.RestartCount}}' server)
+check "the restart policy restarted the server ($restarts)" [ "${restarts:-0}" -ge 1 ]
+compose logs --no-color > "$WORK/logs6.txt" 2>&1
+for k in 1 2 3; do
+    got=$(grep "^client$k " "$WORK/logs6.txt" | grep -o 'consulta_ganadores | result: success | cant_ganadores: [0-9]*' | grep -o '[0-9]*$')
+    check "client$k cant_ganadores ${got:-none} = ${EXPECTED[$((k-1))]}" [ "${got:-x}" = "${EXPECTED[$((k-1))]}" ]
+done
+check "every client exited with code 0" all_exit_zero client1 client2 client3
+docker exec server cat bets.csv > "$WORK/stored6.csv"
+check "every bet stored exactly once after the crash" python3 - "$WORK/stored6.csv" "$WORK/crash" <<'PY'
+import sys, csv, collections, glob, os
+stored = collections.Counter()
+for row in csv.reader(open(sys.argv[1], newline='', encoding='utf-8')):
+    stored[(row[0], row[3])] += 1
+want = collections.Counter()
+for path in glob.glob(os.path.join(sys.argv[2], 'agency-*.csv')):
+    agency = os.path.basename(path)[len('agency-'):-len('.csv')]
+    for row in csv.reader(open(path, newline='', encoding='utf-8')):
+        want[(agency, row[2])] += 1
+sys.exit(0 if stored == want else 1)
+PY
+compose stop -t 10 >/dev/null 2>&1
+compose down >/dev/null 2>&1
+# The next deployment, after a down without -v, starts from an empty store.
+"$GEN_DATA" --agencies 2 --bets 500 --out "$WORK/next" > "$WORK/next.txt"
+prepare_data "$WORK/next"
+(cd "$WORK" && "$GEN_COMPOSE" 2 --output docker-compose-dev.yaml >/dev/null 2>&1)
+compose up -d >/dev/null 2>&1
+check "the next deployment's agencies finished" wait_clients 2 120
+check "the next deployment stores only its own 1000 bets ($(stored))" [ "$(stored)" = 1000 ]
+check "its agencies exited with code 0" all_exit_zero client1 client2
+compose stop -t 10 >/dev/null 2>&1
+compose down >/dev/null 2>&1
 [ "$FAILED" = 0 ]
