@@ -464,3 +464,60 @@ fn two_hundred_agencies_at_once_each_get_their_own_winners() {
         assert_eq!(winners_logged(client), Some(summary.winners), "{}", client.name);
     }
 }
+
+/// The course's parser adds up `cantidad` over `apuesta_recibida` and checks, in log
+/// order, that only the last batch is short: pipelined batches are logged in their
+/// order, and a resent batch is reported as `apuesta_reenviada`, never counted again.
+#[test]
+fn batch_log_lines_follow_the_batches_and_count_each_bet_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, port) = start_server(dir.path(), 1, &[("LOGGING_LEVEL", "DEBUG".to_string())]);
+    let mut stream = connect(port);
+    let mut buf = BytesMut::new();
+    let sizes: Vec<usize> = std::iter::repeat_n(10, 40).chain([4]).collect();
+    let mut first_index = 0u64;
+    let mut frames = Vec::new();
+    let mut batches = Vec::new();
+    for (b, &size) in sizes.iter().enumerate() {
+        let bets: Vec<Bet> = (0..size).map(|i| bet(&format!("{}", b * 100 + i + 1), 1)).collect();
+        let req = Request::Batch { agency: 1, first_index, bets: bets.into() };
+        frames.extend(frame(&req));
+        batches.push(req);
+        first_index += size as u64;
+    }
+    // Every batch in one write, so they are all in flight together, then the first again.
+    frames.extend(frame(&batches[0]));
+    stream.write_all(&frames).unwrap();
+    for _ in 0..=sizes.len() {
+        assert!(matches!(read_response(&mut stream, &mut buf), Some(Response::Ack { .. })));
+    }
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.lines.count("action: apuesta_reenviada") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines = server.lines.all();
+    let recibida: Vec<&String> = lines.iter().filter(|l| l.contains("action: apuesta_recibida")).collect();
+    let counts: Vec<usize> = recibida
+        .iter()
+        .map(|l| {
+            assert!(l.contains("result: success"), "{l}");
+            let (_, n) = l.split_once("cantidad: ").unwrap_or_else(|| panic!("no cantidad: {l}"));
+            n.split(' ').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(counts, sizes, "apuesta_recibida lines in batch order");
+    let resent: Vec<&String> = lines.iter().filter(|l| l.contains("action: apuesta_reenviada")).collect();
+    assert_eq!(resent.len(), 1, "{resent:?}");
+    assert!(resent[0].contains("result: success | cantidad: 10"), "{}", resent[0]);
+    // Every line splits on `|` into `key: value` fields, with a result the course knows.
+    for line in &lines {
+        let fields: Vec<&str> = line.split('|').skip(1).map(str::trim).collect();
+        assert!(fields.iter().all(|f| f.contains(": ")), "{line}");
+        let result = fields.iter().find_map(|f| f.strip_prefix("result: ")).unwrap_or("missing");
+        assert!(["success", "fail", "in_progress"].contains(&result), "{line}");
+    }
+    assert_eq!(server.lines.count("action: apuesta_almacenada | result: success"), 404);
+    stop_server(server);
+    assert_eq!(stored_rows(&dir.path().join("bets.csv")).len(), 404);
+}
