@@ -313,3 +313,133 @@ fn a_flood_of_connections_and_garbage_does_not_change_results() {
     assert_eq!(server.lines.count("action: sorteo | result: success"), 1);
     assert_exactly_once(dir.path(), &summaries, &clients);
 }
+
+/// A size-limited tmpfs, unmounted however the test ends.
+struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts `size` at `dir`. Refused mounts (not root) fail the test: a fault
+    /// test that did not make its fault happen must not count as passed. Run as
+    /// root (CI does), or leave these tests out explicitly with `--skip disk_full`.
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test needs root to mount a tmpfs (it fills a real disk): mount said {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs { dir: dir.to_path_buf() }
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {}", self.dir.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a process still holding a file there must not keep the mount alive.
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Agencies with a retry budget that outlasts a few seconds of full disk.
+fn riding_client(dir: &Path, id: u32, port: u16, data: &Path) -> Proc {
+    let env = [
+        ("CLI_RETRY_INITIAL_DELAY_MS", "50".to_string()),
+        ("CLI_RETRY_MAX_DELAY_MS", "400".to_string()),
+        ("CLI_RETRY_MAX_ATTEMPTS", "300".to_string()),
+    ];
+    start_client(dir, id, port, &data.join(format!("agency-{id}.csv")), &env)
+}
+
+/// The disk fills mid-ingest (2 MiB for two agencies of 40,000 bets, about 4.5 MB
+/// of rows); optionally the server is SIGKILLed and restarted while it is full;
+/// then the tmpfs grows. Nothing else is touched: every agency must complete by
+/// itself with every row stored once, no torn row, and the right winners.
+fn disk_full_scenario(restart_while_full: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, 2, 40_000, 31, 7574).unwrap();
+    let store_dir = dir.path().join("store");
+    let tmpfs = Tmpfs::mount(&store_dir, "2m");
+    let port = free_port();
+    let mut server = spawn_server_on(&store_dir, port, 2);
+    let mut clients: Vec<Proc> = (1..=2).map(|id| riding_client(dir.path(), id, port, &data)).collect();
+
+    let full = server
+        .lines
+        .wait_for("action: store_bets | result: fail", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the disk never filled:\n{}", server.lines.dump()));
+    println!("server: {full}");
+    assert!(full.contains("kind: StorageFull") && full.contains("bets.csv"), "{full}");
+    // The agencies ride it out: they reconnect instead of exiting.
+    let retry = clients[0]
+        .lines
+        .wait_for("action: reconnect | result: in_progress", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("agency 1 did not retry:\n{}", clients[0].lines.dump()));
+    println!("agency 1: {retry}");
+    assert!(retry.contains("storage_error") || retry.contains("storage error"), "{retry}");
+    // Keep it full for several retries of each agency still sending.
+    ride_out(&mut clients, "attempt: 4");
+
+    if restart_while_full {
+        server.signal("KILL");
+        server.wait(Duration::from_secs(10));
+        server = spawn_server_on(&store_dir, port, 2);
+        let again = server
+            .lines
+            .wait_for("action: store_bets | result: fail", Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("the restarted server found room:\n{}", server.lines.dump()));
+        println!("restarted server: {again}");
+        ride_out(&mut clients, "attempt: 6 ");
+    }
+
+    tmpfs.resize("64m");
+    for c in &mut clients {
+        let status = c.wait(RUN);
+        assert!(status.success(), "{} failed:\n{}\nserver:\n{}", c.name, c.lines.dump(), server.lines.dump());
+    }
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success(), "{}", server.lines.dump());
+    assert_eq!(server.lines.count("action: sorteo | result: success"), 1);
+    assert_exactly_once(&store_dir, &summaries, &clients);
+    let refused: usize = clients.iter().map(|c| c.lines.count("action: reconnect")).sum();
+    println!("agencies retried {refused} times while the disk was full");
+}
+
+/// Waits (bounded) until every agency still running has logged `needle` in a
+/// reconnect line; none may have given up.
+fn ride_out(clients: &mut [Proc], needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for c in clients.iter_mut() {
+        while c.lines.all().iter().filter(|l| l.contains("action: reconnect")).all(|l| !l.contains(needle)) {
+            assert!(c.child.try_wait().unwrap().is_none(), "{} exited on a full disk:\n{}", c.name, c.lines.dump());
+            assert!(Instant::now() < deadline, "{} did not retry:\n{}", c.name, c.lines.dump());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn disk_full_mid_ingest_then_grown_every_row_once() {
+    disk_full_scenario(false);
+}
+
+#[test]
+fn disk_full_with_the_server_restarted_while_full() {
+    disk_full_scenario(true);
+}
