@@ -443,3 +443,136 @@ fn disk_full_mid_ingest_then_grown_every_row_once() {
 fn disk_full_with_the_server_restarted_while_full() {
     disk_full_scenario(true);
 }
+
+/// A peer with a tiny receive buffer that sends Echo frames and never reads.
+fn non_reading_peer(port: u16) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(1024).unwrap();
+        socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+#[test]
+fn peers_that_never_read_lose_their_sockets_and_hurt_nobody() {
+    const IDLE_MS: u64 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, 1, 20_000, 17, 7574).unwrap();
+    let (mut server, port) = start_server(dir.path(), 1, &[("SERVER_IDLE_TIMEOUT_MS", IDLE_MS.to_string())]);
+    let pid = server.child.id();
+    let baseline = open_fds(pid);
+
+    // 40 peers each push up to 2 MB of Echo frames and keep their sockets open.
+    let peers: Vec<_> = (0..40)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = non_reading_peer(port);
+                s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+                let mut frame = vec![0x01u8, 0, 0, 0x10, 0];
+                frame.resize(5 + 4096, b'e');
+                for _ in 0..500 {
+                    if s.write_all(&frame).is_err() {
+                        break; // the server stopped reading us
+                    }
+                }
+                s
+            })
+        })
+        .collect();
+    let mut client = start_client(dir.path(), 1, port, &summaries[0].path, &[]);
+    let held: Vec<TcpStream> = peers.into_iter().map(|p| p.join().unwrap()).collect();
+    let sent = Instant::now();
+    let peak = open_fds(pid);
+    assert!(client.wait(RUN).success(), "{}", client.lines.dump());
+    assert_eq!(winners_logged(&client), Some(summaries[0].winners));
+
+    // Back to the baseline within idle_timeout + 1 s of the peers' last frame,
+    // while they still hold their sockets open.
+    let limit = Duration::from_millis(IDLE_MS + 1000);
+    let mut now = open_fds(pid);
+    while now > baseline && sent.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(25));
+        now = open_fds(pid);
+    }
+    println!("server descriptors: baseline {baseline}, with the peers {peak}, after {:?}: {now}", sent.elapsed());
+    assert!(peak > baseline + 20, "the peers never held server sockets ({peak} vs {baseline})");
+    assert!(now <= baseline, "server still holds {now} descriptors (baseline {baseline}):\n{}", server.lines.dump());
+    assert!(server.lines.count("peer is not reading its answers") > 0, "{}", server.lines.dump());
+    drop(held);
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn accept_errors_back_off_under_a_low_descriptor_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, 2, 5_000, 23, 7574).unwrap();
+    let port = free_port();
+    let env = [
+        ("SERVER_PORT", port.to_string()),
+        ("SERVER_AGENCIES", "2".to_string()),
+        ("SERVER_STORAGE_PATH", dir.path().join("bets.csv").display().to_string()),
+        ("SERVER_IDLE_TIMEOUT_MS", "1500".to_string()),
+    ];
+    let mut server = Proc::spawn_args("prlimit", &["--nofile=64:64", "--", SERVER], "server", &env, dir.path());
+    server
+        .lines
+        .wait_for("action: accept_connections | result: in_progress", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("server did not start:\n{}", server.lines.dump()));
+    // An established connection is served all through the flood (an Echo every 200 ms).
+    let mut before = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    before.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let served = std::thread::spawn(move || {
+        let mut answered = 0;
+        for _ in 0..20 {
+            before.write_all(&[0x01, 0, 0, 0, 2, b'o', b'k']).unwrap();
+            match read_answer(&mut before) {
+                Some(Response::Echo(p)) if &p[..] == b"ok" => answered += 1,
+                other => panic!("echo during the flood: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        answered
+    });
+
+    // The flood: 200 silent connections held for 3 s, far over 64 descriptors.
+    let flood_started = Instant::now();
+    let flood: Vec<TcpStream> = (0..200)
+        .filter_map(|_| {
+            TcpStream::connect_timeout(&std::net::SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(300))
+                .ok()
+        })
+        .collect();
+    let hit = server
+        .lines
+        .wait_for("Too many open files", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the descriptor limit was never hit:\n{}", server.lines.dump()));
+    println!("server: {hit}");
+    while flood_started.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("flood held {} connections for {:?}", flood.len(), flood_started.elapsed());
+    drop(flood);
+    assert_eq!(served.join().unwrap(), 20, "the established connection was not served throughout");
+
+    // It recovers: both agencies complete with the right winners.
+    let mut clients: Vec<Proc> =
+        (1..=2).map(|id| start_client(dir.path(), id, port, &data.join(format!("agency-{id}.csv")), &[])).collect();
+    for c in &mut clients {
+        assert!(c.wait(RUN).success(), "{}\nserver:\n{}", c.lines.dump(), server.lines.dump());
+    }
+    let errors = server.lines.count("Too many open files");
+    println!("accept errors logged: {errors} in {:?}", flood_started.elapsed());
+    // One line per pause of 100 ms doubling to 2 s: a hot loop would log thousands.
+    let bound = 2 + flood_started.elapsed().as_millis() as usize / 100;
+    assert!(errors >= 1 && errors <= bound, "{errors} accept errors logged (bound {bound})");
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+    assert_exactly_once(dir.path(), &summaries, &clients);
+}
