@@ -576,3 +576,23 @@ fn accept_errors_back_off_under_a_low_descriptor_limit() {
     assert!(server.wait(Duration::from_secs(10)).success());
     assert_exactly_once(dir.path(), &summaries, &clients);
 }
+
+#[test]
+fn an_agency_with_more_winners_pages_than_the_outbox_holds_is_not_taken_for_a_non_reader() {
+    // 60,000 winning bets: about 75 pages of winners, more than the 64 answers a
+    // connection may queue, all for one request.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agency-1.csv");
+    let mut rows = String::new();
+    for i in 0..60_000u64 {
+        rows.push_str(&format!("Ana,Pérez,{:08},1990-01-01,7574\r\n", 10_000_000 + i));
+    }
+    std::fs::write(&path, rows).unwrap();
+    let (mut server, port) = start_server(dir.path(), 1, &[("SERVER_IDLE_TIMEOUT_MS", "1000".into())]);
+    let mut client = start_client(dir.path(), 1, port, &path, &[]);
+    assert!(client.wait(RUN).success(), "{}\nserver:\n{}", client.lines.dump(), server.lines.dump());
+    assert_eq!(winners_logged(&client), Some(60_000));
+    assert_eq!(server.lines.count("peer is not reading"), 0, "{}", server.lines.dump());
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+}
