@@ -16,7 +16,7 @@ use crate::bet::{AgencyId, BetRef, RawBet};
 pub use file_io::{plain, FileIo, WrapFile};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 #[cfg(test)]
@@ -398,7 +398,7 @@ pub fn draw(path: &Path, winning_number: u16) -> Result<(HashMap<AgencyId, Vec<S
 /// line per finished agency, so a restarted server knows who had finished.
 pub struct DoneJournal {
     path: PathBuf,
-    file: File,
+    file: Box<dyn FileIo>,
     /// Bytes of complete, synced lines.
     len: u64,
 }
@@ -412,6 +412,11 @@ impl DoneJournal {
 
     /// Opens (creating) the journal, repairing a torn tail; returns the agencies done.
     pub fn open(bets_path: &Path) -> Result<(DoneJournal, Vec<AgencyId>), StorageError> {
+        DoneJournal::open_with(bets_path, &plain())
+    }
+
+    /// [`open`](Self::open), with the writes going through `wrap` (the test seam).
+    pub fn open_with(bets_path: &Path, wrap: &WrapFile) -> Result<(DoneJournal, Vec<AgencyId>), StorageError> {
         let path = DoneJournal::path_for(bets_path);
         let io_err = |source| StorageError::Io { path: path.clone(), source };
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io_err)?;
@@ -433,7 +438,7 @@ impl DoneJournal {
             })?;
             done.push(agency);
         }
-        Ok((DoneJournal { path, file, len: text.len() as u64 }, done))
+        Ok((DoneJournal { path, file: wrap(file), len: text.len() as u64 }, done))
     }
 
     /// Appends and syncs one `Done` (rare: once per agency). A failed write is cut
@@ -442,7 +447,7 @@ impl DoneJournal {
     pub fn record(&mut self, agency: AgencyId, total: u64) -> Result<(), StorageError> {
         let line = format!("{agency},{total}\n");
         let io_err = |source| StorageError::Io { path: self.path.clone(), source };
-        if let Err(e) = Write::write_all(&mut self.file, line.as_bytes()) {
+        if let Err(e) = self.file.write_all(line.as_bytes()) {
             let _ = self.file.set_len(self.len);
             return Err(io_err(e));
         }

@@ -172,7 +172,7 @@ impl BetStore {
         BetStore::open_with(path, durable, storage::plain(), log)
     }
 
-    /// [`open`](Self::open) with the bets file's writes going through `wrap` (tests inject faults).
+    /// [`open`](Self::open) with the writes to both files going through `wrap` (tests inject faults).
     pub fn open_with(path: PathBuf, durable: bool, wrap: WrapFile, log: Logger) -> Result<BetStore, StorageError> {
         let mut store = BetStore {
             file: None,
@@ -200,7 +200,7 @@ impl BetStore {
     /// Reads the files into a fresh in-memory state (start, and every reopen).
     fn load(&mut self, action: &str) -> Result<(), StorageError> {
         let (file, recovered) = BetFile::open_with(&self.path, &self.wrap)?;
-        let (journal, done) = DoneJournal::open(&self.path)?;
+        let (journal, done) = DoneJournal::open_with(&self.path, &self.wrap)?;
         self.progress.clear();
         self.dirty.clear();
         for (agency, stored) in &recovered.per_agency {
@@ -330,13 +330,15 @@ impl BetStore {
             let file = self.file.as_mut().ok_or(StoreError::Closed)?;
             file.append(msg.agency, msg.bets.raw_iter().skip(skip))?;
             self.appends += 1;
-            if progress.written == progress.synced {
-                self.dirty.push(msg.agency);
-            }
-            progress.written += fresh as u64;
             if !self.durable {
                 // Relaxed acks: "stored" means handed to the OS.
+                progress.written += fresh as u64;
                 progress.synced = progress.written;
+            } else {
+                if progress.written == progress.synced {
+                    self.dirty.push(msg.agency);
+                }
+                progress.written += fresh as u64;
             }
         }
         let must_wait = first_index + count > progress.synced;
@@ -667,5 +669,30 @@ mod tests {
         assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((0, false)));
         assert_eq!(store.send(DoneAgencies).await.unwrap(), Vec::<AgencyId>::new());
         assert!(rows(&path).is_empty());
+    }
+
+    #[actix::test]
+    async fn a_failed_journal_sync_records_no_done_and_tells_nobody() {
+        use crate::actors::draw_coordinator::{DrawCoordinator, QueryStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        let (store, plan) = store_with_faults(&path);
+        let coordinator = DrawCoordinator::new(2, 7574, vec![], store.clone(), crate::logging::discard()).start();
+        store.send(NotifyDone(coordinator.clone().recipient())).await.unwrap();
+        send(&store, 1, 0, 3).await.unwrap().unwrap();
+        // The bets are synced already: the only sync Done needs is the journal's, and it fails.
+        plan.fail_sync.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            store.send(MarkDone { agency: 1, total: 3 }).await.unwrap(),
+            Err(StoreError::Storage { path: p, .. }) if p.ends_with("bets.csv.done")
+        ));
+        assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((3, false)));
+        assert!(coordinator.send(QueryStatus).await.unwrap().done.is_empty(), "coordinator told of an unrecorded Done");
+        assert_eq!(std::fs::read_to_string(DoneJournal::path_for(&path)).unwrap(), "", "journal line cut");
+        // Sent again, Done is recorded, and the store tells the coordinator.
+        assert_eq!(store.send(MarkDone { agency: 1, total: 3 }).await.unwrap(), Ok(3));
+        assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((3, true)));
+        assert_eq!(coordinator.send(QueryStatus).await.unwrap().done, vec![1]);
+        assert_eq!(rows(&path), expected(1, 3));
     }
 }
