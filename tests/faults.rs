@@ -444,12 +444,15 @@ fn disk_full_with_the_server_restarted_while_full() {
     disk_full_scenario(true);
 }
 
-/// A peer with a tiny receive buffer that sends Echo frames and never reads.
+/// A peer with a tiny receive buffer that sends Echo frames and never reads. Its
+/// send buffer is small too (no autotuning), so its writes block soon after the
+/// server stops reading it.
 fn non_reading_peer(port: u16) -> TcpStream {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let stream = rt.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(1024).unwrap();
+        socket.set_send_buffer_size(4096).unwrap();
         socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
     });
     let stream = stream.into_std().unwrap();
@@ -466,8 +469,21 @@ fn peers_that_never_read_lose_their_sockets_and_hurt_nobody() {
     let (mut server, port) = start_server(dir.path(), 1, &[("SERVER_IDLE_TIMEOUT_MS", IDLE_MS.to_string())]);
     let pid = server.child.id();
     let baseline = open_fds(pid);
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(open_fds(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
 
-    // 40 peers each push up to 2 MB of Echo frames and keep their sockets open.
+    // 40 peers each push Echo frames until the server stops reading them (their
+    // writes block), then keep their sockets open.
     let peers: Vec<_> = (0..40)
         .map(|_| {
             std::thread::spawn(move || {
@@ -475,7 +491,7 @@ fn peers_that_never_read_lose_their_sockets_and_hurt_nobody() {
                 s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
                 let mut frame = vec![0x01u8, 0, 0, 0x10, 0];
                 frame.resize(5 + 4096, b'e');
-                for _ in 0..500 {
+                for _ in 0..5000 {
                     if s.write_all(&frame).is_err() {
                         break; // the server stopped reading us
                     }
@@ -487,7 +503,8 @@ fn peers_that_never_read_lose_their_sockets_and_hurt_nobody() {
     let mut client = start_client(dir.path(), 1, port, &summaries[0].path, &[]);
     let held: Vec<TcpStream> = peers.into_iter().map(|p| p.join().unwrap()).collect();
     let sent = Instant::now();
-    let peak = open_fds(pid);
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let peak = sampler.join().unwrap();
     assert!(client.wait(RUN).success(), "{}", client.lines.dump());
     assert_eq!(winners_logged(&client), Some(summaries[0].winners));
 
