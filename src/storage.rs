@@ -139,8 +139,9 @@ impl BetFile {
         self.synced_len
     }
 
-    pub fn is_poisoned(&self) -> bool {
-        self.poisoned
+    /// Why the file takes no more rows, if it does not.
+    pub fn poisoned(&self) -> Option<StorageError> {
+        self.poisoned.then(|| self.poisoned_error())
     }
 
     /// Appends the rows of one batch with a single write (reaches the OS, not yet

@@ -261,8 +261,10 @@ impl BetStore {
             }
             self.reopen()?;
         }
-        if self.file.as_ref().is_some_and(BetFile::is_poisoned) {
-            self.reopen()?;
+        if let Some(e) = self.file.as_ref().and_then(BetFile::poisoned) {
+            // The reopen cuts back to the last synced byte: replies parked for rows
+            // past it must fail, not be acked by the next sync.
+            self.distrust(e.into());
         }
         match (&self.file, &self.broken) {
             (Some(_), _) => Ok(()),
@@ -694,5 +696,25 @@ mod tests {
         assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((3, true)));
         assert_eq!(coordinator.send(QueryStatus).await.unwrap().done, vec![1]);
         assert_eq!(rows(&path), expected(1, 3));
+    }
+
+    #[actix::test]
+    async fn rows_parked_before_a_torn_unrecoverable_write_are_never_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        let (store, plan) = store_with_faults(&path);
+        send(&store, 1, 0, 2).await.unwrap().unwrap();
+        // One burst: a batch is written and parked, the next write tears and cannot
+        // be cut back, and a third request makes the store reopen from the last sync.
+        plan.short_write_after(1, 30);
+        plan.fail_set_len.store(true, Ordering::SeqCst);
+        let (parked, torn, after) = (send(&store, 1, 2, 2), send(&store, 2, 0, 2), send(&store, 3, 0, 1));
+        assert!(parked.await.unwrap().is_err(), "acked rows the reopen cut away");
+        assert!(torn.await.unwrap().is_err());
+        after.await.unwrap().unwrap();
+        assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((2, false)));
+        let mut want = expected(1, 2);
+        want.extend(expected(3, 1));
+        assert_eq!(rows(&path), want);
     }
 }

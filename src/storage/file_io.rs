@@ -50,6 +50,8 @@ pub mod fault {
         /// The next write stores only this many bytes, then fails with ENOSPC.
         pub short_write: AtomicUsize,
         pub short_write_armed: AtomicBool,
+        /// Writes that go through whole before the short one.
+        pub short_write_skip: AtomicUsize,
         /// The next `fdatasync` fails with EIO (the data stays in the file, as
         /// after a real failed writeback whose pages the kernel kept).
         pub fail_sync: AtomicBool,
@@ -59,7 +61,13 @@ pub mod fault {
 
     impl FaultPlan {
         pub fn short_write_next(&self, bytes: usize) {
+            self.short_write_after(0, bytes);
+        }
+
+        /// Lets `skip` writes through, then makes the next one short.
+        pub fn short_write_after(&self, skip: usize, bytes: usize) {
             self.short_write.store(bytes, Ordering::SeqCst);
+            self.short_write_skip.store(skip, Ordering::SeqCst);
             self.short_write_armed.store(true, Ordering::SeqCst);
         }
     }
@@ -75,7 +83,10 @@ pub mod fault {
 
     impl FileIo for FaultyFile {
         fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-            if self.plan.short_write_armed.swap(false, Ordering::SeqCst) {
+            let skip = self.plan.short_write_skip.load(Ordering::SeqCst);
+            if self.plan.short_write_armed.load(Ordering::SeqCst) && skip > 0 {
+                self.plan.short_write_skip.store(skip - 1, Ordering::SeqCst);
+            } else if self.plan.short_write_armed.swap(false, Ordering::SeqCst) {
                 let n = self.plan.short_write.load(Ordering::SeqCst).min(buf.len());
                 Write::write_all(&mut self.inner, &buf[..n])?;
                 return Err(io::Error::from_raw_os_error(28)); // ENOSPC
