@@ -1,5 +1,6 @@
 //! Fault tolerance on the real binaries: SIGKILLed servers and agencies, torn
-//! files, slow peers, connection limits and floods. Every loop is bounded.
+//! files, slow peers, connection limits and floods, a full disk (a real tmpfs),
+//! peers that never read, a descriptor limit. Every loop is bounded.
 
 mod util;
 
