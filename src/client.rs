@@ -246,12 +246,14 @@ pub struct AgencyReport {
 }
 
 impl ClientError {
-    /// Failures worth a reconnection: the network, or a server busy or restarting.
+    /// Failures worth a reconnection: the network, a server busy or restarting, or
+    /// its storage in trouble (a full disk heals when space comes back; nothing of a
+    /// refused batch is kept, and `Resume` says where to go on).
     pub fn is_retryable(&self) -> bool {
         match self {
             ClientError::Connect { .. } | ClientError::Closed | ClientError::Io(_) => true,
             ClientError::Protocol(ProtocolError::TruncatedStream { .. } | ProtocolError::Io(_)) => true,
-            ClientError::Refused { code, .. } => *code == NackCode::Unavailable,
+            ClientError::Refused { code, .. } => matches!(code, NackCode::Unavailable | NackCode::StorageError),
             _ => false,
         }
     }

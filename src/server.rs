@@ -4,7 +4,7 @@
 //! Binding happens in the caller so tests can pass a port-0 listener and the
 //! binary can apply the configured backlog.
 
-use crate::actors::bet_store::DoneAgencies;
+use crate::actors::bet_store::{DoneAgencies, NotifyDone};
 use crate::actors::connection::ConnectionDeps;
 use crate::actors::supervisor::Shutdown;
 use crate::actors::{BetStore, DrawCoordinator, Listener, Supervisor};
@@ -66,6 +66,8 @@ pub async fn start(listener: TcpListener, cfg: &ServerConfig, log: Logger) -> Re
     let already_done = store.send(DoneAgencies).await?;
     let coordinator =
         DrawCoordinator::new(cfg.agencies, cfg.winning_number, already_done, store.clone(), log.clone()).start();
+    // The store tells the coordinator about each Done itself (before any connection exists).
+    store.send(NotifyDone(coordinator.clone().recipient())).await?;
     let (drain_tx, drain_rx) = mpsc::channel(1);
     let deps = ConnectionDeps {
         store: store.clone(),

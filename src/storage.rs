@@ -4,12 +4,23 @@
 //! Owned by exactly one writer (the `BetStore` actor). Opening it repairs a torn
 //! last row left by a crash and recounts each agency's stored bets by streaming
 //! the file once, so memory never depends on its size.
+//!
+//! A failed append never leaves a torn row for the next append to continue: the
+//! file is cut back to the end of its last complete row before anything else is
+//! written, and if even that cut fails the file is marked poisoned and takes no
+//! more rows until it is reopened (which cuts any torn tail again).
+
+mod file_io;
 
 use crate::bet::{AgencyId, BetRef, RawBet};
+pub use file_io::{plain, FileIo, WrapFile};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+
+#[cfg(test)]
+pub use file_io::fault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -17,6 +28,31 @@ pub enum StorageError {
     Io { path: PathBuf, source: io::Error },
     #[error("{}:{line}: {reason}", path.display())]
     Corrupt { path: PathBuf, line: u64, reason: String },
+}
+
+impl StorageError {
+    /// The kind of the underlying failure (`InvalidData` for a corrupt file).
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            StorageError::Io { source, .. } => source.kind(),
+            StorageError::Corrupt { .. } => io::ErrorKind::InvalidData,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            StorageError::Io { path, .. } | StorageError::Corrupt { path, .. } => path,
+        }
+    }
+}
+
+/// Makes a file's creation (its directory entry) durable: `fsync` on the directory.
+fn sync_parent_dir(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
 }
 
 /// What opening the store found on disk.
@@ -31,20 +67,36 @@ pub struct Recovered {
 /// Append-only writer over the bets file.
 pub struct BetFile {
     path: PathBuf,
-    file: File,
+    file: Box<dyn FileIo>,
     /// One batch's rows, reused: a batch reaches the file in one `write` call.
     buf: Vec<u8>,
+    /// Bytes of complete rows in the file: where the next row starts.
+    len: u64,
+    /// Bytes covered by the last successful `fdatasync`.
+    synced_len: u64,
+    /// A failed append could not be rolled back: the file may end in a torn row,
+    /// so it takes no more rows (reopening cuts the tail).
+    poisoned: bool,
 }
 
 impl BetFile {
     /// Opens (creating) the file, repairs a torn tail and counts what is stored.
     pub fn open(path: &Path) -> Result<(BetFile, Recovered), StorageError> {
+        BetFile::open_with(path, &plain())
+    }
+
+    /// [`open`](Self::open), with the writes going through `wrap` (the test seam).
+    pub fn open_with(path: &Path, wrap: &WrapFile) -> Result<(BetFile, Recovered), StorageError> {
         let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
+        sync_parent_dir(path).map_err(io_err)?;
         let repaired_bytes = repair_tail(&mut file).map_err(io_err)?;
+        // Whatever a previous run left in the page cache becomes the durable base.
+        file.sync_data().map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
         let mut per_agency: HashMap<AgencyId, u64> = HashMap::new();
         for_each_row(path, |line, row| {
             let parsed = parse_row_keys(row).map_err(|reason| StorageError::Corrupt {
@@ -55,37 +107,90 @@ impl BetFile {
             *per_agency.entry(parsed.agency).or_default() += 1;
             Ok(())
         })?;
-        Ok((
-            BetFile { path: path.to_path_buf(), file, buf: Vec::with_capacity(16 * 1024) },
-            Recovered { per_agency, repaired_bytes },
-        ))
+        let bet_file = BetFile {
+            path: path.to_path_buf(),
+            file: wrap(file),
+            buf: Vec::with_capacity(16 * 1024),
+            len,
+            synced_len: len,
+            poisoned: false,
+        };
+        Ok((bet_file, Recovered { per_agency, repaired_bytes }))
+    }
+
+    /// Cuts the file at `len` (the end of its last synced row) and syncs, before a
+    /// reopen: rows past it were never acknowledged, and after a failed sync
+    /// nobody can say whether they reached the disk.
+    pub fn cut_at(path: &Path, len: u64) -> Result<(), StorageError> {
+        let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
+        let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
+        if file.metadata().map_err(io_err)?.len() > len {
+            file.set_len(len).map_err(io_err)?;
+        }
+        file.sync_data().map_err(io_err)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Appends the rows of one batch with a single write (reaches the OS, not yet the disk).
+    /// Bytes covered by the last successful sync.
+    pub fn synced_len(&self) -> u64 {
+        self.synced_len
+    }
+
+    /// Why the file takes no more rows, if it does not.
+    pub fn poisoned(&self) -> Option<StorageError> {
+        self.poisoned.then(|| self.poisoned_error())
+    }
+
+    /// Appends the rows of one batch with a single write (reaches the OS, not yet
+    /// the disk). On failure the file is cut back to its last complete row.
     pub fn append<'a>(
         &mut self,
         agency: AgencyId,
         bets: impl IntoIterator<Item = RawBet<'a>>,
     ) -> Result<(), StorageError> {
+        if self.poisoned {
+            return Err(self.poisoned_error());
+        }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         for bet in bets {
             render_raw_row(&mut buf, agency, &bet);
         }
         let written = self.file.write_all(&buf);
+        let n = buf.len() as u64;
         buf.clear();
         buf.shrink_to(64 * 1024);
         self.buf = buf;
-        written.map_err(|source| StorageError::Io { path: self.path.clone(), source })
+        match written {
+            Ok(()) => {
+                self.len += n;
+                Ok(())
+            }
+            Err(source) => {
+                // Part of the batch may be in the file: cut it before anything else is written.
+                if self.file.set_len(self.len).is_err() {
+                    self.poisoned = true;
+                }
+                Err(StorageError::Io { path: self.path.clone(), source })
+            }
+        }
+    }
+
+    fn poisoned_error(&self) -> StorageError {
+        StorageError::Io {
+            path: self.path.clone(),
+            source: io::Error::other("a failed append could not be rolled back; the file must be reopened"),
+        }
     }
 
     /// Forces the appended rows to the disk.
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        self.file.sync_data().map_err(|source| StorageError::Io { path: self.path.clone(), source })
+        self.file.sync_data().map_err(|source| StorageError::Io { path: self.path.clone(), source })?;
+        self.synced_len = self.len;
+        Ok(())
     }
 }
 
@@ -294,18 +399,31 @@ pub fn draw(path: &Path, winning_number: u16) -> Result<(HashMap<AgencyId, Vec<S
 /// line per finished agency, so a restarted server knows who had finished.
 pub struct DoneJournal {
     path: PathBuf,
-    file: File,
+    file: Box<dyn FileIo>,
+    /// Bytes of complete, synced lines.
+    len: u64,
 }
 
 impl DoneJournal {
-    /// Opens (creating) the journal, repairing a torn tail; returns the agencies done.
-    pub fn open(bets_path: &Path) -> Result<(DoneJournal, Vec<AgencyId>), StorageError> {
+    pub fn path_for(bets_path: &Path) -> PathBuf {
         let mut name = bets_path.as_os_str().to_owned();
         name.push(".done");
-        let path = PathBuf::from(name);
+        PathBuf::from(name)
+    }
+
+    /// Opens (creating) the journal, repairing a torn tail; returns the agencies done.
+    pub fn open(bets_path: &Path) -> Result<(DoneJournal, Vec<AgencyId>), StorageError> {
+        DoneJournal::open_with(bets_path, &plain())
+    }
+
+    /// [`open`](Self::open), with the writes going through `wrap` (the test seam).
+    pub fn open_with(bets_path: &Path, wrap: &WrapFile) -> Result<(DoneJournal, Vec<AgencyId>), StorageError> {
+        let path = DoneJournal::path_for(bets_path);
         let io_err = |source| StorageError::Io { path: path.clone(), source };
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io_err)?;
+        sync_parent_dir(&path).map_err(io_err)?;
         repair_tail(&mut file).map_err(io_err)?;
+        file.sync_data().map_err(io_err)?;
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
         let mut text = String::new();
         // The journal holds one short line per agency: bounded by the agency count.
@@ -321,16 +439,27 @@ impl DoneJournal {
             })?;
             done.push(agency);
         }
-        Ok((DoneJournal { path, file }, done))
+        Ok((DoneJournal { path, file: wrap(file), len: text.len() as u64 }, done))
     }
 
-    /// Appends and syncs one `Done` (rare: once per agency).
+    /// Appends and syncs one `Done` (rare: once per agency). A failed write is cut
+    /// back at once; a failed sync is reported so the caller stops trusting the
+    /// journal's state and reopens it (see `BetStore`).
     pub fn record(&mut self, agency: AgencyId, total: u64) -> Result<(), StorageError> {
         let line = format!("{agency},{total}\n");
-        self.file
-            .write_all(line.as_bytes())
-            .and_then(|_| self.file.sync_data())
-            .map_err(|source| StorageError::Io { path: self.path.clone(), source })
+        let io_err = |source| StorageError::Io { path: self.path.clone(), source };
+        if let Err(e) = self.file.write_all(line.as_bytes()) {
+            let _ = self.file.set_len(self.len);
+            return Err(io_err(e));
+        }
+        self.file.sync_data().map_err(io_err)?;
+        self.len += line.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes of the journal known to be on disk.
+    pub fn synced_len(&self) -> u64 {
+        self.len
     }
 
     pub fn sync(&mut self) -> Result<(), StorageError> {

@@ -1,5 +1,6 @@
 //! Fault tolerance on the real binaries: SIGKILLed servers and agencies, torn
-//! files, slow peers, connection limits and floods. Every loop is bounded.
+//! files, slow peers, connection limits and floods, a full disk (a real tmpfs),
+//! peers that never read, a descriptor limit. Every loop is bounded.
 
 mod util;
 
@@ -312,4 +313,304 @@ fn a_flood_of_connections_and_garbage_does_not_change_results() {
     assert!(server.wait(Duration::from_secs(10)).success());
     assert_eq!(server.lines.count("action: sorteo | result: success"), 1);
     assert_exactly_once(dir.path(), &summaries, &clients);
+}
+
+/// A size-limited tmpfs, unmounted however the test ends.
+struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts `size` at `dir`. Refused mounts (not root) fail the test: a fault
+    /// test that did not make its fault happen must not count as passed. Run as
+    /// root (CI does), or leave these tests out explicitly with `--skip disk_full`.
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test needs root to mount a tmpfs (it fills a real disk): mount said {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs { dir: dir.to_path_buf() }
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {}", self.dir.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a process still holding a file there must not keep the mount alive.
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Agencies with a retry budget that outlasts a few seconds of full disk.
+fn riding_client(dir: &Path, id: u32, port: u16, data: &Path) -> Proc {
+    let env = [
+        ("CLI_RETRY_INITIAL_DELAY_MS", "50".to_string()),
+        ("CLI_RETRY_MAX_DELAY_MS", "400".to_string()),
+        ("CLI_RETRY_MAX_ATTEMPTS", "300".to_string()),
+    ];
+    start_client(dir, id, port, &data.join(format!("agency-{id}.csv")), &env)
+}
+
+/// The disk fills mid-ingest (2 MiB for two agencies of 40,000 bets, about 4.5 MB
+/// of rows); optionally the server is SIGKILLed and restarted while it is full;
+/// then the tmpfs grows. Nothing else is touched: every agency must complete by
+/// itself with every row stored once, no torn row, and the right winners.
+fn disk_full_scenario(restart_while_full: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, 2, 40_000, 31, 7574).unwrap();
+    let store_dir = dir.path().join("store");
+    let tmpfs = Tmpfs::mount(&store_dir, "2m");
+    let port = free_port();
+    let mut server = spawn_server_on(&store_dir, port, 2);
+    let mut clients: Vec<Proc> = (1..=2).map(|id| riding_client(dir.path(), id, port, &data)).collect();
+
+    let full = server
+        .lines
+        .wait_for("action: store_bets | result: fail", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the disk never filled:\n{}", server.lines.dump()));
+    println!("server: {full}");
+    assert!(full.contains("kind: StorageFull") && full.contains("bets.csv"), "{full}");
+    // The agencies ride it out: they reconnect instead of exiting.
+    let retry = clients[0]
+        .lines
+        .wait_for("action: reconnect | result: in_progress", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("agency 1 did not retry:\n{}", clients[0].lines.dump()));
+    println!("agency 1: {retry}");
+    assert!(retry.contains("storage_error") || retry.contains("storage error"), "{retry}");
+    // Keep it full for several retries of each agency still sending.
+    ride_out(&mut clients, "attempt: 4");
+
+    if restart_while_full {
+        server.signal("KILL");
+        server.wait(Duration::from_secs(10));
+        server = spawn_server_on(&store_dir, port, 2);
+        let again = server
+            .lines
+            .wait_for("action: store_bets | result: fail", Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("the restarted server found room:\n{}", server.lines.dump()));
+        println!("restarted server: {again}");
+        ride_out(&mut clients, "attempt: 6 ");
+    }
+
+    tmpfs.resize("64m");
+    for c in &mut clients {
+        let status = c.wait(RUN);
+        assert!(status.success(), "{} failed:\n{}\nserver:\n{}", c.name, c.lines.dump(), server.lines.dump());
+    }
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success(), "{}", server.lines.dump());
+    assert_eq!(server.lines.count("action: sorteo | result: success"), 1);
+    assert_exactly_once(&store_dir, &summaries, &clients);
+    let refused: usize = clients.iter().map(|c| c.lines.count("action: reconnect")).sum();
+    println!("agencies retried {refused} times while the disk was full");
+}
+
+/// Waits (bounded) until every agency still running has logged `needle` in a
+/// reconnect line; none may have given up.
+fn ride_out(clients: &mut [Proc], needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for c in clients.iter_mut() {
+        while c.lines.all().iter().filter(|l| l.contains("action: reconnect")).all(|l| !l.contains(needle)) {
+            assert!(c.child.try_wait().unwrap().is_none(), "{} exited on a full disk:\n{}", c.name, c.lines.dump());
+            assert!(Instant::now() < deadline, "{} did not retry:\n{}", c.name, c.lines.dump());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn disk_full_mid_ingest_then_grown_every_row_once() {
+    disk_full_scenario(false);
+}
+
+#[test]
+fn disk_full_with_the_server_restarted_while_full() {
+    disk_full_scenario(true);
+}
+
+/// A peer with a tiny receive buffer that sends Echo frames and never reads. Its
+/// send buffer is small too (no autotuning), so its writes block soon after the
+/// server stops reading it.
+fn non_reading_peer(port: u16) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(1024).unwrap();
+        socket.set_send_buffer_size(4096).unwrap();
+        socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+#[test]
+fn peers_that_never_read_lose_their_sockets_and_hurt_nobody() {
+    const IDLE_MS: u64 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, 1, 20_000, 17, 7574).unwrap();
+    let (mut server, port) = start_server(dir.path(), 1, &[("SERVER_IDLE_TIMEOUT_MS", IDLE_MS.to_string())]);
+    let pid = server.child.id();
+    let baseline = open_fds(pid);
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(open_fds(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+
+    // 40 peers each push Echo frames until the server stops reading them (their
+    // writes block), then keep their sockets open.
+    let peers: Vec<_> = (0..40)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = non_reading_peer(port);
+                s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+                let mut frame = vec![0x01u8, 0, 0, 0x10, 0];
+                frame.resize(5 + 4096, b'e');
+                for _ in 0..5000 {
+                    if s.write_all(&frame).is_err() {
+                        break; // the server stopped reading us
+                    }
+                }
+                s
+            })
+        })
+        .collect();
+    let mut client = start_client(dir.path(), 1, port, &summaries[0].path, &[]);
+    let held: Vec<TcpStream> = peers.into_iter().map(|p| p.join().unwrap()).collect();
+    let sent = Instant::now();
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let peak = sampler.join().unwrap();
+    assert!(client.wait(RUN).success(), "{}", client.lines.dump());
+    assert_eq!(winners_logged(&client), Some(summaries[0].winners));
+
+    // Back to the baseline within idle_timeout + 1 s of the peers' last frame,
+    // while they still hold their sockets open.
+    let limit = Duration::from_millis(IDLE_MS + 1000);
+    let mut now = open_fds(pid);
+    while now > baseline && sent.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(25));
+        now = open_fds(pid);
+    }
+    println!("server descriptors: baseline {baseline}, with the peers {peak}, after {:?}: {now}", sent.elapsed());
+    assert!(peak > baseline + 20, "the peers never held server sockets ({peak} vs {baseline})");
+    assert!(now <= baseline, "server still holds {now} descriptors (baseline {baseline}):\n{}", server.lines.dump());
+    assert!(server.lines.count("peer is not reading its answers") > 0, "{}", server.lines.dump());
+    drop(held);
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn accept_errors_back_off_under_a_low_descriptor_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, 2, 5_000, 23, 7574).unwrap();
+    let port = free_port();
+    let env = [
+        ("SERVER_PORT", port.to_string()),
+        ("SERVER_AGENCIES", "2".to_string()),
+        ("SERVER_STORAGE_PATH", dir.path().join("bets.csv").display().to_string()),
+        ("SERVER_IDLE_TIMEOUT_MS", "1500".to_string()),
+    ];
+    let mut server = Proc::spawn_args("prlimit", &["--nofile=64:64", "--", SERVER], "server", &env, dir.path());
+    server
+        .lines
+        .wait_for("action: accept_connections | result: in_progress", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("server did not start:\n{}", server.lines.dump()));
+    // An established connection is served all through the flood (an Echo every 200 ms).
+    let mut before = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    before.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let served = std::thread::spawn(move || {
+        let mut answered = 0;
+        for _ in 0..20 {
+            before.write_all(&[0x01, 0, 0, 0, 2, b'o', b'k']).unwrap();
+            match read_answer(&mut before) {
+                Some(Response::Echo(p)) if &p[..] == b"ok" => answered += 1,
+                other => panic!("echo during the flood: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        answered
+    });
+
+    // The flood: 200 silent connections held for 3 s, far over 64 descriptors.
+    let flood_started = Instant::now();
+    let flood: Vec<TcpStream> = (0..200)
+        .filter_map(|_| {
+            TcpStream::connect_timeout(&std::net::SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(300))
+                .ok()
+        })
+        .collect();
+    let hit = server
+        .lines
+        .wait_for("Too many open files", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the descriptor limit was never hit:\n{}", server.lines.dump()));
+    println!("server: {hit}");
+    while flood_started.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("flood held {} connections for {:?}", flood.len(), flood_started.elapsed());
+    drop(flood);
+    assert_eq!(served.join().unwrap(), 20, "the established connection was not served throughout");
+
+    // It recovers: both agencies complete with the right winners.
+    let mut clients: Vec<Proc> =
+        (1..=2).map(|id| start_client(dir.path(), id, port, &data.join(format!("agency-{id}.csv")), &[])).collect();
+    for c in &mut clients {
+        assert!(c.wait(RUN).success(), "{}\nserver:\n{}", c.lines.dump(), server.lines.dump());
+    }
+    let errors = server.lines.count("Too many open files");
+    println!("accept errors logged: {errors} in {:?}", flood_started.elapsed());
+    // One line per pause of 100 ms doubling to 2 s: a hot loop would log thousands.
+    let bound = 2 + flood_started.elapsed().as_millis() as usize / 100;
+    assert!(errors >= 1 && errors <= bound, "{errors} accept errors logged (bound {bound})");
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+    assert_exactly_once(dir.path(), &summaries, &clients);
+}
+
+#[test]
+fn an_agency_with_more_winners_pages_than_the_outbox_holds_is_not_taken_for_a_non_reader() {
+    // 60,000 winning bets: about 75 pages of winners, more than the 64 answers a
+    // connection may queue, all for one request.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agency-1.csv");
+    let mut rows = String::new();
+    for i in 0..60_000u64 {
+        rows.push_str(&format!("Ana,Pérez,{:08},1990-01-01,7574\r\n", 10_000_000 + i));
+    }
+    std::fs::write(&path, rows).unwrap();
+    let (mut server, port) = start_server(dir.path(), 1, &[("SERVER_IDLE_TIMEOUT_MS", "1000".into())]);
+    let mut client = start_client(dir.path(), 1, port, &path, &[]);
+    assert!(client.wait(RUN).success(), "{}\nserver:\n{}", client.lines.dump(), server.lines.dump());
+    assert_eq!(winners_logged(&client), Some(60_000));
+    assert_eq!(server.lines.count("peer is not reading"), 0, "{}", server.lines.dump());
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
 }

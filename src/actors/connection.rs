@@ -9,9 +9,13 @@
 //! limit the actor `wait`s, which also pauses reading (backpressure to the peer).
 //! Writing is a small task fed by a bounded channel; when the actor stops, the
 //! channel closes and the task writes what is left, then closes the socket.
+//! Every write has a deadline (`idle_timeout`): a peer that does not read its
+//! answers loses its socket. The listener counts the connection until the writer
+//! has finished and the actor (holding the read half) is gone, so a socket is
+//! counted against `max_connections` until it is really closed.
 
 use super::bet_store::{BetStore, MarkDone, QueryProgress, StoreBets, StoreError};
-use super::draw_coordinator::{AgencyDone, DrawCoordinator, WinnersFor, WinnersReady};
+use super::draw_coordinator::{DrawCoordinator, WinnersFor, WinnersReady};
 use super::listener::{ConnectionClosed, Listener};
 use crate::bet::AgencyId;
 use crate::net::frame::{winners_pages, BetBatch};
@@ -28,7 +32,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
-/// Responses queued for one peer before it is considered not to be reading.
+/// Answers queued for one peer before it is considered not to be reading. One
+/// answer is one slot however many frames it has (all winners pages are one).
 const OUTBOX: usize = 64;
 /// Store requests one connection may have outstanding (pipelined batches).
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -54,12 +59,10 @@ pub struct Close;
 type Frame = Result<Result<Request, ProtocolError>, ProtocolError>;
 
 pub struct Connection {
-    id: u64,
     peer: SocketAddr,
     agency: Option<AgencyId>,
     deps: ConnectionDeps,
-    listener: Addr<Listener>,
-    outbox: mpsc::Sender<Response>,
+    outbox: mpsc::Sender<Vec<Response>>,
     reading: Option<SpawnHandle>,
     last_frame: Instant,
     /// Sequence number of the next request.
@@ -91,15 +94,14 @@ impl Connection {
         let (read, write) = stream.into_split();
         let (outbox, rx) = mpsc::channel(OUTBOX);
         let log = deps.log.new(slog::o!());
-        actix::spawn(write_loop(write, rx, drain_guard));
+        let writer = Writer { id, peer, deadline: deps.idle_timeout, listener: listener.clone(), log: log.clone() };
         Connection::create(move |ctx| {
+            actix::spawn(writer.run(write, rx, ctx.address(), drain_guard));
             let reading = Some(ctx.add_stream(FramedRead::with_capacity(read, ServerCodec, MAX_FRAME)));
             Connection {
-                id,
                 peer,
                 agency: None,
                 deps,
-                listener,
                 outbox,
                 reading,
                 last_frame: Instant::now(),
@@ -135,8 +137,8 @@ impl Connection {
             if let Some(outcome) = outcome {
                 outcome.log(&self.log, self.peer);
             }
-            for response in responses {
-                self.write(response, ctx);
+            if !responses.is_empty() {
+                self.write(responses, ctx);
             }
         }
         if self.ready.len() > MAX_WAITING_ANSWERS {
@@ -147,8 +149,8 @@ impl Connection {
         self.stop_if_drained(ctx);
     }
 
-    fn write(&mut self, response: Response, ctx: &mut Context<Self>) {
-        match self.outbox.try_send(response) {
+    fn write(&mut self, responses: Vec<Response>, ctx: &mut Context<Self>) {
+        match self.outbox.try_send(responses) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 warn!(self.log, "action: send_response | result: fail"; "ip" => %self.peer, "error" => "peer is not reading its answers");
@@ -299,10 +301,8 @@ impl Connection {
                 let fut = self.deps.store.send(MarkDone { agency, total }).into_actor(self).map(move |res, act, ctx| {
                     act.in_flight -= 1;
                     let answer = match flatten(res) {
-                        Ok(stored) => {
-                            act.deps.coordinator.do_send(AgencyDone { agency });
-                            Response::Ack { index: stored, count: 0 }
-                        }
+                        // The store told the coordinator itself, once the journal was synced.
+                        Ok(stored) => Response::Ack { index: stored, count: 0 },
                         Err(e) => {
                             warn!(act.log, "action: agency_done | result: fail"; "agency" => agency, "ip" => %act.peer, "error" => %e);
                             Response::Nack { code: nack_code(&e), index: total, message: e.to_string() }
@@ -315,12 +315,15 @@ impl Connection {
             Request::Resume { agency } => {
                 let fut = self.deps.store.send(QueryProgress { agency }).into_actor(self).map(move |res, act, ctx| {
                     act.in_flight -= 1;
-                    let answer = match res {
+                    let answer = match flatten(res) {
                         Ok((stored, done)) => {
                             info!(act.log, "action: resume | result: success"; "agency" => agency, "stored" => stored, "done" => done);
                             Response::Progress { agency, stored, done }
                         }
-                        Err(e) => Response::Nack { code: NackCode::Unavailable, index: 0, message: e.to_string() },
+                        Err(e) => {
+                            warn!(act.log, "action: resume | result: fail"; "agency" => agency, "ip" => %act.peer, "error" => %e);
+                            Response::Nack { code: nack_code(&e), index: 0, message: e.to_string() }
+                        }
                     };
                     act.answer(seq, vec![answer], ctx);
                 });
@@ -386,7 +389,7 @@ fn nack_code(e: &StoreError) -> NackCode {
         StoreError::AlreadyDone(_) => NackCode::AlreadyDone,
         StoreError::OutOfOrder { .. } => NackCode::OutOfOrder,
         StoreError::Incomplete { .. } => NackCode::Incomplete,
-        StoreError::Io(_) => NackCode::StorageError,
+        StoreError::Storage { .. } => NackCode::StorageError,
         StoreError::Closed => NackCode::Unavailable,
     }
 }
@@ -408,7 +411,7 @@ impl Actor for Connection {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.listener.do_send(ConnectionClosed { id: self.id });
+        // The listener hears of the close from the writer, once the socket is really closed.
         let agency = self.agency.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
         info!(self.log, "action: close_connection | result: success"; "ip" => %self.peer, "agency" => agency);
     }
@@ -473,27 +476,94 @@ impl Handler<WinnersReady> for Connection {
         self.answer(seq, answers, ctx);
     }
 }
-/// Writes queued responses, coalescing what is ready into one write; closes the
-/// socket when the connection is gone. Holding `_drain` tells shutdown it is not done.
-async fn write_loop(mut socket: OwnedWriteHalf, mut rx: mpsc::Receiver<Response>, _drain: mpsc::Sender<()>) {
-    let mut buf = BytesMut::with_capacity(MAX_FRAME);
-    'outer: while let Some(response) = rx.recv().await {
-        buf.clear();
-        let mut next = Some(response);
-        while let Some(r) = next.take() {
-            if r.encode(&mut buf).is_err() {
-                break 'outer;
+/// Tells the actor its writer gave up (the peer stopped reading, or the socket failed).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterGone;
+
+impl Handler<WriterGone> for Connection {
+    type Result = ();
+    fn handle(&mut self, _: WriterGone, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// The writing side of one connection.
+struct Writer {
+    id: u64,
+    peer: SocketAddr,
+    /// How long one write may wait for the peer to read.
+    deadline: Duration,
+    listener: Addr<Listener>,
+    log: Logger,
+}
+
+impl Writer {
+    /// Writes queued answers, coalescing up to four frames per write; closes the
+    /// socket when the connection is gone or the peer stops reading. Holding
+    /// `_drain` tells shutdown it is not done.
+    async fn run(
+        self,
+        mut socket: OwnedWriteHalf,
+        mut rx: mpsc::Receiver<Vec<Response>>,
+        conn: Addr<Connection>,
+        _drain: mpsc::Sender<()>,
+    ) {
+        let mut buf = BytesMut::with_capacity(MAX_FRAME);
+        let outcome = self.write_all(&mut socket, &mut rx, &mut buf).await;
+        let _ = tokio::time::timeout(self.deadline, socket.shutdown()).await;
+        drop(socket);
+        if let Err(error) = outcome {
+            warn!(self.log, "action: send_response | result: fail"; "ip" => %self.peer, "error" => error);
+            conn.do_send(WriterGone);
+        }
+        // The read half lives in the actor: wait for it to go (the channel closes
+        // when the actor is dropped), then the socket is really closed.
+        while rx.recv().await.is_some() {}
+        self.listener.do_send(ConnectionClosed { id: self.id });
+    }
+
+    async fn write_all(
+        &self,
+        socket: &mut OwnedWriteHalf,
+        rx: &mut mpsc::Receiver<Vec<Response>>,
+        buf: &mut BytesMut,
+    ) -> Result<(), String> {
+        while let Some(answer) = rx.recv().await {
+            let mut pending = Some(answer);
+            while let Some(responses) = pending.take() {
+                for response in responses {
+                    response.encode(buf).map_err(|e| e.to_string())?;
+                    if buf.len() >= 4 * MAX_FRAME {
+                        self.flush(socket, buf).await?;
+                    }
+                }
+                if buf.len() < 4 * MAX_FRAME {
+                    pending = rx.try_recv().ok();
+                }
             }
-            if buf.len() < 4 * MAX_FRAME {
-                next = rx.try_recv().ok();
+            self.flush(socket, buf).await?;
+            if buf.capacity() > 8 * MAX_FRAME {
+                *buf = BytesMut::with_capacity(MAX_FRAME);
             }
         }
-        if socket.write_all(&buf).await.is_err() {
-            break;
+        Ok(())
+    }
+
+    /// One bounded write: a peer that reads nothing for `deadline` is dropped.
+    async fn flush(&self, socket: &mut OwnedWriteHalf, buf: &mut BytesMut) -> Result<(), String> {
+        if buf.is_empty() {
+            return Ok(());
         }
-        if buf.capacity() > 8 * MAX_FRAME {
-            buf = BytesMut::with_capacity(MAX_FRAME);
+        match tokio::time::timeout(self.deadline, socket.write_all(buf)).await {
+            Ok(Ok(())) => {
+                buf.clear();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("{e} ({:?})", e.kind())),
+            Err(_) => {
+                Err(format!("peer is not reading its answers (nothing written for {} ms)", self.deadline.as_millis()))
+            }
         }
     }
-    let _ = socket.shutdown().await;
 }

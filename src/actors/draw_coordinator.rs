@@ -107,6 +107,11 @@ impl DrawCoordinator {
                 for request in std::mem::take(&mut act.parked) {
                     act.answer(request);
                 }
+                // A failed draw (the disk, a descriptor limit) is tried again on the
+                // next request: agencies retry a storage error.
+                if matches!(act.state, DrawState::Failed(_)) {
+                    act.state = DrawState::Waiting;
+                }
             })
             .spawn(ctx);
     }
@@ -148,9 +153,12 @@ impl Handler<AgencyDone> for DrawCoordinator {
 impl Handler<WinnersFor> for DrawCoordinator {
     type Result = ();
 
-    fn handle(&mut self, msg: WinnersFor, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: WinnersFor, ctx: &mut Context<Self>) {
         match self.state {
-            DrawState::Waiting | DrawState::Running => self.parked.push(msg),
+            DrawState::Waiting | DrawState::Running => {
+                self.parked.push(msg);
+                self.maybe_draw(ctx);
+            }
             _ => self.answer(msg),
         }
     }
@@ -171,7 +179,7 @@ impl Handler<QueryStatus> for DrawCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::bet_store::{MarkDone, StoreBets};
+    use crate::actors::bet_store::{MarkDone, NotifyDone, StoreBets};
     use crate::bet::{Bet, Date};
     use std::time::Duration;
     use tokio::sync::mpsc;
@@ -205,6 +213,7 @@ mod tests {
         let log = crate::logging::discard();
         let store = BetStore::open(dir.path().join("bets.csv"), true, log.clone()).unwrap().start();
         let coordinator = DrawCoordinator::new(2, 7574, vec![], store.clone(), log).start();
+        store.send(NotifyDone(coordinator.clone().recipient())).await.unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let collector = Collector(tx).start();
 
@@ -213,16 +222,15 @@ mod tests {
         store.send(StoreBets { agency: 1, first_index: Some(0), bets: a1.into() }).await.unwrap().unwrap();
         store.send(StoreBets { agency: 2, first_index: Some(0), bets: a2.into() }).await.unwrap().unwrap();
 
-        // Agency 1 asks before anyone is done: parked, not answered.
+        // Agency 1 asks before anyone is done: parked, not answered. The store
+        // tells the coordinator about each Done (no relay by a connection).
         coordinator.do_send(WinnersFor { agency: 1, reply: collector.clone().recipient() });
         store.send(MarkDone { agency: 1, total: 3 }).await.unwrap().unwrap();
-        coordinator.do_send(AgencyDone { agency: 1 });
         let status = coordinator.send(QueryStatus).await.unwrap();
         assert_eq!(status, DrawStatus { done: vec![1], drawn: false, parked_requests: 1 });
         assert!(rx.try_recv().is_err(), "no answer before every agency is done");
 
         store.send(MarkDone { agency: 2, total: 2 }).await.unwrap().unwrap();
-        coordinator.do_send(AgencyDone { agency: 2 });
         let (agency, result) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
         assert_eq!(agency, 1);
         assert_eq!(*result.unwrap(), vec!["00000001".to_string(), "3".to_string()]);

@@ -3,6 +3,10 @@
 //! Accepting is a stream added to the actor; cancelling it drops the socket, so
 //! "stop accepting" really closes the port. Connections over the limit get a
 //! `Nack` and are closed, and the server stays healthy.
+//!
+//! A failed `accept` (EMFILE when descriptors run out, ENOBUFS, ...) pauses
+//! accepting with a doubling delay (as mini-redis does), logged once per pause,
+//! so a process out of descriptors never spins; the first success resets it.
 
 use super::connection::{Close, Connection, ConnectionDeps};
 use crate::net::{NackCode, Response};
@@ -10,21 +14,64 @@ use actix::prelude::*;
 use bytes::BytesMut;
 use slog::{info, warn, Logger};
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-/// `TcpListener` as a stream of accepted sockets (tokio 1 has no `incoming()`).
-pub struct AcceptStream(pub TcpListener);
+/// First pause after a failed accept.
+pub const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// The pause doubles up to this.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A failed accept, and how long accepting now pauses.
+pub struct AcceptFailed {
+    pub error: io::Error,
+    pub pause: Duration,
+}
+
+/// `TcpListener` as a stream of accepted sockets (tokio 1 has no `incoming()`),
+/// pausing after a failure.
+pub struct AcceptStream {
+    listener: TcpListener,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    next_pause: Duration,
+}
+
+impl AcceptStream {
+    pub fn new(listener: TcpListener) -> Self {
+        AcceptStream { listener, pause: None, next_pause: ACCEPT_BACKOFF_FIRST }
+    }
+}
 
 impl Stream for AcceptStream {
-    type Item = io::Result<(TcpStream, SocketAddr)>;
+    type Item = Result<(TcpStream, SocketAddr), AcceptFailed>;
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_accept(cx).map(Some)
+        let this = self.get_mut();
+        if let Some(pause) = this.pause.as_mut() {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.pause = None;
+        }
+        match this.listener.poll_accept(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(pair)) => {
+                this.next_pause = ACCEPT_BACKOFF_FIRST;
+                Poll::Ready(Some(Ok(pair)))
+            }
+            Poll::Ready(Err(error)) => {
+                let pause = this.next_pause;
+                this.next_pause = (pause * 2).min(ACCEPT_BACKOFF_MAX);
+                this.pause = Some(Box::pin(tokio::time::sleep(pause)));
+                Poll::Ready(Some(Err(AcceptFailed { error, pause })))
+            }
+        }
     }
 }
 
@@ -87,18 +134,19 @@ impl Actor for Listener {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(socket) = self.socket.take() {
-            self.accepting = Some(ctx.add_stream(AcceptStream(socket)));
+            self.accepting = Some(ctx.add_stream(AcceptStream::new(socket)));
             info!(self.log, "action: accept_connections | result: in_progress"; "address" => %self.address);
         }
     }
 }
 
-impl StreamHandler<io::Result<(TcpStream, SocketAddr)>> for Listener {
-    fn handle(&mut self, accepted: io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<(TcpStream, SocketAddr), AcceptFailed>> for Listener {
+    fn handle(&mut self, accepted: Result<(TcpStream, SocketAddr), AcceptFailed>, ctx: &mut Context<Self>) {
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
-            Err(e) => {
-                warn!(self.log, "action: accept_connection | result: fail"; "error" => %e);
+            Err(AcceptFailed { error, pause }) => {
+                warn!(self.log, "action: accept_connection | result: fail"; "kind" => ?error.kind(), "error" => %error,
+                    "open_connections" => self.connections.len(), "retry_in_ms" => pause.as_millis() as u64);
                 return;
             }
         };

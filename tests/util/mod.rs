@@ -65,7 +65,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(bin: &str, name: &str, env: &[(&str, String)], cwd: &Path) -> Proc {
-        let mut cmd = Command::new(bin);
+        Proc::spawn_args(bin, &[], name, env, cwd)
+    }
+
+    /// [`spawn`](Self::spawn) with arguments (e.g. `prlimit --nofile=64 -- server`).
+    pub fn spawn_args(program: &str, args: &[&str], name: &str, env: &[(&str, String)], cwd: &Path) -> Proc {
+        let bin = program;
+        let mut cmd = Command::new(program);
+        cmd.args(args);
         cmd.current_dir(cwd).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
         for var in ["SERVER_CONFIG", "CLI_CONFIG", "NOMBRE", "APELLIDO", "DOCUMENTO", "NACIMIENTO", "NUMERO"] {
             cmd.env_remove(var);
@@ -164,4 +171,9 @@ pub fn stored_rows(path: &Path) -> Vec<csv::StringRecord> {
 pub fn course_dataset() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/tp0");
     dir.join("agency-1.csv").exists().then_some(dir)
+}
+
+/// Open descriptors of a process (`/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
