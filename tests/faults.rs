@@ -22,11 +22,7 @@ fn free_port() -> u16 {
 }
 
 fn spawn_server_on(dir: &Path, port: u16, agencies: u32) -> Proc {
-    let env = [
-        ("SERVER_PORT", port.to_string()),
-        ("SERVER_AGENCIES", agencies.to_string()),
-        ("SERVER_STORAGE_PATH", dir.join("bets.csv").display().to_string()),
-    ];
+    let env = server_env(dir, port, agencies, &[]);
     let server = Proc::spawn(SERVER, "server", &env, dir);
     server
         .lines

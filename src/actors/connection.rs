@@ -10,6 +10,9 @@
 //! Writing is a small task fed by a bounded channel; when the actor stops, the
 //! channel closes and the task writes what is left, then closes the socket.
 
+mod handshake;
+
+use super::auth_guard::AuthGuard;
 use super::bet_store::{BetStore, MarkDone, QueryProgress, StoreBets, StoreError};
 use super::draw_coordinator::{AgencyDone, DrawCoordinator, WinnersFor, WinnersReady};
 use super::listener::{ConnectionClosed, Listener};
@@ -44,6 +47,8 @@ pub struct ConnectionDeps {
     pub agencies: u32,
     pub idle_timeout: Duration,
     pub log: Logger,
+    /// Checks handshakes; `None` when the server runs with `SERVER_AUTH=off`.
+    pub auth: Option<Addr<AuthGuard>>,
 }
 
 /// Finish the messages in hand, then close (shutdown).
@@ -57,6 +62,7 @@ pub struct Connection {
     id: u64,
     peer: SocketAddr,
     agency: Option<AgencyId>,
+    auth: handshake::AuthState,
     deps: ConnectionDeps,
     listener: Addr<Listener>,
     outbox: mpsc::Sender<Response>,
@@ -98,6 +104,7 @@ impl Connection {
                 id,
                 peer,
                 agency: None,
+                auth: handshake::AuthState::new(deps.auth.is_some()),
                 deps,
                 listener,
                 outbox,
@@ -180,7 +187,8 @@ impl Connection {
         }
     }
 
-    /// Binds the connection to the agency of its first message and refuses any other.
+    /// Refuses messages for another agency than the one the connection is bound to
+    /// (by its handshake; with `SERVER_AUTH=off`, by its first message).
     fn check_agency(&mut self, seq: u64, agency: AgencyId, ctx: &mut Context<Self>) -> bool {
         if agency == 0 || agency > self.deps.agencies {
             warn!(self.log, "action: check_agency | result: fail"; "ip" => %self.peer, "agency" => agency,
@@ -224,12 +232,17 @@ impl Connection {
     }
 
     fn route(&mut self, seq: u64, request: Request, ctx: &mut Context<Self>) {
+        let Some(request) = self.gate(seq, request, ctx) else {
+            return;
+        };
         if let Some(agency) = request.agency() {
             if !self.check_agency(seq, agency, ctx) {
                 return;
             }
         }
         match request {
+            // Handled by `gate`.
+            Request::AuthHello { .. } | Request::AuthProof { .. } => {}
             Request::Echo(payload) => {
                 info!(self.log, "action: receive_message | result: success"; "ip" => %self.peer);
                 self.answer(seq, vec![Response::Echo(payload)], ctx);
