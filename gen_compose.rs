@@ -4,7 +4,13 @@
 //! The template is plain text with one repeated block, so what ends up in the
 //! compose file is visible in the template; the result is parsed back as YAML and
 //! checked before anything is written.
+//!
+//! Each run makes a fresh random key per agency: the server's copy of all of
+//! them goes to `.keys/agency-keys.csv` beside the output file (directory 0700,
+//! file 0600, mounted read-only into the server), and each agency's own key into
+//! its block's environment (`CLI_AUTH_KEY`). Keys are never printed.
 
+use loteria::auth::AgencyKeys;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,8 +54,29 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     Ok(Args { agencies, output, template })
 }
 
+/// Where the server's key file goes, relative to the compose file's directory.
+const KEYS_DIR: &str = ".keys";
+const KEYS_FILE: &str = "agency-keys.csv";
+
+/// Writes the server's key file beside the compose file (`.keys/`, 0700; file 0600).
+fn write_keys(output: &std::path::Path, keys: &AgencyKeys) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let base = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = base.join(KEYS_DIR);
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let path = dir.join(KEYS_FILE);
+    keys.write(&path)?;
+    Ok(path)
+}
+
+fn restrict(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 /// Renders the template for `agencies` agencies.
-fn render(template: &str, agencies: u32) -> Result<String, String> {
+fn render(template: &str, agencies: u32, keys: &AgencyKeys) -> Result<String, String> {
     let line = |marker: &str| {
         template
             .lines()
@@ -74,7 +101,8 @@ fn render(template: &str, agencies: u32) -> Result<String, String> {
     let mut out = String::with_capacity(template.len() + block.len() * agencies as usize);
     out.push_str(&head.replace("{{agencies}}", &agencies.to_string()));
     for id in 1..=agencies {
-        out.push_str(&block.replace("{{id}}", &id.to_string()));
+        let key = keys.get(id).ok_or(format!("no key for agency {id}"))?;
+        out.push_str(&block.replace("{{id}}", &id.to_string()).replace("{{auth_key}}", &key.to_hex()));
     }
     out.push_str(tail);
     check(&out, agencies)?;
@@ -117,10 +145,24 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let rendered = match render(&template, args.agencies) {
+    let keys = match AgencyKeys::generate(args.agencies) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("gen_compose: cannot read random bytes for the agency keys: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rendered = match render(&template, args.agencies, &keys) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gen_compose: {}: {e}", args.template.display());
+            return ExitCode::from(1);
+        }
+    };
+    let keys_path = match write_keys(&args.output, &keys) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("gen_compose: cannot write the agency keys beside {}: {e}", args.output.display());
             return ExitCode::from(1);
         }
     };
@@ -128,7 +170,17 @@ fn main() -> ExitCode {
         eprintln!("gen_compose: cannot write {}: {e}", args.output.display());
         return ExitCode::from(1);
     }
-    println!("gen_compose: wrote {} with {} agencies", args.output.display(), args.agencies);
+    // The compose file carries every agency's key in its environments: owner only.
+    if let Err(e) = restrict(&args.output) {
+        eprintln!("gen_compose: cannot make {} owner-only: {e}", args.output.display());
+        return ExitCode::from(1);
+    }
+    println!(
+        "gen_compose: wrote {} with {} agencies and fresh keys in {}",
+        args.output.display(),
+        args.agencies,
+        keys_path.display()
+    );
     ExitCode::SUCCESS
 }
 
@@ -154,7 +206,8 @@ mod tests {
         let template =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.tmpl.yaml")).unwrap();
         for n in [0, 1, 10] {
-            let out = render(&template, n).unwrap();
+            let keys = AgencyKeys::generate(n).unwrap();
+            let out = render(&template, n, &keys).unwrap();
             let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
             let services = doc["services"].as_mapping().unwrap();
             assert_eq!(services.len(), n as usize + 1);
@@ -166,13 +219,47 @@ mod tests {
                 let last = &doc["services"][format!("client{n}").as_str()];
                 assert_eq!(last["container_name"].as_str(), Some(format!("client{n}").as_str()));
                 assert_eq!(last["environment"][0].as_str(), Some(format!("CLI_ID={n}").as_str()));
+                // Each agency gets its own key, and only its own.
+                for id in 1..=n {
+                    let env = doc["services"][format!("client{id}").as_str()]["environment"].as_sequence().unwrap();
+                    let own = format!("CLI_AUTH_KEY={}", keys.get(id).unwrap().to_hex());
+                    assert!(env.iter().any(|v| v.as_str() == Some(own.as_str())), "client{id}");
+                    let others = (1..=n).filter(|o| *o != id).map(|o| keys.get(o).unwrap().to_hex());
+                    for other in others {
+                        assert!(!env.iter().any(|v| v.as_str().is_some_and(|v| v.contains(&other))));
+                    }
+                }
                 assert_eq!(
                     last["volumes"][1].as_str(),
                     Some(format!("./.data/agency-{n}.csv:/data/agency-{n}.csv:ro").as_str())
                 );
             }
+            let server = &doc["services"]["server"];
+            let env = server["environment"].as_sequence().unwrap();
+            assert!(env.iter().any(|v| v.as_str() == Some("SERVER_AUTH_KEYS=/keys/agency-keys.csv")));
+            let volumes = server["volumes"].as_sequence().unwrap();
+            assert!(volumes.iter().any(|v| v.as_str() == Some("./.keys:/keys:ro")));
+            let live = out.lines().filter(|l| !l.trim_start().starts_with('#'));
+            assert!(!live.clone().any(|l| l.contains("{{")), "a placeholder was left");
             assert_eq!(doc["networks"]["testing_net"]["name"].as_str(), Some("tp0_testing_net"));
             assert!(doc.get("name").is_none(), "compose 1.29 rejects a top-level name");
         }
+    }
+
+    #[test]
+    fn keys_go_beside_the_output_owner_only_and_fresh_each_time() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("docker-compose-dev.yaml");
+        let first = AgencyKeys::generate(3).unwrap();
+        let path = write_keys(&output, &first).unwrap();
+        assert_eq!(path, dir.path().join(".keys/agency-keys.csv"));
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&dir.path().join(".keys")), mode(&path)), (0o700, 0o600));
+        assert_eq!(AgencyKeys::load(&path).unwrap(), first);
+        let second = AgencyKeys::generate(3).unwrap();
+        assert_ne!(first, second, "a new generation has new keys");
+        write_keys(&output, &second).unwrap();
+        assert_eq!(AgencyKeys::load(&path).unwrap(), second);
     }
 }
