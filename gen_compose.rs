@@ -6,9 +6,12 @@
 //! checked before anything is written.
 //!
 //! Each run makes a fresh random key per agency: the server's copy of all of
-//! them goes to `.keys/agency-keys.csv` beside the output file (directory 0700,
-//! file 0600, mounted read-only into the server), and each agency's own key into
-//! its block's environment (`CLI_AUTH_KEY`). Keys are never printed.
+//! them goes to `.keys/<output name>.agency-keys.csv` beside the output file
+//! (directory 0700, file 0600; the directory is mounted read-only into the server),
+//! and each agency's own key into its block's environment (`CLI_AUTH_KEY`). Keys
+//! are never printed. The file is named after the compose file because each
+//! compose file carries its own generation's keys: generating a second compose file
+//! in the same directory must not invalidate the first.
 
 use loteria::auth::AgencyKeys;
 use std::path::PathBuf;
@@ -56,7 +59,16 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
 
 /// Where the server's key file goes, relative to the compose file's directory.
 const KEYS_DIR: &str = ".keys";
-const KEYS_FILE: &str = "agency-keys.csv";
+const KEYS_SUFFIX: &str = ".agency-keys.csv";
+
+/// The key file's name for a compose file: its stem plus [`KEYS_SUFFIX`], with
+/// anything but `[A-Za-z0-9._-]` replaced so the name is a plain YAML scalar.
+fn keys_file_name(output: &std::path::Path) -> String {
+    let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let safe: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    format!("{}{KEYS_SUFFIX}", if safe.is_empty() { "compose" } else { &safe })
+}
 
 /// Writes the server's key file beside the compose file (`.keys/`, 0700; file 0600).
 fn write_keys(output: &std::path::Path, keys: &AgencyKeys) -> std::io::Result<PathBuf> {
@@ -65,7 +77,7 @@ fn write_keys(output: &std::path::Path, keys: &AgencyKeys) -> std::io::Result<Pa
     let dir = base.join(KEYS_DIR);
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    let path = dir.join(KEYS_FILE);
+    let path = dir.join(keys_file_name(output));
     keys.write(&path)?;
     Ok(path)
 }
@@ -76,7 +88,7 @@ fn restrict(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Renders the template for `agencies` agencies.
-fn render(template: &str, agencies: u32, keys: &AgencyKeys) -> Result<String, String> {
+fn render(template: &str, agencies: u32, keys: &AgencyKeys, keys_file: &str) -> Result<String, String> {
     let line = |marker: &str| {
         template
             .lines()
@@ -99,7 +111,7 @@ fn render(template: &str, agencies: u32, keys: &AgencyKeys) -> Result<String, St
     let tail = &template[end + END.len()..];
     let tail = tail.strip_prefix('\n').unwrap_or(tail);
     let mut out = String::with_capacity(template.len() + block.len() * agencies as usize);
-    out.push_str(&head.replace("{{agencies}}", &agencies.to_string()));
+    out.push_str(&head.replace("{{agencies}}", &agencies.to_string()).replace("{{keys_file}}", keys_file));
     for id in 1..=agencies {
         let key = keys.get(id).ok_or(format!("no key for agency {id}"))?;
         out.push_str(&block.replace("{{id}}", &id.to_string()).replace("{{auth_key}}", &key.to_hex()));
@@ -152,7 +164,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let rendered = match render(&template, args.agencies, &keys) {
+    let rendered = match render(&template, args.agencies, &keys, &keys_file_name(&args.output)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gen_compose: {}: {e}", args.template.display());
@@ -207,7 +219,7 @@ mod tests {
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.tmpl.yaml")).unwrap();
         for n in [0, 1, 10] {
             let keys = AgencyKeys::generate(n).unwrap();
-            let out = render(&template, n, &keys).unwrap();
+            let out = render(&template, n, &keys, "dc.agency-keys.csv").unwrap();
             let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
             let services = doc["services"].as_mapping().unwrap();
             assert_eq!(services.len(), n as usize + 1);
@@ -236,7 +248,7 @@ mod tests {
             }
             let server = &doc["services"]["server"];
             let env = server["environment"].as_sequence().unwrap();
-            assert!(env.iter().any(|v| v.as_str() == Some("SERVER_AUTH_KEYS=/keys/agency-keys.csv")));
+            assert!(env.iter().any(|v| v.as_str() == Some("SERVER_AUTH_KEYS=/keys/dc.agency-keys.csv")));
             let volumes = server["volumes"].as_sequence().unwrap();
             assert!(volumes.iter().any(|v| v.as_str() == Some("./.keys:/keys:ro")));
             let live = out.lines().filter(|l| !l.trim_start().starts_with('#'));
@@ -253,7 +265,7 @@ mod tests {
         let output = dir.path().join("docker-compose-dev.yaml");
         let first = AgencyKeys::generate(3).unwrap();
         let path = write_keys(&output, &first).unwrap();
-        assert_eq!(path, dir.path().join(".keys/agency-keys.csv"));
+        assert_eq!(path, dir.path().join(".keys/docker-compose-dev.agency-keys.csv"));
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!((mode(&dir.path().join(".keys")), mode(&path)), (0o700, 0o600));
         assert_eq!(AgencyKeys::load(&path).unwrap(), first);
@@ -261,5 +273,10 @@ mod tests {
         assert_ne!(first, second, "a new generation has new keys");
         write_keys(&output, &second).unwrap();
         assert_eq!(AgencyKeys::load(&path).unwrap(), second);
+        // Another compose file in the same directory has its own keys and leaves these alone.
+        let other = write_keys(&dir.path().join("dc-10.yaml"), &first).unwrap();
+        assert_eq!(other, dir.path().join(".keys/dc-10.agency-keys.csv"));
+        assert_eq!(AgencyKeys::load(&path).unwrap(), second);
+        assert_eq!(keys_file_name(std::path::Path::new("a b:c.yaml")), "a_b_c.agency-keys.csv");
     }
 }
