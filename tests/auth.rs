@@ -119,6 +119,16 @@ fn auth_impostors_for_another_agency_are_refused_before_and_after_it_connects() 
     let summaries = datagen::generate(&data, 2, 1_000, 17, 7574).unwrap();
     let (server, port) = start_server(dir.path(), 2, &[]);
 
+    // The course's netcat check still works: an Echo right after connecting gets exactly
+    // its bytes back (the server never speaks first, not even a challenge).
+    let mut echo = raw(port);
+    let sent = [0x01, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'];
+    echo.write_all(&sent).unwrap();
+    let mut back = [0u8; 10];
+    echo.read_exact(&mut back).unwrap();
+    assert_eq!(back, sent);
+    drop(echo);
+
     // Before agency 2 connects: the attack, and the rest.
     unauthenticated_impostors_are_refused(port, 2);
     other_agencys_key_cannot_speak_for_it(port, dir.path(), 1, 2);
