@@ -202,7 +202,16 @@ impl AgencyKeys {
             };
             let agency: AgencyId = match agency.trim().parse() {
                 Ok(a) if a >= 1 => a,
-                _ => return Err(bad(format!("agency {:?} is not a whole number >= 1", agency.trim()))),
+                // Quote the field only when it is short: swapped columns would put a key here.
+                _ if agency.trim().len() <= 10 => {
+                    return Err(bad(format!("agency {:?} is not a whole number >= 1", agency.trim())))
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "the agency field ({} characters) is not a whole number >= 1",
+                        agency.len()
+                    )))
+                }
             };
             let key = AuthKey::from_hex(key).map_err(|e| bad(format!("agency {agency}: {e}")))?;
             if keys.0.insert(agency, key).is_some() {
@@ -313,6 +322,7 @@ mod tests {
             (format!("1,{secret}\n\n2,{short}\n"), 3, "agency 2: a key must be 64 hex digits"),
             (format!("1,{}g\n", &secret[..63]), 1, "hex digits only"),
             (format!("1,{secret}\n1,{secret}\n"), 2, "agency 1 has a key on an earlier line"),
+            (format!("{secret},1\n"), 1, "the agency field (64 characters)"),
         ];
         for (text, line, needle) in cases {
             let err = AgencyKeys::parse(&text, path).unwrap_err().to_string();
