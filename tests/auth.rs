@@ -377,9 +377,18 @@ fn auth_no_keys_no_start_unless_auth_is_off() {
     assert!(server.wait(Duration::from_secs(10)).success());
 }
 
+/// What the fake central claims.
+#[derive(Clone, Copy)]
+enum Claim {
+    /// `Progress` at connect: done, with this many stored.
+    DoneAtResume(u64),
+    /// Takes the batches, then acks `Done` with a total short by one.
+    ShortDoneAck,
+}
+
 /// A fake central on a raw socket: answers the handshake (checking the proof),
-/// then says the agency is done with `stored` bets.
-fn fake_server_saying_done(key: AuthKey, agency: u32, stored: u64) -> (u16, std::thread::JoinHandle<bool>) {
+/// then lies about the agency's count as `claim` says.
+fn fake_server(key: AuthKey, agency: u32, claim: Claim) -> (u16, std::thread::JoinHandle<bool>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let handle = std::thread::spawn(move || {
@@ -407,7 +416,24 @@ fn fake_server_saying_done(key: AuthKey, agency: u32, stored: u64) -> (u16, std:
         let proven = key.verify(&nonce, agency, &mac);
         reply(&mut s, Response::Ack { index: 0, count: 0 });
         assert_eq!(next(&mut s), Request::Resume { agency });
-        reply(&mut s, Response::Progress { agency, stored, done: true });
+        match claim {
+            Claim::DoneAtResume(stored) => reply(&mut s, Response::Progress { agency, stored, done: true }),
+            Claim::ShortDoneAck => {
+                reply(&mut s, Response::Progress { agency, stored: 0, done: false });
+                loop {
+                    match next(&mut s) {
+                        Request::Batch { first_index, bets, .. } => {
+                            reply(&mut s, Response::Ack { index: first_index, count: bets.len() as u32 })
+                        }
+                        Request::Done { total, .. } => {
+                            reply(&mut s, Response::Ack { index: total - 1, count: 0 });
+                            break;
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+        }
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
         proven
@@ -422,8 +448,10 @@ fn auth_the_agency_checks_the_servers_done_against_its_file() {
     let summaries = datagen::generate(&data, 1, 5, 2, 7574).unwrap();
     ensure_keys(dir.path(), 1);
     let key = key_of(dir.path(), 1).unwrap();
-    for (stored, word) in [(3u64, "fewer"), (7, "more")] {
-        let (port, fake) = fake_server_saying_done(key.clone(), 1, stored);
+    for (claim, stored, word) in
+        [(Claim::DoneAtResume(3), 3u64, "fewer"), (Claim::DoneAtResume(7), 7, "more"), (Claim::ShortDoneAck, 4, "ack")]
+    {
+        let (port, fake) = fake_server(key.clone(), 1, claim);
         let mut client = start_client(dir.path(), 1, port, &summaries[0].path, &[]);
         assert_eq!(client.wait(RUN).code(), Some(1), "told {word}: {}", client.lines.dump());
         assert!(fake.join().unwrap(), "the agency's proof was right");
