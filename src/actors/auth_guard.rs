@@ -173,17 +173,22 @@ mod tests {
         let key = AuthKey::generate().unwrap();
         let mut keys = AgencyKeys::new();
         keys.insert(1, key.clone());
-        let guard = AuthGuard::new(keys).start();
-        let nonce = [3u8; NONCE_LEN];
+        let mut guard = AuthGuard::new(keys);
         let attacker: IpAddr = "10.0.0.9".parse().unwrap();
-        let honest: IpAddr = "10.0.0.1".parse().unwrap();
-        let wrong = Verify { ip: attacker, agency: 1, nonce, mac: [0; MAC_LEN] };
-        let first = guard.send(wrong).await.unwrap();
-        assert_eq!(first, Verdict::Rejected { failures: 1, delayed: Duration::ZERO });
-        // Ten more at once: each is held for its slot, so the later ones wait longer
-        // (their waits are decided, not measured), and the last ones are refused unchecked.
-        let pending: Vec<_> = (0..10).map(|_| guard.send(wrong)).collect();
-        let good = Verify { ip: honest, agency: 1, nonce, mac: key.proof(&nonce, 1) };
+        // Four earlier failures: the next proof from that address waits 800 ms.
+        for _ in 0..4 {
+            guard.record_failure(attacker, Instant::now());
+        }
+        let guard = guard.start();
+        let nonce = [3u8; NONCE_LEN];
+        let wrong = |ip: IpAddr| Verify { ip, agency: 1, nonce, mac: [0; MAC_LEN] };
+        // A new address's first wrong proof is answered at once.
+        let fresh = guard.send(wrong("10.0.0.7".parse().unwrap())).await.unwrap();
+        assert_eq!(fresh, Verdict::Rejected { failures: 1, delayed: Duration::ZERO });
+        // Ten at once from the attacker: each is held for its own slot (0.8, 2.4, 4.4 s),
+        // decided when it arrives, and the rest would wait over MAX_QUEUE: refused unchecked.
+        let pending: Vec<_> = (0..10).map(|_| guard.send(wrong(attacker))).collect();
+        let good = Verify { ip: "10.0.0.1".parse().unwrap(), agency: 1, nonce, mac: key.proof(&nonce, 1) };
         assert_eq!(guard.send(good).await.unwrap(), Verdict::Accepted { delayed: Duration::ZERO });
         let mut waits = Vec::new();
         let mut throttled = 0;
@@ -197,9 +202,9 @@ mod tests {
                 Verdict::Accepted { .. } => panic!("a wrong proof was accepted"),
             }
         }
-        assert!(waits.len() >= 3 && throttled >= 1, "{waits:?}, {throttled} throttled");
+        assert_eq!((waits.len(), throttled), (3, 7), "{waits:?}");
         assert!(waits.windows(2).all(|w| w[0] < w[1]), "{waits:?}");
-        assert!(waits[0] > Duration::ZERO);
+        assert!(waits[0] >= Duration::from_millis(600), "{waits:?}");
         // The right key from the attacker's address still works, after its slot.
         let late = Verify { ip: attacker, agency: 1, nonce, mac: key.proof(&nonce, 1) };
         assert!(matches!(guard.send(late).await.unwrap(), Verdict::Accepted { delayed } if delayed > Duration::ZERO));
