@@ -16,6 +16,7 @@
 //! Options: `--quick`, `--agencies N`, `--bets M`, `--runs R`, `--windows 1,32`,
 //! `--no-relaxed`, `--json FILE`, `--keep DIR`. Figures are printed, never asserted.
 
+use loteria::auth::AgencyKeys;
 use loteria::client::BetReader;
 use loteria::config::DEFAULT_BATCH_WINDOW;
 use loteria::datagen;
@@ -255,6 +256,10 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
     let store = dir.join("bets.csv");
     let _ = std::fs::remove_file(&store);
     let _ = std::fs::remove_file(dir.join("bets.csv.done"));
+    // Fresh keys per run, as a deployment would have: the handshake is part of the measure.
+    let keys = AgencyKeys::generate(agencies).expect("random keys");
+    let keys_path = dir.join("agency-keys.csv");
+    keys.write(&keys_path).expect("write the key file");
     let mut server = Command::new(SERVER)
         .current_dir(dir)
         .env("SERVER_PORT", "0")
@@ -262,6 +267,8 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
         .env("SERVER_STORAGE_PATH", &store)
         .env("SERVER_LISTEN_BACKLOG", "4096")
         .env("SERVER_STORAGE_DURABLE", durable.to_string())
+        .env("SERVER_AUTH_KEYS", &keys_path)
+        .env_remove("SERVER_AUTH")
         .env_remove("SERVER_CONFIG")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -291,6 +298,7 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
                 .env("CLI_DATA_PATH", data.join(format!("agency-{id}.csv")))
                 .env("CLI_BATCH_WINDOW", window.to_string())
                 .env("CLI_LOG_LEVEL", "WARNING")
+                .env("CLI_AUTH_KEY", keys.get(id).expect("a key per agency").to_hex())
                 .env_remove("CLI_CONFIG")
                 .stdout(Stdio::null())
                 .spawn()

@@ -19,9 +19,19 @@ cargo build --release --quiet --bin server --bin client --bin gen_data
 echo "== generating $AGENCIES agencies x $BETS bets in $WORK/data"
 "$BIN/gen_data" --agencies "$AGENCIES" --bets "$BETS" --out "$WORK/data" | sed 's/^/[gen_data] /'
 
+echo "== generating a fresh key per agency in $WORK/agency-keys.csv"
+# 32 random bytes per agency from the kernel, as hex; the file is readable by its owner only.
+(
+    umask 077
+    for id in $(seq "$AGENCIES"); do
+        printf '%s,%s\n' "$id" "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+    done > "$WORK/agency-keys.csv"
+)
+key_of() { grep "^$1," "$WORK/agency-keys.csv" | cut -d, -f2; }
+
 echo "== starting the server"
 SERVER_PORT=0 SERVER_AGENCIES=$AGENCIES SERVER_STORAGE_PATH="$WORK/bets.csv" SERVER_CONFIG=config/server.yaml \
-    "$BIN/server" > >(tee "$WORK/server.log" | sed -u 's/^/[server]  /') &
+    SERVER_AUTH_KEYS="$WORK/agency-keys.csv" "$BIN/server" > >(tee "$WORK/server.log" | sed -u 's/^/[server]  /') &
 SERVER_PID=$!
 PORT=
 for _ in $(seq 100); do
@@ -35,7 +45,7 @@ echo "== starting $AGENCIES agencies against 127.0.0.1:$PORT"
 pids=()
 for id in $(seq "$AGENCIES"); do
     CLI_ID=$id CLI_SERVER_ADDRESS=127.0.0.1:$PORT CLI_DATA_PATH="$WORK/data/agency-{id}.csv" CLI_CONFIG=config/client.yaml \
-        "$BIN/client" > >(tee "$WORK/client$id.log" | sed -u "s/^/[client$id] /") &
+        CLI_AUTH_KEY="$(key_of "$id")" "$BIN/client" > >(tee "$WORK/client$id.log" | sed -u "s/^/[client$id] /") &
     pids+=($!)
 done
 status=0

@@ -5,6 +5,8 @@
 //! `batch.maxAmount` bets and never a frame over [`MAX_FRAME`] bytes. Each batch
 //! carries the index of its first bet, so the server stores a retried batch once.
 
+mod auth;
+
 use crate::bet::{AgencyId, Bet, BetError, BetRef};
 use crate::config::ClientConfig;
 use crate::net::frame::{encode_batch, encoded_bet_len, put_bet_into, BATCH_OVERHEAD};
@@ -48,6 +50,11 @@ pub enum ClientError {
     Io(#[from] io::Error),
     #[error("stopped by a signal")]
     Cancelled,
+    #[error(
+        "the server says agency {agency} is done with {stored} bets stored, but {} has {valid} valid bets",
+        path.display()
+    )]
+    Miscount { agency: AgencyId, stored: u64, valid: u64, path: PathBuf },
 }
 
 /// One framed connection to the central.
@@ -348,7 +355,14 @@ async fn session(
     let mut reader = BetReader::open(&cfg.data_path)?;
     check_cancel(cancel)?;
     let mut conn = AgencyConnection::connect(&cfg.server_address, cancel).await?;
-    let result = resume_and_stream(cfg, &mut reader, &mut conn, log, cancel, progressed).await;
+    let result = match &cfg.auth_key {
+        Some(key) => auth::authenticate(&mut conn, cfg.id, key, log, cancel).await,
+        None => Ok(()),
+    };
+    let result = match result {
+        Ok(()) => resume_and_stream(cfg, &mut reader, &mut conn, log, cancel, progressed).await,
+        Err(e) => Err(e),
+    };
     conn.close().await;
     info!(log, "action: close_connection | result: success"; "address" => &cfg.server_address);
     result
@@ -379,7 +393,10 @@ async fn resume_and_stream(
                 None => break,
             }
         }
-        if skipped < stored {
+        if done {
+            // "Done" is the server's word that every bet is stored: check it against the file.
+            auth::check_done_count(agency, stored, skipped, reader)?;
+        } else if skipped < stored {
             return Err(ClientError::Unexpected(format!(
                 "the server holds {stored} bets of agency {agency} but {} has only {skipped} valid rows",
                 cfg.data_path.display()
@@ -394,7 +411,11 @@ async fn resume_and_stream(
         check_cancel(cancel)?;
         conn.send(&Request::Done { agency, total: report.sent }).await?;
         match conn.recv_in_flight(cancel).await? {
-            Response::Ack { .. } => *progressed = true,
+            Response::Ack { index, .. } if index == report.sent => *progressed = true,
+            Response::Ack { index, .. } => {
+                let path = cfg.data_path.clone();
+                return Err(ClientError::Miscount { agency, stored: index, valid: report.sent, path });
+            }
             other => return Err(ClientError::Unexpected(format!("{other:?} instead of the ack of Done"))),
         }
     }
@@ -523,6 +544,12 @@ pub async fn send_single_bet(
             Err(e) => backoff.retry_or_fail(e, log, cancel).await?,
         }
     };
+    if let Some(key) = &cfg.auth_key {
+        if let Err(e) = auth::authenticate(&mut conn, cfg.id, key, log, cancel).await {
+            conn.close().await;
+            return Err(e);
+        }
+    }
     let (document, number) = (bet.document.clone(), bet.number);
     conn.send(&Request::Bet { agency: cfg.id, bet }).await?;
     let result = match conn.recv_in_flight(cancel).await {

@@ -6,6 +6,7 @@
 //! `loop.amount`, `SERVER_IP`, ...) become warnings instead of failures: existing
 //! course config files keep working.
 
+use crate::auth::{AgencyKeys, AuthKey, KeyFileError};
 use crate::bet::{AgencyId, MAX_NUMBER};
 use crate::logging::{level_name, parse_level};
 use slog::Level;
@@ -51,6 +52,18 @@ pub enum ConfigError {
     Required { key: &'static str, var: &'static str },
     #[error("{0}")]
     Usage(String),
+    /// A secret that does not parse: the value is never repeated.
+    #[error("invalid value for {key} ({origin}): {reason} (the value is secret and not shown)")]
+    InvalidSecret { key: &'static str, origin: Origin, reason: String },
+    #[error(
+        "no agency keys: set SERVER_AUTH_KEYS (or auth.keys_path) to a file of agency,hexkey lines \
+         (gen_compose and generar-compose.sh write one), or SERVER_AUTH=off for a local experiment"
+    )]
+    NoKeys,
+    #[error("{0}")]
+    Keys(#[from] KeyFileError),
+    #[error("key file {} has no key for agencies {missing} (server.agencies is {agencies})", path.display())]
+    MissingKeys { path: PathBuf, missing: String, agencies: u32 },
 }
 
 /// Looks up an environment variable (injectable for tests).
@@ -237,6 +250,37 @@ pub fn config_path_from_args(
     Ok(path.or_else(|| env(env_var).map(PathBuf::from)))
 }
 
+/// How the central checks who its peers are.
+#[derive(Debug, Clone)]
+pub enum ServerAuth {
+    /// Every agency proves its key before anything but `Echo` (the default).
+    Keys { path: PathBuf, keys: AgencyKeys },
+    /// `SERVER_AUTH=off`: anyone may speak for any agency (local experiments only).
+    Off,
+}
+
+impl ServerAuth {
+    fn from_source(src: &mut Source, agencies: u32) -> Result<ServerAuth, ConfigError> {
+        let enabled = src.get("auth.enabled", Some("SERVER_AUTH"), true, parse_bool)?;
+        let path = src.get("auth.keys_path", Some("SERVER_AUTH_KEYS"), None, |s| parse_path(s).map(Some))?;
+        if !enabled {
+            return Ok(ServerAuth::Off);
+        }
+        let path = path.ok_or(ConfigError::NoKeys)?;
+        let keys = AgencyKeys::load(&path)?;
+        let missing: Vec<String> = (1..=agencies).filter(|a| keys.get(*a).is_none()).map(|a| a.to_string()).collect();
+        if !missing.is_empty() {
+            let shown = if missing.len() > 10 {
+                format!("{} and {} more", missing[..10].join(", "), missing.len() - 10)
+            } else {
+                missing.join(", ")
+            };
+            return Err(ConfigError::MissingKeys { path, missing: shown, agencies });
+        }
+        Ok(ServerAuth::Keys { path, keys })
+    }
+}
+
 /// The central server's settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -252,11 +296,12 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// `true`: an ack waits for fsync; `false`: only for the OS page cache.
     pub durable: bool,
+    pub auth: ServerAuth,
 }
 
 impl ServerConfig {
     pub fn from_source(src: &mut Source) -> Result<(ServerConfig, Vec<String>), ConfigError> {
-        let cfg = ServerConfig {
+        let mut cfg = ServerConfig {
             port: src.get("server.port", Some("SERVER_PORT"), crate::DEFAULT_PORT, parse_int(0u16, u16::MAX))?,
             listen_backlog: src.get(
                 "server.listen_backlog",
@@ -291,7 +336,9 @@ impl ServerConfig {
                 parse_millis,
             )?,
             durable: src.get("storage.durable", Some("SERVER_STORAGE_DURABLE"), true, parse_bool)?,
+            auth: ServerAuth::Off,
         };
+        cfg.auth = ServerAuth::from_source(src, cfg.agencies)?;
         Ok((cfg, src.unknown_keys()))
     }
 
@@ -315,6 +362,14 @@ impl ServerConfig {
             ("max_connections", self.max_connections.to_string()),
             ("idle_timeout_ms", self.idle_timeout.as_millis().to_string()),
             ("durable", self.durable.to_string()),
+            ("auth", if matches!(self.auth, ServerAuth::Off) { "off" } else { "on" }.to_string()),
+            (
+                "auth_keys",
+                match &self.auth {
+                    ServerAuth::Keys { path, keys } => format!("{} ({} agencies)", path.display(), keys.len()),
+                    ServerAuth::Off => "-".to_string(),
+                },
+            ),
         ]
     }
 }
@@ -333,6 +388,8 @@ pub struct ClientConfig {
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub retry_attempts: u32,
+    /// This agency's key (`CLI_AUTH_KEY`); without one the agency skips the handshake.
+    pub auth_key: Option<AuthKey>,
 }
 
 /// The default pipelining window (chosen by measurement, see the README).
@@ -374,6 +431,14 @@ impl ClientConfig {
             src.get("retry.max_delay_ms", Some("CLI_RETRY_MAX_DELAY_MS"), Duration::from_secs(2), parse_millis)?;
         let retry_attempts =
             src.get("retry.max_attempts", Some("CLI_RETRY_MAX_ATTEMPTS"), 30, parse_int(0u32, 1_000_000))?;
+        let auth_key = match src.raw("auth.key", Some("CLI_AUTH_KEY")) {
+            None => None,
+            Some((value, origin)) => Some(AuthKey::from_hex(&value).map_err(|e| ConfigError::InvalidSecret {
+                key: "auth.key",
+                origin,
+                reason: e.to_string(),
+            })?),
+        };
         let cfg = ClientConfig {
             id,
             server_address,
@@ -384,6 +449,7 @@ impl ClientConfig {
             retry_initial,
             retry_max: retry_max.max(retry_initial),
             retry_attempts,
+            auth_key,
         };
         Ok((cfg, src.unknown_keys()))
     }
@@ -406,6 +472,7 @@ impl ClientConfig {
             ("retry_initial_delay_ms", self.retry_initial.as_millis().to_string()),
             ("retry_max_delay_ms", self.retry_max.as_millis().to_string()),
             ("retry_max_attempts", self.retry_attempts.to_string()),
+            ("auth_key", if self.auth_key.is_some() { "set" } else { "none" }.to_string()),
         ]
     }
 }
@@ -480,7 +547,7 @@ mod tests {
 
     #[test]
     fn server_defaults_apply_without_a_file() {
-        let mut src = Source::from_parts("", env(&[])).unwrap();
+        let mut src = Source::from_parts("", env(&[("SERVER_AUTH", "off")])).unwrap();
         let (cfg, unknown) = ServerConfig::from_source(&mut src).unwrap();
         assert_eq!((cfg.port, cfg.listen_backlog, cfg.agencies, cfg.winning_number), (12345, 128, 5, 7574));
         assert_eq!(cfg.log_level, Level::Info);
@@ -491,7 +558,7 @@ mod tests {
     fn env_overrides_file_and_unknown_keys_are_reported() {
         let yaml =
             "server:\n  port: 1000\n  agencies: 3\nlog:\n  level: debug\nloop:\n  amount: 5\nSERVER_IP: server\n";
-        let mut src = Source::from_parts(yaml, env(&[("SERVER_PORT", "2000")])).unwrap();
+        let mut src = Source::from_parts(yaml, env(&[("SERVER_PORT", "2000"), ("SERVER_AUTH", "off")])).unwrap();
         let (cfg, unknown) = ServerConfig::from_source(&mut src).unwrap();
         assert_eq!((cfg.port, cfg.agencies, cfg.log_level), (2000, 3, Level::Debug));
         assert_eq!(unknown, vec!["SERVER_IP".to_string(), "loop.amount".to_string()]);
@@ -520,6 +587,56 @@ mod tests {
         assert_eq!(cfg.batch_max_amount, 100);
         let mut src = Source::from_parts("", env(&[("CLI_ID", "0")])).unwrap();
         assert!(ClientConfig::from_source(&mut src).unwrap_err().to_string().contains("CLI_ID"));
+    }
+
+    #[test]
+    fn the_server_needs_keys_for_every_agency_unless_auth_is_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ServerConfig::from_source(&mut Source::from_parts("", env(&[])).unwrap()).unwrap_err();
+        assert!(matches!(err, ConfigError::NoKeys), "{err}");
+        assert!(err.to_string().contains("SERVER_AUTH_KEYS") && err.to_string().contains("SERVER_AUTH=off"));
+        let off = ServerConfig::from_source(&mut Source::from_parts("", env(&[("SERVER_AUTH", "off")])).unwrap());
+        assert!(matches!(off.unwrap().0.auth, ServerAuth::Off));
+
+        let path = dir.path().join("keys.csv");
+        let keys = AgencyKeys::generate(3).unwrap();
+        keys.write(&path).unwrap();
+        let p = path.display().to_string();
+        let src = |agencies: &str| {
+            Source::from_parts(&format!("auth:\n  keys_path: {p}\n"), env(&[("SERVER_AGENCIES", agencies)])).unwrap()
+        };
+        let (cfg, unknown) = ServerConfig::from_source(&mut src("3")).unwrap();
+        assert!(unknown.is_empty());
+        assert!(matches!(&cfg.auth, ServerAuth::Keys { keys: k, .. } if *k == keys));
+        let line = cfg.log_pairs().iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(" | ");
+        assert!(line.contains("auth: on") && line.contains("(3 agencies)"), "{line}");
+        let debug = format!("{cfg:?}");
+        for agency in 1..=3 {
+            let hex = keys.get(agency).unwrap().to_hex();
+            assert!(!line.contains(&hex[..12]) && !debug.contains(&hex[..12]), "a key leaked");
+        }
+        let err = ServerConfig::from_source(&mut src("5")).unwrap_err().to_string();
+        assert!(err.contains("no key for agencies 4, 5") && err.contains(&p), "{err}");
+
+        std::fs::write(&path, "1,00\n").unwrap();
+        let err = ServerConfig::from_source(&mut src("1")).unwrap_err().to_string();
+        assert!(err.contains(&format!("{p}:1:")), "{err}");
+    }
+
+    #[test]
+    fn the_agency_key_is_parsed_and_never_shown() {
+        let secret = "c0ffee".repeat(10) + "abcd";
+        let mut src = Source::from_parts("", env(&[("CLI_ID", "2"), ("CLI_AUTH_KEY", &secret)])).unwrap();
+        let (cfg, _) = ClientConfig::from_source(&mut src).unwrap();
+        assert_eq!(cfg.auth_key.as_ref().map(AuthKey::to_hex), Some(secret.clone()));
+        let shown = format!("{cfg:?} {:?}", cfg.log_pairs());
+        assert!(!shown.contains(&secret[..12]) && shown.contains("\"set\""), "{shown}");
+        let bad = format!("{}xyz", &secret[..61]);
+        let mut src = Source::from_parts("", env(&[("CLI_ID", "2"), ("CLI_AUTH_KEY", &bad)])).unwrap();
+        let err = ClientConfig::from_source(&mut src).unwrap_err().to_string();
+        assert!(err.contains("CLI_AUTH_KEY") && !err.contains(&bad[..12]), "{err}");
+        let mut src = Source::from_parts("", env(&[("CLI_ID", "2")])).unwrap();
+        assert!(ClientConfig::from_source(&mut src).unwrap().0.auth_key.is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`datagen`]: deterministic synthetic agency files.
 
 pub mod actors;
+pub mod auth;
 pub mod bet;
 pub mod client;
 pub mod config;

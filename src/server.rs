@@ -7,8 +7,8 @@
 use crate::actors::bet_store::{DoneAgencies, NotifyDone};
 use crate::actors::connection::ConnectionDeps;
 use crate::actors::supervisor::Shutdown;
-use crate::actors::{BetStore, DrawCoordinator, Listener, Supervisor};
-use crate::config::ServerConfig;
+use crate::actors::{AuthGuard, BetStore, DrawCoordinator, Listener, Supervisor};
+use crate::config::{ServerAuth, ServerConfig};
 use crate::storage::StorageError;
 use actix::prelude::*;
 use slog::Logger;
@@ -75,6 +75,10 @@ pub async fn start(listener: TcpListener, cfg: &ServerConfig, log: Logger) -> Re
         agencies: cfg.agencies,
         idle_timeout: cfg.idle_timeout,
         log: log.clone(),
+        auth: match &cfg.auth {
+            ServerAuth::Keys { keys, .. } => Some(AuthGuard::new(keys.clone()).start()),
+            ServerAuth::Off => None,
+        },
     };
     let listener = Listener::new(listener, cfg.max_connections, deps, drain_tx, log.clone())?.start();
     let supervisor = Supervisor::new(listener, store.clone(), drain_rx, log).start();

@@ -74,6 +74,8 @@ fn seeds() -> Vec<Vec<u8>> {
         Request::Done { agency: 3, total: 9 },
         Request::WinnersRequest { agency: 4 },
         Request::Resume { agency: 5 },
+        Request::AuthHello { agency: 6 },
+        Request::AuthProof { mac: [0x5a; 32] },
     ];
     for r in requests {
         let mut b = BytesMut::new();
@@ -85,6 +87,7 @@ fn seeds() -> Vec<Vec<u8>> {
         Response::Nack { code: NackCode::OutOfOrder, index: 3, message: "gap | á".into() },
         Response::Winners { agency: 1, more: true, documents: vec!["00000042".into(); 30] },
         Response::Progress { agency: 1, stored: 7, done: false },
+        Response::Challenge { nonce: [0xc3; 32] },
     ];
     for r in responses {
         let mut b = BytesMut::new();

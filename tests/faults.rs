@@ -23,11 +23,13 @@ fn free_port() -> u16 {
 }
 
 fn spawn_server_on(dir: &Path, port: u16, agencies: u32) -> Proc {
-    let env = [
-        ("SERVER_PORT", port.to_string()),
-        ("SERVER_AGENCIES", agencies.to_string()),
-        ("SERVER_STORAGE_PATH", dir.join("bets.csv").display().to_string()),
-    ];
+    spawn_server_with(dir, port, agencies, &[])
+}
+
+/// [`spawn_server_on`] with `extra` environment (e.g. keys kept outside the store's folder).
+fn spawn_server_with(dir: &Path, port: u16, agencies: u32, extra: &[(&str, String)]) -> Proc {
+    let mut env = server_env(dir, port, agencies, extra);
+    env.extend(extra.iter().cloned());
     let server = Proc::spawn(SERVER, "server", &env, dir);
     server
         .lines
@@ -378,7 +380,10 @@ fn disk_full_scenario(restart_while_full: bool) {
     let store_dir = dir.path().join("store");
     let tmpfs = Tmpfs::mount(&store_dir, "2m");
     let port = free_port();
-    let mut server = spawn_server_on(&store_dir, port, 2);
+    // The keys live beside the agencies (dir), not on the disk that fills.
+    ensure_keys(dir.path(), 2);
+    let keys = [("SERVER_AUTH_KEYS", keys_path(dir.path()).display().to_string())];
+    let mut server = spawn_server_with(&store_dir, port, 2, &keys);
     let mut clients: Vec<Proc> = (1..=2).map(|id| riding_client(dir.path(), id, port, &data)).collect();
 
     let full = server
@@ -400,7 +405,7 @@ fn disk_full_scenario(restart_while_full: bool) {
     if restart_while_full {
         server.signal("KILL");
         server.wait(Duration::from_secs(10));
-        server = spawn_server_on(&store_dir, port, 2);
+        server = spawn_server_with(&store_dir, port, 2, &keys);
         let again = server
             .lines
             .wait_for("action: store_bets | result: fail", Duration::from_secs(60))
@@ -532,12 +537,8 @@ fn accept_errors_back_off_under_a_low_descriptor_limit() {
     let data = dir.path().join("data");
     let summaries = datagen::generate(&data, 2, 5_000, 23, 7574).unwrap();
     let port = free_port();
-    let env = [
-        ("SERVER_PORT", port.to_string()),
-        ("SERVER_AGENCIES", "2".to_string()),
-        ("SERVER_STORAGE_PATH", dir.path().join("bets.csv").display().to_string()),
-        ("SERVER_IDLE_TIMEOUT_MS", "1500".to_string()),
-    ];
+    let mut env = server_env(dir.path(), port, 2, &[]);
+    env.push(("SERVER_IDLE_TIMEOUT_MS", "1500".to_string()));
     let mut server = Proc::spawn_args("prlimit", &["--nofile=64:64", "--", SERVER], "server", &env, dir.path());
     server
         .lines

@@ -255,8 +255,7 @@ fn garbage_and_oversized_frames_never_disturb_a_well_behaved_agency() {
 fn a_connection_speaks_for_one_agency_and_the_rules_are_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let (server, port) = start_server(dir.path(), 2, &[]);
-    let mut a1 = connect(port);
-    let mut buf = BytesMut::new();
+    let (mut a1, mut buf) = connect_as(port, dir.path(), 1);
     let ask = |s: &mut TcpStream, buf: &mut BytesMut, req: Request| {
         s.write_all(&frame(&req)).unwrap();
         read_response(s, buf).unwrap()
@@ -293,10 +292,8 @@ fn a_connection_speaks_for_one_agency_and_the_rules_are_enforced() {
         Response::Nack { code: NackCode::WrongAgency, .. }
     ));
     // Agencies outside 1..=2 are refused.
-    let mut a9 = connect(port);
-    let mut buf9 = BytesMut::new();
     assert!(matches!(
-        ask(&mut a9, &mut buf9, Request::Bet { agency: 9, bet: bet("1", 1) }),
+        ask(&mut a1, &mut buf, Request::Bet { agency: 9, bet: bet("1", 1) }),
         Response::Nack { code: NackCode::UnknownAgency, .. }
     ));
     // A Done that announces more bets than stored is refused; the right one is acked, twice.
@@ -311,8 +308,7 @@ fn a_connection_speaks_for_one_agency_and_the_rules_are_enforced() {
         Response::Nack { code: NackCode::AlreadyDone, .. }
     ));
     // A bet with an invalid field inside a batch: the whole batch is refused.
-    let mut a2 = connect(port);
-    let mut buf2 = BytesMut::new();
+    let (mut a2, mut buf2) = connect_as(port, dir.path(), 2);
     let mut bad = frame(&Request::Batch { agency: 2, first_index: 0, bets: vec![bet("7", 1), bet("8", 1)].into() });
     let n = bad.len();
     bad[n - 2..].copy_from_slice(&10_000u16.to_be_bytes());
@@ -425,10 +421,14 @@ fn bad_configuration_is_a_clear_error() {
     // Course files keep working: unknown keys are warnings.
     std::fs::write(dir.path().join("config/server.yaml"), "server:\n  port: 0\n  agencies: 1\nSERVER_IP: server\n")
         .unwrap();
+    ensure_keys(dir.path(), 1);
     let mut ok = Proc::spawn(
         SERVER,
         "server",
-        &[("SERVER_STORAGE_PATH", dir.path().join("b.csv").display().to_string())],
+        &[
+            ("SERVER_STORAGE_PATH", dir.path().join("b.csv").display().to_string()),
+            ("SERVER_AUTH_KEYS", keys_path(dir.path()).display().to_string()),
+        ],
         dir.path(),
     );
     ok.lines.wait_for("accept_connections", Duration::from_secs(10)).expect("server started with a course-style file");
@@ -472,8 +472,7 @@ fn two_hundred_agencies_at_once_each_get_their_own_winners() {
 fn batch_log_lines_follow_the_batches_and_count_each_bet_once() {
     let dir = tempfile::tempdir().unwrap();
     let (server, port) = start_server(dir.path(), 1, &[("LOGGING_LEVEL", "DEBUG".to_string())]);
-    let mut stream = connect(port);
-    let mut buf = BytesMut::new();
+    let (mut stream, mut buf) = connect_as(port, dir.path(), 1);
     let sizes: Vec<usize> = std::iter::repeat_n(10, 40).chain([4]).collect();
     let mut first_index = 0u64;
     let mut frames = Vec::new();

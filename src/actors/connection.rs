@@ -14,6 +14,9 @@
 //! has finished and the actor (holding the read half) is gone, so a socket is
 //! counted against `max_connections` until it is really closed.
 
+mod handshake;
+
+use super::auth_guard::AuthGuard;
 use super::bet_store::{BetStore, MarkDone, QueryProgress, StoreBets, StoreError};
 use super::draw_coordinator::{DrawCoordinator, WinnersFor, WinnersReady};
 use super::listener::{ConnectionClosed, Listener};
@@ -49,6 +52,8 @@ pub struct ConnectionDeps {
     pub agencies: u32,
     pub idle_timeout: Duration,
     pub log: Logger,
+    /// Checks handshakes; `None` when the server runs with `SERVER_AUTH=off`.
+    pub auth: Option<Addr<AuthGuard>>,
 }
 
 /// Finish the messages in hand, then close (shutdown).
@@ -61,6 +66,7 @@ type Frame = Result<Result<Request, ProtocolError>, ProtocolError>;
 pub struct Connection {
     peer: SocketAddr,
     agency: Option<AgencyId>,
+    auth: handshake::AuthState,
     deps: ConnectionDeps,
     outbox: mpsc::Sender<Vec<Response>>,
     reading: Option<SpawnHandle>,
@@ -101,6 +107,7 @@ impl Connection {
             Connection {
                 peer,
                 agency: None,
+                auth: handshake::AuthState::new(deps.auth.is_some()),
                 deps,
                 outbox,
                 reading,
@@ -192,7 +199,8 @@ impl Connection {
         }
     }
 
-    /// Binds the connection to the agency of its first message and refuses any other.
+    /// Refuses messages for another agency than the one the connection is bound to
+    /// (by its handshake; with `SERVER_AUTH=off`, by its first message).
     fn check_agency(&mut self, seq: u64, agency: AgencyId, ctx: &mut Context<Self>) -> bool {
         if agency == 0 || agency > self.deps.agencies {
             warn!(self.log, "action: check_agency | result: fail"; "ip" => %self.peer, "agency" => agency,
@@ -239,12 +247,17 @@ impl Connection {
     }
 
     fn route(&mut self, seq: u64, request: Request, ctx: &mut Context<Self>) {
+        let Some(request) = self.gate(seq, request, ctx) else {
+            return;
+        };
         if let Some(agency) = request.agency() {
             if !self.check_agency(seq, agency, ctx) {
                 return;
             }
         }
         match request {
+            // Handled by `gate`.
+            Request::AuthHello { .. } | Request::AuthProof { .. } => {}
             Request::Echo(payload) => {
                 info!(self.log, "action: receive_message | result: success"; "ip" => %self.peer);
                 self.answer(seq, vec![Response::Echo(payload)], ctx);

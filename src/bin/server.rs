@@ -2,7 +2,7 @@
 
 use loteria::config::{self, ServerConfig};
 use loteria::server;
-use slog::error;
+use slog::{error, warn};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -11,6 +11,10 @@ fn main() -> ExitCode {
         Ok(started) => started,
         Err(code) => return code,
     };
+    if matches!(cfg.auth, config::ServerAuth::Off) {
+        warn!(log, "action: auth | result: fail"; "mode" => "off",
+            "warning" => "SERVER_AUTH=off: any peer can send, close or read for any agency; local experiments only");
+    }
 
     let system = actix::System::new();
     let booted = system.block_on(async {

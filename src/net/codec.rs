@@ -136,6 +136,8 @@ mod tests {
         roundtrip_request(Request::Done { agency: 2, total: 123 });
         roundtrip_request(Request::WinnersRequest { agency: 5 });
         roundtrip_request(Request::Resume { agency: 7 });
+        roundtrip_request(Request::AuthHello { agency: 4 });
+        roundtrip_request(Request::AuthProof { mac: [0xa5; 32] });
     }
 
     #[test]
@@ -149,6 +151,7 @@ mod tests {
             documents: vec!["00000042".into(), "1".into()],
         });
         roundtrip_response(Response::Progress { agency: 2, stored: 1 << 33, done: true });
+        roundtrip_response(Response::Challenge { nonce: [7; 32] });
     }
 
     #[test]
@@ -268,6 +271,40 @@ mod tests {
     }
 
     #[test]
+    fn handshake_frames_have_exact_lengths() {
+        // AuthHello: exactly one agency; AuthProof and Challenge: exactly 32 bytes.
+        let mut buf = frame(kind::AUTH_HELLO, &[0, 0, 1]);
+        assert!(matches!(
+            ServerCodec.decode(&mut buf).unwrap().unwrap(),
+            Err(ProtocolError::Truncated { field: "agency", .. })
+        ));
+        let mut buf = frame(kind::AUTH_HELLO, &0u32.to_be_bytes());
+        assert!(matches!(
+            ServerCodec.decode(&mut buf).unwrap().unwrap(),
+            Err(ProtocolError::InvalidField { field: "agency", .. })
+        ));
+        let mut buf = frame(kind::AUTH_PROOF, &[1; 31]);
+        assert!(matches!(
+            ServerCodec.decode(&mut buf).unwrap().unwrap(),
+            Err(ProtocolError::Truncated { field: "mac", needed: 32, left: 31 })
+        ));
+        let mut buf = frame(kind::AUTH_PROOF, &[1; 33]);
+        assert!(matches!(ServerCodec.decode(&mut buf).unwrap().unwrap(), Err(ProtocolError::TrailingBytes(1))));
+        let mut buf = frame(kind::CHALLENGE, &[1; 16]);
+        assert!(matches!(
+            ClientCodec.decode(&mut buf).unwrap().unwrap(),
+            Err(ProtocolError::Truncated { field: "nonce", .. })
+        ));
+        let mut buf = frame(kind::CHALLENGE, &[1; 40]);
+        assert!(matches!(ClientCodec.decode(&mut buf).unwrap().unwrap(), Err(ProtocolError::TrailingBytes(8))));
+        // A Challenge is not a request, nor a proof a response.
+        let mut buf = frame(kind::CHALLENGE, &[1; 32]);
+        assert!(matches!(ServerCodec.decode(&mut buf).unwrap().unwrap(), Err(ProtocolError::UnknownType(0x85))));
+        let mut buf = frame(kind::AUTH_PROOF, &[1; 32]);
+        assert!(matches!(ClientCodec.decode(&mut buf).unwrap().unwrap(), Err(ProtocolError::UnknownType(0x08))));
+    }
+
+    #[test]
     fn batch_count_cannot_force_a_large_allocation() {
         let mut p = BytesMut::new();
         p.put_u32(1);
@@ -329,7 +366,7 @@ mod tests {
         }
 
         #[test]
-        fn typed_frames_with_random_payloads_never_panic(kind in prop_oneof![Just(1u8), Just(2), Just(3), Just(4), Just(5), Just(6), Just(0x81), Just(0x82), Just(0x83), Just(0x84), any::<u8>()],
+        fn typed_frames_with_random_payloads_never_panic(kind in prop_oneof![Just(1u8), Just(2), Just(3), Just(4), Just(5), Just(6), Just(7), Just(8), Just(0x81), Just(0x82), Just(0x83), Just(0x84), Just(0x85), any::<u8>()],
                                                        payload in proptest::collection::vec(any::<u8>(), 0..600)) {
             let mut buf = frame(kind, &payload);
             let _ = ServerCodec.decode(&mut buf);

@@ -6,6 +6,7 @@
 //! The README has one table per message.
 
 use super::error::ProtocolError;
+use crate::auth::{MAC_LEN, NONCE_LEN};
 use crate::bet::{AgencyId, Bet, BetRef, Date, RawBet};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -23,10 +24,13 @@ pub mod kind {
     pub const DONE: u8 = 0x04;
     pub const WINNERS_REQUEST: u8 = 0x05;
     pub const RESUME: u8 = 0x06;
+    pub const AUTH_HELLO: u8 = 0x07;
+    pub const AUTH_PROOF: u8 = 0x08;
     pub const ACK: u8 = 0x81;
     pub const NACK: u8 = 0x82;
     pub const WINNERS: u8 = 0x83;
     pub const PROGRESS: u8 = 0x84;
+    pub const CHALLENGE: u8 = 0x85;
 }
 
 /// Fixed part of a `Batch` payload: agency, first index, count.
@@ -49,13 +53,17 @@ pub enum Request {
     WinnersRequest { agency: AgencyId },
     /// How far did this agency get? (answered with `Progress`; used to resume).
     Resume { agency: AgencyId },
+    /// Starts the handshake: "I am this agency" (answered with a `Challenge`).
+    AuthHello { agency: AgencyId },
+    /// HMAC-SHA256(key, nonce || agency as u32 BE) for the last `Challenge`.
+    AuthProof { mac: [u8; MAC_LEN] },
 }
 
 impl Request {
     /// The agency a message speaks for, if any.
     pub fn agency(&self) -> Option<AgencyId> {
         match self {
-            Request::Echo(_) => None,
+            Request::Echo(_) | Request::AuthHello { .. } | Request::AuthProof { .. } => None,
             Request::Bet { agency, .. }
             | Request::Batch { agency, .. }
             | Request::Done { agency, .. }
@@ -87,6 +95,10 @@ pub enum NackCode {
     Unavailable = 8,
     /// `Done` announced more bets than are stored.
     Incomplete = 9,
+    /// The connection has not authenticated: only `Echo` and the handshake are open.
+    Unauthenticated = 10,
+    /// The handshake failed (wrong proof, no challenge, or no key for the agency).
+    AuthFailed = 11,
     /// Any other code (from a newer peer).
     Other = 0xffff,
 }
@@ -103,6 +115,8 @@ impl NackCode {
             7 => NackCode::OutOfOrder,
             8 => NackCode::Unavailable,
             9 => NackCode::Incomplete,
+            10 => NackCode::Unauthenticated,
+            11 => NackCode::AuthFailed,
             _ => NackCode::Other,
         }
     }
@@ -117,6 +131,8 @@ impl NackCode {
             NackCode::OutOfOrder => "out_of_order",
             NackCode::Unavailable => "unavailable",
             NackCode::Incomplete => "incomplete",
+            NackCode::Unauthenticated => "unauthenticated",
+            NackCode::AuthFailed => "auth_failed",
             NackCode::Other => "other",
         }
     }
@@ -148,6 +164,10 @@ pub enum Response {
         agency: AgencyId,
         stored: u64,
         done: bool,
+    },
+    /// A fresh nonce to prove the agency's key against (answer to `AuthHello`).
+    Challenge {
+        nonce: [u8; NONCE_LEN],
     },
 }
 
@@ -347,6 +367,8 @@ impl Request {
             }),
             Request::WinnersRequest { agency } => put_frame(out, kind::WINNERS_REQUEST, 4, |o| o.put_u32(*agency)),
             Request::Resume { agency } => put_frame(out, kind::RESUME, 4, |o| o.put_u32(*agency)),
+            Request::AuthHello { agency } => put_frame(out, kind::AUTH_HELLO, 4, |o| o.put_u32(*agency)),
+            Request::AuthProof { mac } => put_frame(out, kind::AUTH_PROOF, MAC_LEN, |o| o.put_slice(mac)),
         }
     }
 }
@@ -387,6 +409,7 @@ impl Response {
                 o.put_u64(*stored);
                 o.put_u8(u8::from(*done));
             }),
+            Response::Challenge { nonce } => put_frame(out, kind::CHALLENGE, NONCE_LEN, |o| o.put_slice(nonce)),
         }
     }
 }
@@ -458,6 +481,12 @@ impl Reader {
         let text = std::str::from_utf8(&self.buf[..len]).map_err(|_| ProtocolError::BadUtf8 { field })?.to_owned();
         self.buf.advance(len);
         Ok(text)
+    }
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], ProtocolError> {
+        self.need(field, N)?;
+        let mut out = [0u8; N];
+        self.buf.copy_to_slice(&mut out);
+        Ok(out)
     }
     fn finish(self) -> Result<(), ProtocolError> {
         match self.buf.remaining() {
@@ -550,6 +579,8 @@ impl Request {
             kind::DONE => Request::Done { agency: r.agency()?, total: r.u64("total")? },
             kind::WINNERS_REQUEST => Request::WinnersRequest { agency: r.agency()? },
             kind::RESUME => Request::Resume { agency: r.agency()? },
+            kind::AUTH_HELLO => Request::AuthHello { agency: r.agency()? },
+            kind::AUTH_PROOF => Request::AuthProof { mac: r.array("mac")? },
             other => return Err(ProtocolError::UnknownType(other)),
         };
         r.finish()?;
@@ -600,6 +631,7 @@ impl Response {
                 };
                 Response::Progress { agency, stored, done }
             }
+            kind::CHALLENGE => Response::Challenge { nonce: r.array("nonce")? },
             other => return Err(ProtocolError::UnknownType(other)),
         };
         r.finish()?;

@@ -1,11 +1,16 @@
 //! Helpers for tests that run the real binaries on 127.0.0.1.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use bytes::BytesMut;
+use loteria::auth::{AgencyKeys, AuthKey};
+use loteria::net::{ClientCodec, Request, Response};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use tokio_util::codec::Decoder;
 
 /// Every line a process printed on stdout, collected by a thread.
 #[derive(Clone, Default)]
@@ -74,7 +79,18 @@ impl Proc {
         let mut cmd = Command::new(program);
         cmd.args(args);
         cmd.current_dir(cwd).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
-        for var in ["SERVER_CONFIG", "CLI_CONFIG", "NOMBRE", "APELLIDO", "DOCUMENTO", "NACIMIENTO", "NUMERO"] {
+        for var in [
+            "SERVER_CONFIG",
+            "CLI_CONFIG",
+            "NOMBRE",
+            "APELLIDO",
+            "DOCUMENTO",
+            "NACIMIENTO",
+            "NUMERO",
+            "SERVER_AUTH",
+            "SERVER_AUTH_KEYS",
+            "CLI_AUTH_KEY",
+        ] {
             cmd.env_remove(var);
         }
         for (k, v) in env {
@@ -121,13 +137,47 @@ impl Drop for Proc {
 pub const SERVER: &str = env!("CARGO_BIN_EXE_server");
 pub const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 
-/// Starts a server on a free port (port 0, read back from its log).
-pub fn start_server(dir: &Path, agencies: u32, extra: &[(&str, String)]) -> (Proc, u16) {
+/// The test run's key file, in the test's directory.
+pub fn keys_path(dir: &Path) -> PathBuf {
+    dir.join("agency-keys.csv")
+}
+
+/// Fresh random keys for agencies `1..=agencies` in `dir`, keeping the keys
+/// already there (a restarted server must know the same agencies).
+pub fn ensure_keys(dir: &Path, agencies: u32) -> AgencyKeys {
+    let path = keys_path(dir);
+    let mut keys = AgencyKeys::load(&path).unwrap_or_default();
+    for agency in 1..=agencies {
+        if keys.get(agency).is_none() {
+            keys.insert(agency, AuthKey::generate().unwrap());
+        }
+    }
+    keys.write(&path).unwrap();
+    keys
+}
+
+/// The key of `agency` in `dir`'s key file.
+pub fn key_of(dir: &Path, agency: u32) -> Option<AuthKey> {
+    AgencyKeys::load(&keys_path(dir)).ok().and_then(|keys| keys.get(agency).cloned())
+}
+
+/// Server environment: port, agencies, store, and keys (unless `extra` sets auth itself).
+pub fn server_env(dir: &Path, port: u16, agencies: u32, extra: &[(&str, String)]) -> Vec<(&'static str, String)> {
     let mut env = vec![
-        ("SERVER_PORT", "0".to_string()),
+        ("SERVER_PORT", port.to_string()),
         ("SERVER_AGENCIES", agencies.to_string()),
         ("SERVER_STORAGE_PATH", dir.join("bets.csv").display().to_string()),
     ];
+    if !extra.iter().any(|(k, _)| *k == "SERVER_AUTH" || *k == "SERVER_AUTH_KEYS") {
+        ensure_keys(dir, agencies);
+        env.push(("SERVER_AUTH_KEYS", keys_path(dir).display().to_string()));
+    }
+    env
+}
+
+/// Starts a server on a free port (port 0, read back from its log).
+pub fn start_server(dir: &Path, agencies: u32, extra: &[(&str, String)]) -> (Proc, u16) {
+    let mut env = server_env(dir, 0, agencies, extra);
     env.extend(extra.iter().cloned());
     let server = Proc::spawn(SERVER, "server", &env, dir);
     let line = server
@@ -144,6 +194,11 @@ pub fn start_client(dir: &Path, id: u32, port: u16, data: &Path, extra: &[(&str,
         ("CLI_SERVER_ADDRESS", format!("127.0.0.1:{port}")),
         ("CLI_DATA_PATH", data.display().to_string()),
     ];
+    if !extra.iter().any(|(k, _)| *k == "CLI_AUTH_KEY") {
+        if let Some(key) = key_of(dir, id) {
+            env.push(("CLI_AUTH_KEY", key.to_hex()));
+        }
+    }
     env.extend(extra.iter().cloned());
     Proc::spawn(CLIENT, &format!("client{id}"), &env, dir)
 }
@@ -176,4 +231,46 @@ pub fn course_dataset() -> Option<PathBuf> {
 /// Open descriptors of a process (`/proc/<pid>/fd`).
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Reads one answer from a raw socket (bounded by the socket's read timeout);
+/// `None` when the peer closed or went silent.
+pub fn read_reply(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<Response> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Ok(Some(item)) = ClientCodec.decode(buf) {
+            return item.ok();
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+pub fn send_request(stream: &mut TcpStream, req: &Request) {
+    let mut out = BytesMut::new();
+    req.encode(&mut out).unwrap();
+    stream.write_all(&out).unwrap();
+}
+
+/// The handshake over a raw socket; returns the server's last answer
+/// (`Ack` when it succeeded).
+pub fn handshake(stream: &mut TcpStream, buf: &mut BytesMut, agency: u32, key: &AuthKey) -> Option<Response> {
+    send_request(stream, &Request::AuthHello { agency });
+    let Some(Response::Challenge { nonce }) = read_reply(stream, buf) else {
+        panic!("no challenge for agency {agency}");
+    };
+    send_request(stream, &Request::AuthProof { mac: key.proof(&nonce, agency) });
+    read_reply(stream, buf)
+}
+
+/// A raw connection authenticated as `agency` with the key in `dir`.
+pub fn connect_as(port: u16, dir: &Path, agency: u32) -> (TcpStream, BytesMut) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = BytesMut::new();
+    let key = key_of(dir, agency).expect("a key for the agency");
+    assert_eq!(handshake(&mut s, &mut buf, agency, &key), Some(Response::Ack { index: 0, count: 0 }));
+    (s, buf)
 }

@@ -1,0 +1,160 @@
+//! The connection's side of the handshake: which messages an unauthenticated
+//! peer may send, the challenge, and the verdict of the AuthGuard.
+//!
+//! Only `Echo` (the course's netcat check) and the handshake are open before
+//! authentication; the server never speaks first, so a peer that sends an Echo
+//! right after connecting gets exactly its echo back. Anything else gets a
+//! `Nack(unauthenticated)` and the connection is closed. A successful proof binds
+//! the connection to its agency; each challenge is used once.
+
+use super::Connection;
+use crate::actors::auth_guard::{Verdict, Verify};
+use crate::auth::{random_bytes, MAC_LEN, NONCE_LEN};
+use crate::bet::AgencyId;
+use crate::net::{NackCode, Request, Response};
+use actix::prelude::*;
+use slog::{info, warn};
+
+/// Where a connection stands in the handshake.
+pub(super) enum AuthState {
+    /// The server runs with `SERVER_AUTH=off`: every message is open, and a
+    /// handshake is answered (any proof is accepted) so agencies with a key still work.
+    Off,
+    /// Nothing but `Echo` and `AuthHello` yet.
+    Fresh,
+    /// A challenge is out for this agency.
+    Challenged { agency: AgencyId, nonce: [u8; NONCE_LEN] },
+    /// The proof is with the AuthGuard.
+    Verifying,
+    /// Proven: the connection speaks for `self.agency`.
+    Authenticated,
+}
+
+impl AuthState {
+    pub(super) fn new(enabled: bool) -> AuthState {
+        if enabled {
+            AuthState::Fresh
+        } else {
+            AuthState::Off
+        }
+    }
+}
+
+impl Connection {
+    /// Handles the handshake messages and refuses what an unauthenticated peer
+    /// may not send; returns the request when it may go on.
+    pub(super) fn gate(&mut self, seq: u64, request: Request, ctx: &mut Context<Self>) -> Option<Request> {
+        match request {
+            Request::AuthHello { agency } => {
+                self.hello(seq, agency, ctx);
+                None
+            }
+            Request::AuthProof { mac } => {
+                self.proof(seq, mac, ctx);
+                None
+            }
+            Request::Echo(_) => Some(request),
+            other => match self.auth {
+                AuthState::Off | AuthState::Authenticated => Some(other),
+                _ => {
+                    warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer,
+                        "agency" => other.agency().unwrap_or(0), "error" => "message before authentication, closing");
+                    let msg = "authenticate first (AuthHello, then AuthProof): only Echo is open".to_string();
+                    self.nack(seq, NackCode::Unauthenticated, 0, msg, ctx);
+                    self.close_when_idle(ctx);
+                    None
+                }
+            },
+        }
+    }
+
+    fn hello(&mut self, seq: u64, agency: AgencyId, ctx: &mut Context<Self>) {
+        if matches!(self.auth, AuthState::Authenticated | AuthState::Verifying) {
+            let msg = "this connection is already authenticated or being verified".to_string();
+            self.nack(seq, NackCode::Malformed, 0, msg, ctx);
+            return;
+        }
+        let nonce = match random_bytes::<NONCE_LEN>() {
+            Ok(nonce) => nonce,
+            Err(e) => {
+                warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer, "error" => format!("no random nonce: {e}"));
+                self.nack(seq, NackCode::Unavailable, 0, "the server cannot make a challenge now".into(), ctx);
+                self.close_when_idle(ctx);
+                return;
+            }
+        };
+        if !matches!(self.auth, AuthState::Off) {
+            self.auth = AuthState::Challenged { agency, nonce };
+        } else if self.agency.is_none() {
+            self.agency = Some(agency);
+        }
+        self.answer(seq, vec![Response::Challenge { nonce }], ctx);
+    }
+
+    fn proof(&mut self, seq: u64, mac: [u8; MAC_LEN], ctx: &mut Context<Self>) {
+        let (agency, nonce) = match std::mem::replace(&mut self.auth, AuthState::Verifying) {
+            AuthState::Challenged { agency, nonce } => (agency, nonce),
+            AuthState::Off => {
+                self.auth = AuthState::Off;
+                self.answer(seq, vec![Response::Ack { index: 0, count: 0 }], ctx);
+                return;
+            }
+            AuthState::Authenticated => {
+                self.auth = AuthState::Authenticated;
+                self.nack(seq, NackCode::Malformed, 0, "this connection is already authenticated".into(), ctx);
+                return;
+            }
+            AuthState::Fresh | AuthState::Verifying => {
+                warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer, "error" => "proof without a challenge, closing");
+                self.nack(seq, NackCode::AuthFailed, 0, "no challenge to answer: send AuthHello first".into(), ctx);
+                self.close_when_idle(ctx);
+                return;
+            }
+        };
+        let Some(guard) = self.deps.auth.clone() else {
+            // Unreachable: a guard exists whenever the state is not Off.
+            self.nack(seq, NackCode::AuthFailed, 0, "authentication is not available".into(), ctx);
+            self.close_when_idle(ctx);
+            return;
+        };
+        let verify = Verify { ip: self.peer.ip(), agency, nonce, mac };
+        let fut = guard.send(verify).into_actor(self).map(move |verdict, act, ctx| {
+            act.in_flight -= 1;
+            act.verdict(seq, agency, verdict.ok(), ctx);
+        });
+        self.in_flight(fut, ctx);
+    }
+
+    fn verdict(&mut self, seq: u64, agency: AgencyId, verdict: Option<Verdict>, ctx: &mut Context<Self>) {
+        match verdict {
+            Some(Verdict::Accepted { delayed }) => {
+                self.auth = AuthState::Authenticated;
+                self.agency = Some(agency);
+                info!(self.log, "action: auth | result: success"; "ip" => %self.peer, "agency" => agency,
+                    "delayed_ms" => delayed.as_millis() as u64);
+                self.answer(seq, vec![Response::Ack { index: 0, count: 0 }], ctx);
+            }
+            Some(Verdict::Rejected { failures, delayed }) => {
+                warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer, "agency" => agency,
+                    "failures" => failures, "delayed_ms" => delayed.as_millis() as u64, "error" => "wrong proof, closing");
+                let msg = format!("authentication as agency {agency} failed");
+                self.nack(seq, NackCode::AuthFailed, 0, msg, ctx);
+                self.close_when_idle(ctx);
+            }
+            Some(Verdict::Throttled { retry_after }) => {
+                warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer, "agency" => agency,
+                    "error" => "too many failed attempts from this address, not checked, closing");
+                let msg = format!(
+                    "too many failed authentications from this address; retry in {} ms",
+                    retry_after.as_millis()
+                );
+                self.nack(seq, NackCode::Unavailable, 0, msg, ctx);
+                self.close_when_idle(ctx);
+            }
+            None => {
+                self.nack(seq, NackCode::Unavailable, 0, "the server is closing".into(), ctx);
+                self.close_when_idle(ctx);
+            }
+        }
+    }
+}
