@@ -113,7 +113,11 @@ fn catch_up_lines(
         Ok(())
     })
     .map_err(|e| match bad.take() {
-        Some((n, reason)) => StorageError::Corrupt { path: path.to_path_buf(), line: n, reason: format!("{n}. row past byte {from}: {reason}") },
+        Some((n, reason)) => StorageError::Corrupt {
+            path: path.to_path_buf(),
+            line: n,
+            reason: format!("{n}. row past byte {from}: {reason}"),
+        },
         None => io_err(e),
     })?;
     if eof < from {

@@ -246,10 +246,8 @@ impl BetStore {
         if self.locked_since.is_some() {
             return Ok(());
         }
-        self.acquire().map_err(|source| StoreError::from(StorageError::Io {
-            path: self.lock.path().to_path_buf(),
-            source,
-        }))?;
+        self.acquire()
+            .map_err(|source| StoreError::from(StorageError::Io { path: self.lock.path().to_path_buf(), source }))?;
         if let Err(e) = self.catch_up() {
             let e = StoreError::from(e);
             error!(self.log, "action: catch_up | result: fail"; "path" => self.path.display(), "error" => %e);
@@ -302,8 +300,7 @@ impl BetStore {
         if let Some(e) = self.file.as_ref().and_then(BetFile::poisoned) {
             self.distrust(e.into());
         }
-        if self.cut_pending || self.dirty.iter().any(|a| self.progress.get(a).is_some_and(|p| p.written > p.synced))
-        {
+        if self.cut_pending || self.dirty.iter().any(|a| self.progress.get(a).is_some_and(|p| p.written > p.synced)) {
             return;
         }
         if let Some(since) = self.locked_since.take() {
