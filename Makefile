@@ -14,7 +14,7 @@ COMPOSE_CMD := $(shell if docker compose version >/dev/null 2>&1; then echo "doc
 COMPOSE := $(COMPOSE_CMD) -p $(PROJECT) -f $(COMPOSE_FILE)
 
 .PHONY: help deps build test lint unit docker-test demo static-binaries docker-image netcat-image data busybox \
-        compose-file docker-compose-up docker-compose-down docker-compose-logs bench clean
+        compose-file docker-compose-up docker-compose-down docker-compose-logs bench bench-replicas clean
 
 help:
 	@echo "make deps                 install what the Docker part needs (busybox-static, Compose 1.29 and v2)"
@@ -24,6 +24,7 @@ help:
 	@echo "make docker-compose-logs  follow the logs (| grep sorteo)"
 	@echo "make docker-compose-down  stop with a 10 s grace period, show exit codes, remove containers, network and the replicas' store volume"
 	@echo "make bench                end-to-end benchmark against measured floors (BENCH_ARGS=--quick for a small run)"
+	@echo "make bench-replicas       the system with 1, 2 and 3 servers sharing one store, and the lock's cost"
 
 build:
 	cargo build --release
@@ -131,6 +132,10 @@ docker-compose-logs:
 # BENCH_ARGS: --quick, --agencies N, --bets M, --runs R, --windows 1,32, --json FILE
 bench:
 	cargo bench --bench end_to_end -- $(BENCH_ARGS)
+
+# REPLICAS_ARGS: --quick, --agencies N, --bets M, --runs R, --servers 1,2,3
+bench-replicas:
+	cargo bench --bench replicas -- $(REPLICAS_ARGS)
 
 clean:
 	cargo clean
