@@ -3,6 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CLIENTS ?= 5
+SERVERS ?= 1
 BETS ?= 20000
 COMPOSE_FILE ?= docker-compose-dev.yaml
 PROJECT := tp0
@@ -13,16 +14,17 @@ COMPOSE_CMD := $(shell if docker compose version >/dev/null 2>&1; then echo "doc
 COMPOSE := $(COMPOSE_CMD) -p $(PROJECT) -f $(COMPOSE_FILE)
 
 .PHONY: help deps build test lint unit docker-test demo static-binaries docker-image netcat-image data busybox \
-        compose-file docker-compose-up docker-compose-down docker-compose-logs bench clean
+        compose-file docker-compose-up docker-compose-down docker-compose-logs bench bench-replicas clean
 
 help:
 	@echo "make deps                 install what the Docker part needs (busybox-static, Compose 1.29 and v2)"
 	@echo "make demo                 whole system as local processes (no Docker)"
 	@echo "make test                 fmt, clippy, unit + integration tests, Docker end-to-end when an engine answers"
-	@echo "make docker-compose-up    build images, make .data/agency-K.csv, start server + CLIENTS=$(CLIENTS) agencies"
+	@echo "make docker-compose-up    build images, make .data/agency-K.csv, start SERVERS=$(SERVERS) server(s) + CLIENTS=$(CLIENTS) agencies"
 	@echo "make docker-compose-logs  follow the logs (| grep sorteo)"
-	@echo "make docker-compose-down  stop with a 10 s grace period, show exit codes, remove containers and network"
+	@echo "make docker-compose-down  stop with a 10 s grace period, show exit codes, remove containers, network and the replicas' store volume"
 	@echo "make bench                end-to-end benchmark against measured floors (BENCH_ARGS=--quick for a small run)"
+	@echo "make bench-replicas       the system with 1, 2 and 3 servers sharing one store, and the lock's cost"
 
 build:
 	cargo build --release
@@ -60,6 +62,7 @@ docker-test: docker-image netcat-image
 		echo "==== Docker tests with '$$flavour'"; \
 		COMPOSE="$$flavour" bash scripts/docker-test.sh || exit 1; \
 		COMPOSE="$$flavour" python3 scripts/course-procedure.py || exit 1; \
+		COMPOSE="$$flavour" bash scripts/replicas-test.sh || exit 1; \
 	done; \
 	if [ $$flavours -lt 2 ] && [ -n "$$REQUIRE_DOCKER" ]; then echo "docker-test: both Compose flavours are required"; exit 1; fi; \
 	[ $$flavours -gt 0 ]
@@ -113,7 +116,7 @@ data:
 	fi
 
 compose-file:
-	cargo run --release --quiet --bin gen_compose -- $(CLIENTS) --output $(COMPOSE_FILE)
+	cargo run --release --quiet --bin gen_compose -- $(CLIENTS) --servers $(SERVERS) --output $(COMPOSE_FILE)
 
 docker-compose-up: docker-image data compose-file
 	$(COMPOSE) up -d
@@ -121,7 +124,7 @@ docker-compose-up: docker-image data compose-file
 docker-compose-down:
 	-$(COMPOSE) stop -t 10
 	-$(COMPOSE) ps
-	$(COMPOSE) down --remove-orphans
+	$(COMPOSE) down -v --remove-orphans
 
 docker-compose-logs:
 	$(COMPOSE) logs -f
@@ -129,6 +132,10 @@ docker-compose-logs:
 # BENCH_ARGS: --quick, --agencies N, --bets M, --runs R, --windows 1,32, --json FILE
 bench:
 	cargo bench --bench end_to_end -- $(BENCH_ARGS)
+
+# REPLICAS_ARGS: --quick, --agencies N, --bets M, --runs R, --servers 1,2,3
+bench-replicas:
+	cargo bench --bench replicas -- $(REPLICAS_ARGS)
 
 clean:
 	cargo clean

@@ -1,7 +1,8 @@
-//! `gen_compose N [--output FILE] [--template FILE]`: renders
-//! `docker-compose.tmpl.yaml` into a compose file with a server and N agencies.
+//! `gen_compose N [--servers M] [--output FILE] [--template FILE]`: renders
+//! `docker-compose.tmpl.yaml` into a compose file with a server (or M replicas
+//! sharing one store) and N agencies.
 //!
-//! The template is plain text with one repeated block, so what ends up in the
+//! The template is plain text with marked blocks, so what ends up in the
 //! compose file is visible in the template; the result is parsed back as YAML and
 //! checked before anything is written.
 //!
@@ -17,44 +18,49 @@ use loteria::auth::AgencyKeys;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: gen_compose N [--output FILE] [--template FILE]\n  N: number of agencies (0 or more)\n  FILE defaults: docker-compose-dev.yaml, docker-compose.tmpl.yaml";
-const BEGIN: &str = "# BEGIN client";
-const END: &str = "# END client";
-/// More agencies than this would not fit the /24 network.
-const MAX_AGENCIES: u32 = 250;
+/// More agencies and servers than this would not fit the /24 network.
+const MAX_CONTAINERS: u32 = 250;
 
-#[derive(Debug)]
+/// Renders docker-compose.tmpl.yaml into a compose file: the central server (or
+/// M replicas behind the name `server`) and N agencies, with a fresh key per agency.
+#[derive(Debug, clap::Parser)]
+#[command(name = "gen_compose")]
 struct Args {
+    /// Number of agencies (0 or more)
+    #[arg(value_name = "N")]
     agencies: u32,
+    /// Number of central servers: 1 is the container `server`; M >= 2 are
+    /// `server1`..`serverM`, all with the network alias `server`, sharing one store
+    #[arg(long, value_name = "M", default_value_t = 1, value_parser = parse_servers)]
+    servers: u32,
+    /// The compose file to write
+    #[arg(short, long, value_name = "FILE", default_value = "docker-compose-dev.yaml")]
     output: PathBuf,
+    /// The template to render
+    #[arg(long, value_name = "FILE", default_value = "docker-compose.tmpl.yaml")]
     template: PathBuf,
 }
 
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let mut agencies = None;
-    let mut output = PathBuf::from("docker-compose-dev.yaml");
-    let mut template = PathBuf::from("docker-compose.tmpl.yaml");
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--output" | "-o" => output = it.next().map(PathBuf::from).ok_or("--output needs a FILE")?,
-            "--template" => template = it.next().map(PathBuf::from).ok_or("--template needs a FILE")?,
-            flag if flag.starts_with('-') && flag.parse::<i64>().is_err() => {
-                return Err(format!("unknown option {flag:?}"))
-            }
-            n if agencies.is_none() => {
-                let parsed: u32 =
-                    n.parse().map_err(|_| format!("N must be a whole number of agencies >= 0, got {n:?}"))?;
-                if parsed > MAX_AGENCIES {
-                    return Err(format!("N must be at most {MAX_AGENCIES} (the network is a /24), got {parsed}"));
-                }
-                agencies = Some(parsed);
-            }
-            extra => return Err(format!("unexpected argument {extra:?}")),
-        }
+fn parse_servers(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(m) if m >= 1 => Ok(m),
+        _ => Err(format!("M must be a whole number of servers >= 1, got {s:?}")),
     }
-    let agencies = agencies.ok_or("missing N (number of agencies)")?;
-    Ok(Args { agencies, output, template })
+}
+
+fn parse_args(args: &[String]) -> Result<Args, clap::Error> {
+    use clap::{CommandFactory, Parser};
+    let parsed = Args::try_parse_from(std::iter::once("gen_compose".to_string()).chain(args.iter().cloned()))?;
+    if parsed.agencies.saturating_add(parsed.servers) > MAX_CONTAINERS {
+        return Err(Args::command().error(
+            clap::error::ErrorKind::ValueValidation,
+            format!(
+                "N + M must be at most {MAX_CONTAINERS} (the network is a /24), got {} + {}",
+                parsed.agencies, parsed.servers
+            ),
+        ));
+    }
+    Ok(parsed)
 }
 
 /// Where the server's key file goes, relative to the compose file's directory.
@@ -87,11 +93,11 @@ fn restrict(path: &std::path::Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
-/// Renders the template for `agencies` agencies.
-fn render(template: &str, agencies: u32, keys: &AgencyKeys, keys_file: &str) -> Result<String, String> {
+/// Splits `text` at the `# BEGIN name` and `# END name` lines: (before, block, after).
+fn section<'a>(text: &'a str, name: &str) -> Result<(&'a str, &'a str, &'a str), String> {
+    let (begin_marker, end_marker) = (format!("# BEGIN {name}"), format!("# END {name}"));
     let line = |marker: &str| {
-        template
-            .lines()
+        text.lines()
             .scan(0usize, |pos, l| {
                 let at = *pos;
                 *pos += l.len() + 1;
@@ -100,34 +106,83 @@ fn render(template: &str, agencies: u32, keys: &AgencyKeys, keys_file: &str) -> 
             .find(|(_, l)| l.trim_end() == marker)
             .map(|(at, _)| at)
     };
-    let begin = line(BEGIN).ok_or(format!("template has no {BEGIN:?} line"))?;
-    let end = line(END).ok_or(format!("template has no {END:?} line"))?;
+    let begin = line(&begin_marker).ok_or(format!("template has no {begin_marker:?} line"))?;
+    let end = line(&end_marker).ok_or(format!("template has no {end_marker:?} line"))?;
     if end < begin {
-        return Err(format!("{END:?} comes before {BEGIN:?}"));
+        return Err(format!("{end_marker:?} comes before {begin_marker:?}"));
     }
-    let head = &template[..begin];
-    let block = &template[begin + BEGIN.len()..end];
-    let block = block.strip_prefix('\n').unwrap_or(block);
-    let tail = &template[end + END.len()..];
-    let tail = tail.strip_prefix('\n').unwrap_or(tail);
-    let mut out = String::with_capacity(template.len() + block.len() * agencies as usize);
-    out.push_str(&head.replace("{{agencies}}", &agencies.to_string()).replace("{{keys_file}}", keys_file));
-    for id in 1..=agencies {
-        let key = keys.get(id).ok_or(format!("no key for agency {id}"))?;
-        out.push_str(&block.replace("{{id}}", &id.to_string()).replace("{{auth_key}}", &key.to_hex()));
+    let block = &text[begin + begin_marker.len()..end];
+    let after = &text[end + end_marker.len()..];
+    Ok((&text[..begin], block.strip_prefix('\n').unwrap_or(block), after.strip_prefix('\n').unwrap_or(after)))
+}
+
+/// What one generation renders: counts, keys, and the deployment's fresh id.
+struct Deployment<'a> {
+    agencies: u32,
+    servers: u32,
+    keys: &'a AgencyKeys,
+    keys_file: &'a str,
+    /// Names the shared store's volume (replicas only): a new generation, a new store.
+    id: &'a str,
+}
+
+/// Renders the template: the `server` block for one server, the `replica` block
+/// per server otherwise (and the `volumes` block they share), the `client` block per agency.
+fn render(template: &str, d: &Deployment) -> Result<String, String> {
+    let (head, server, rest) = section(template, "server")?;
+    let (between, replica, rest) = section(rest, "replica")?;
+    let (before_clients, client, rest) = section(rest, "client")?;
+    let (networks, volumes, tail) = section(rest, "volumes")?;
+    let deps: Vec<String> = match d.servers {
+        1 => vec!["      - server".to_string()],
+        m => (1..=m).map(|k| format!("      - server{k}")).collect(),
+    };
+    let fill = |text: &str| {
+        text.replace("{{agencies}}", &d.agencies.to_string())
+            .replace("{{servers}}", &d.servers.to_string())
+            .replace("{{keys_file}}", d.keys_file)
+            .replace("{{deployment}}", d.id)
+            .replace("{{server_deps}}", &deps.join("\n"))
+    };
+    let mut out = String::with_capacity(template.len() + client.len() * d.agencies as usize);
+    out.push_str(&fill(head));
+    if d.servers == 1 {
+        out.push_str(&fill(server));
+    } else {
+        for k in 1..=d.servers {
+            out.push_str(&fill(&replica.replace("{{k}}", &k.to_string())));
+        }
     }
-    out.push_str(tail);
-    check(&out, agencies)?;
+    out.push_str(&fill(between));
+    out.push_str(&fill(before_clients));
+    for id in 1..=d.agencies {
+        let key = d.keys.get(id).ok_or(format!("no key for agency {id}"))?;
+        out.push_str(&fill(&client.replace("{{id}}", &id.to_string()).replace("{{auth_key}}", &key.to_hex())));
+    }
+    out.push_str(&fill(networks));
+    if d.servers > 1 {
+        out.push_str(&fill(volumes));
+    }
+    out.push_str(&fill(tail));
+    check(&out, d.agencies, d.servers)?;
     Ok(out)
 }
 
+/// A fresh deployment id: 12 hex digits from the OS's random source.
+fn deployment_id() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 6];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Parses the result back and checks the services it must have.
-fn check(rendered: &str, agencies: u32) -> Result<(), String> {
+fn check(rendered: &str, agencies: u32, servers: u32) -> Result<(), String> {
     let doc: serde_yaml::Value =
         serde_yaml::from_str(rendered).map_err(|e| format!("rendered file is not valid YAML: {e}"))?;
     let services = doc.get("services").and_then(|s| s.as_mapping()).ok_or("rendered file has no services")?;
-    if services.len() != agencies as usize + 1 {
-        return Err(format!("expected {} services, rendered {}", agencies + 1, services.len()));
+    if services.len() != (agencies + servers) as usize {
+        return Err(format!("expected {} services, rendered {}", agencies + servers, services.len()));
     }
     for id in 1..=agencies {
         if !services.contains_key(format!("client{id}").as_str()) {
@@ -139,16 +194,10 @@ fn check(rendered: &str, agencies: u32) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
     let args = match parse_args(&args) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("gen_compose: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        // Help and version on stdout, exit 0; bad arguments on stderr, exit 2.
+        Err(e) => e.exit(),
     };
     let template = match std::fs::read_to_string(&args.template) {
         Ok(t) => t,
@@ -164,7 +213,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let rendered = match render(&template, args.agencies, &keys, &keys_file_name(&args.output)) {
+    let id = match deployment_id() {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("gen_compose: cannot read random bytes for the deployment id: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let keys_file = keys_file_name(&args.output);
+    let deployment =
+        Deployment { agencies: args.agencies, servers: args.servers, keys: &keys, keys_file: &keys_file, id: &id };
+    let rendered = match render(&template, &deployment) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gen_compose: {}: {e}", args.template.display());
@@ -187,8 +246,12 @@ fn main() -> ExitCode {
         eprintln!("gen_compose: cannot make {} owner-only: {e}", args.output.display());
         return ExitCode::from(1);
     }
+    let servers = match args.servers {
+        1 => "1 server".to_string(),
+        m => format!("{m} servers sharing the volume tp0_bets_{id}"),
+    };
     println!(
-        "gen_compose: wrote {} with {} agencies and fresh keys in {}",
+        "gen_compose: wrote {} with {servers}, {} agencies and fresh keys in {}",
         args.output.display(),
         args.agencies,
         keys_path.display()
@@ -222,17 +285,63 @@ fn prepare_data_folder(output: &std::path::Path, agencies: u32) {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Result<Args, String> {
+    fn args(list: &[&str]) -> Result<Args, clap::Error> {
         parse_args(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    fn render_n(template: &str, n: u32, m: u32, keys: &AgencyKeys) -> Result<String, String> {
+        render(template, &Deployment { agencies: n, servers: m, keys, keys_file: "dc.agency-keys.csv", id: "0a1b2c" })
     }
 
     #[test]
     fn bad_counts_are_refused() {
-        for bad in [vec![], vec!["-1"], vec!["five"], vec!["1.5"], vec!["3", "4"], vec!["251"], vec!["2", "--output"]] {
+        for bad in [
+            vec![],
+            vec!["-1"],
+            vec!["five"],
+            vec!["1.5"],
+            vec!["3", "4"],
+            vec!["251"],
+            vec!["2", "--output"],
+            vec!["2", "--servers", "0"],
+            vec!["2", "--servers", "-1"],
+            vec!["2", "--servers", "two"],
+            vec!["2", "--servers"],
+            vec!["248", "--servers", "3"],
+        ] {
             assert!(args(&bad).is_err(), "{bad:?}");
         }
         let ok = args(&["0", "--output", "x.yaml"]).unwrap();
-        assert_eq!((ok.agencies, ok.output), (0, PathBuf::from("x.yaml")));
+        assert_eq!((ok.agencies, ok.servers, ok.output), (0, 1, PathBuf::from("x.yaml")));
+        assert_eq!(args(&["5", "--servers", "3"]).unwrap().servers, 3);
+        let help = args(&["--help"]).unwrap_err().to_string();
+        assert!(help.contains("[default: 1]") && help.contains("[default: docker-compose-dev.yaml]"), "{help}");
+    }
+
+    #[test]
+    fn replicas_share_one_fresh_volume_behind_the_name_server() {
+        let template =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.tmpl.yaml")).unwrap();
+        let keys = AgencyKeys::generate(4).unwrap();
+        let out = render_n(&template, 4, 3, &keys).unwrap();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        let services = doc["services"].as_mapping().unwrap();
+        assert_eq!(services.len(), 7);
+        assert!(!services.contains_key("server"));
+        for k in 1..=3 {
+            let s = &doc["services"][format!("server{k}").as_str()];
+            assert_eq!(s["container_name"].as_str(), Some(format!("server{k}").as_str()));
+            assert_eq!(s["networks"]["testing_net"]["aliases"][0].as_str(), Some("server"));
+            assert_eq!(s["environment"][0].as_str(), Some("SERVER_AGENCIES=4"));
+            let store = s["volumes"].as_sequence().unwrap().iter().find(|v| v["type"].as_str() == Some("volume"));
+            let store = store.expect("the shared store volume");
+            assert_eq!((store["source"].as_str(), store["target"].as_str()), (Some("bets"), Some("/var/lib/loteria")));
+        }
+        assert_eq!(doc["volumes"]["bets"]["name"].as_str(), Some("tp0_bets_0a1b2c"));
+        let deps = doc["services"]["client4"]["depends_on"].as_sequence().unwrap();
+        assert_eq!(deps.iter().filter_map(|d| d.as_str()).collect::<Vec<_>>(), ["server1", "server2", "server3"]);
+        assert!(!out.lines().filter(|l| !l.trim_start().starts_with('#')).any(|l| l.contains("{{")));
+        assert_ne!(deployment_id().unwrap(), deployment_id().unwrap(), "each generation draws a new id");
     }
 
     #[test]
@@ -241,7 +350,7 @@ mod tests {
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.tmpl.yaml")).unwrap();
         for n in [0, 1, 10] {
             let keys = AgencyKeys::generate(n).unwrap();
-            let out = render(&template, n, &keys, "dc.agency-keys.csv").unwrap();
+            let out = render_n(&template, n, 1, &keys).unwrap();
             let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
             let services = doc["services"].as_mapping().unwrap();
             assert_eq!(services.len(), n as usize + 1);

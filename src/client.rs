@@ -319,6 +319,15 @@ impl Backoff {
     }
 }
 
+/// The address for connection attempt `attempt` (from 0): `server.address` may
+/// list several `HOST:PORT`s separated by commas (replicas of the central), and
+/// each attempt takes the next one, so a reconnect after a replica died goes
+/// elsewhere.
+pub fn address_for_attempt(addresses: &str, attempt: u32) -> &str {
+    let count = addresses.split(',').count() as u32;
+    addresses.split(',').nth((attempt % count) as usize).map(str::trim).unwrap_or(addresses)
+}
+
 /// The whole run of one agency: batches, done, winners; reconnecting and
 /// resuming from the server's count after any network failure.
 pub async fn run_agency(
@@ -331,7 +340,8 @@ pub async fn run_agency(
     loop {
         sessions += 1;
         let mut progressed = false;
-        let result = session(cfg, log, cancel, &mut progressed).await;
+        let address = address_for_attempt(&cfg.server_address, sessions - 1);
+        let result = session(cfg, address, log, cancel, &mut progressed).await;
         if progressed {
             backoff.reset();
         }
@@ -348,13 +358,14 @@ pub async fn run_agency(
 /// One connection's worth of work, starting from what the server already has.
 async fn session(
     cfg: &ClientConfig,
+    address: &str,
     log: &Logger,
     cancel: &CancellationToken,
     progressed: &mut bool,
 ) -> Result<AgencyReport, ClientError> {
     let mut reader = BetReader::open(&cfg.data_path)?;
     check_cancel(cancel)?;
-    let mut conn = AgencyConnection::connect(&cfg.server_address, cancel).await?;
+    let mut conn = AgencyConnection::connect(address, cancel).await?;
     let result = match &cfg.auth_key {
         Some(key) => auth::authenticate(&mut conn, cfg.id, key, log, cancel).await,
         None => Ok(()),
@@ -364,7 +375,7 @@ async fn session(
         Err(e) => Err(e),
     };
     conn.close().await;
-    info!(log, "action: close_connection | result: success"; "address" => &cfg.server_address);
+    info!(log, "action: close_connection | result: success"; "address" => address);
     result
 }
 
@@ -539,7 +550,7 @@ pub async fn send_single_bet(
     // Only the connection is retried: a resent bet without an index could be stored twice.
     let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max, cfg.retry_attempts);
     let mut conn = loop {
-        match AgencyConnection::connect(&cfg.server_address, cancel).await {
+        match AgencyConnection::connect(address_for_attempt(&cfg.server_address, 0), cancel).await {
             Ok(conn) => break conn,
             Err(e) => backoff.retry_or_fail(e, log, cancel).await?,
         }
@@ -632,6 +643,14 @@ mod tests {
         assert_eq!(r.next_bet().unwrap().unwrap().unwrap().last_name, "Comma, Inc");
         assert!(r.next_bet().unwrap().is_none());
         assert!(matches!(BetReader::open(&dir.path().join("missing.csv")), Err(ClientError::DataFile { .. })));
+    }
+
+    #[test]
+    fn each_attempt_takes_the_next_address() {
+        assert_eq!(address_for_attempt("server:12345", 7), "server:12345");
+        let list = "127.0.0.1:1,127.0.0.1:2, 127.0.0.1:3";
+        let picked: Vec<&str> = (0..4).map(|k| address_for_attempt(list, k)).collect();
+        assert_eq!(picked, ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:1"]);
     }
 
     #[test]

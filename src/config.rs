@@ -408,9 +408,14 @@ impl ClientConfig {
         };
         let server_address =
             src.get("server.address", Some("CLI_SERVER_ADDRESS"), "server:12345".to_string(), |s| {
-                match s.rsplit_once(':') {
-                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_string()),
-                    _ => Err("expected HOST:PORT".to_string()),
+                // Several addresses (replicas) are separated by commas; each must be whole.
+                let whole = |a: &str| {
+                    matches!(a.trim().rsplit_once(':'),
+                        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
+                };
+                match s.split(',').all(whole) {
+                    true => Ok(s.to_string()),
+                    false => Err("expected HOST:PORT, or several separated by commas".to_string()),
                 }
             })?;
         let batch_max_amount =
@@ -587,6 +592,19 @@ mod tests {
         assert_eq!(cfg.batch_max_amount, 100);
         let mut src = Source::from_parts("", env(&[("CLI_ID", "0")])).unwrap();
         assert!(ClientConfig::from_source(&mut src).unwrap_err().to_string().contains("CLI_ID"));
+    }
+
+    #[test]
+    fn the_server_address_may_list_replicas_each_whole() {
+        let parse = |v: &str| {
+            let mut src = Source::from_parts("", env(&[("CLI_ID", "1"), ("CLI_SERVER_ADDRESS", v)])).unwrap();
+            ClientConfig::from_source(&mut src).map(|(cfg, _)| cfg.server_address).map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("127.0.0.1:1,127.0.0.1:2").unwrap(), "127.0.0.1:1,127.0.0.1:2");
+        for bad in ["a,b:1", "a:1,", "a:1,b:x", ":1"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("CLI_SERVER_ADDRESS") && err.contains("HOST:PORT"), "{bad}: {err}");
+        }
     }
 
     #[test]

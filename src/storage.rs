@@ -11,6 +11,7 @@
 //! more rows until it is reopened (which cuts any torn tail again).
 
 mod file_io;
+pub mod shared;
 
 use crate::bet::{AgencyId, BetRef, RawBet};
 pub use file_io::{plain, FileIo, WrapFile};
@@ -77,6 +78,60 @@ pub struct BetFile {
     /// A failed append could not be rolled back: the file may end in a torn row,
     /// so it takes no more rows (reopening cuts the tail).
     poisoned: bool,
+    /// The same open file, for reading what other processes appended.
+    reader: File,
+}
+
+/// What one catch-up found past the last known end of a shared file.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CaughtUp {
+    pub rows: u64,
+    pub bytes: u64,
+    /// A torn last row left by a process that died mid-write, cut off.
+    pub torn_cut: u64,
+}
+
+/// Reads the complete lines of `reader` past `from`, cutting a torn tail through
+/// `file` (the caller holds the exclusive lock, so a tail without a newline
+/// belongs to a writer that died).
+fn catch_up_lines(
+    path: &Path,
+    reader: &File,
+    file: &mut dyn FileIo,
+    from: u64,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), String>,
+) -> Result<(u64, CaughtUp), StorageError> {
+    let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
+    let mut rows = 0u64;
+    let mut bad = None;
+    let (complete, eof) = shared::scan_from(reader, from, |line| {
+        rows += 1;
+        if let Err(reason) = f(rows, line) {
+            bad.get_or_insert((rows, reason));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "corrupt row"));
+        }
+        Ok(())
+    })
+    .map_err(|e| match bad.take() {
+        Some((n, reason)) => StorageError::Corrupt {
+            path: path.to_path_buf(),
+            line: n,
+            reason: format!("{n}. row past byte {from}: {reason}"),
+        },
+        None => io_err(e),
+    })?;
+    if eof < from {
+        return Err(StorageError::Corrupt {
+            path: path.to_path_buf(),
+            line: 0,
+            reason: format!("the file is {eof} bytes but {from} were counted: another process cut counted rows"),
+        });
+    }
+    let torn_cut = eof - complete;
+    if torn_cut > 0 {
+        file.set_len(complete).map_err(io_err)?;
+    }
+    Ok((complete, CaughtUp { rows, bytes: complete - from, torn_cut }))
 }
 
 impl BetFile {
@@ -93,6 +148,7 @@ impl BetFile {
         }
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
         sync_parent_dir(path).map_err(io_err)?;
+        let reader = file.try_clone().map_err(io_err)?;
         let repaired_bytes = repair_tail(&mut file).map_err(io_err)?;
         // Whatever a previous run left in the page cache becomes the durable base.
         file.sync_data().map_err(io_err)?;
@@ -114,6 +170,7 @@ impl BetFile {
             len,
             synced_len: len,
             poisoned: false,
+            reader,
         };
         Ok((bet_file, Recovered { per_agency, repaired_bytes }))
     }
@@ -184,6 +241,28 @@ impl BetFile {
             path: self.path.clone(),
             source: io::Error::other("a failed append could not be rolled back; the file must be reopened"),
         }
+    }
+
+    /// Counts (with `f`) the rows other processes appended since this one's last
+    /// look, cuts a torn row a dead writer left, and with `sync` makes them durable
+    /// before anything is decided from them (their writer may have died before its
+    /// own sync). The caller holds the exclusive lock.
+    pub fn catch_up(&mut self, sync: bool, mut f: impl FnMut(AgencyId)) -> Result<CaughtUp, StorageError> {
+        if self.poisoned {
+            return Err(self.poisoned_error());
+        }
+        let (end, caught) = catch_up_lines(&self.path, &self.reader, self.file.as_mut(), self.len, |_, row| {
+            f(parse_row_keys(row)?.agency);
+            Ok(())
+        })?;
+        self.len = end;
+        if caught.bytes > 0 || caught.torn_cut > 0 {
+            if sync {
+                self.file.sync_data().map_err(|source| StorageError::Io { path: self.path.clone(), source })?;
+            }
+            self.synced_len = self.len;
+        }
+        Ok(caught)
     }
 
     /// Forces the appended rows to the disk.
@@ -402,6 +481,7 @@ pub struct DoneJournal {
     file: Box<dyn FileIo>,
     /// Bytes of complete, synced lines.
     len: u64,
+    reader: File,
 }
 
 impl DoneJournal {
@@ -422,6 +502,7 @@ impl DoneJournal {
         let io_err = |source| StorageError::Io { path: path.clone(), source };
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io_err)?;
         sync_parent_dir(&path).map_err(io_err)?;
+        let reader = file.try_clone().map_err(io_err)?;
         repair_tail(&mut file).map_err(io_err)?;
         file.sync_data().map_err(io_err)?;
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
@@ -439,7 +520,32 @@ impl DoneJournal {
             })?;
             done.push(agency);
         }
-        Ok((DoneJournal { path, file: wrap(file), len: text.len() as u64 }, done))
+        Ok((DoneJournal { path, file: wrap(file), len: text.len() as u64, reader }, done))
+    }
+
+    /// The agencies other processes recorded since this one's last look (the
+    /// caller holds the exclusive lock; a torn line is cut).
+    pub fn catch_up(&mut self) -> Result<(Vec<AgencyId>, CaughtUp), StorageError> {
+        let mut done = Vec::new();
+        let (end, caught) = catch_up_lines(&self.path, &self.reader, self.file.as_mut(), self.len, |_, line| {
+            let agency = std::str::from_utf8(line)
+                .ok()
+                .and_then(|l| l.split(',').next())
+                .and_then(|a| a.parse::<AgencyId>().ok())
+                .ok_or_else(|| format!("bad journal line {:?}", String::from_utf8_lossy(line)))?;
+            done.push(agency);
+            Ok(())
+        })?;
+        if caught.torn_cut > 0 {
+            self.sync()?;
+        }
+        self.len = end;
+        Ok((done, caught))
+    }
+
+    /// Whether the journal on disk grew past what this process has read (one `fstat`).
+    pub fn grew(&self) -> bool {
+        self.reader.metadata().map(|m| m.len() != self.len).unwrap_or(false)
     }
 
     /// Appends and syncs one `Done` (rare: once per agency). A failed write is cut

@@ -17,10 +17,21 @@
 //! every request gets a storage error (transient for the agencies, which retry).
 //! The store also tells the DrawCoordinator about each `Done`, once the journal
 //! line is synced, so no state about an agency lives in two actors.
+//!
+//! Several server processes (replicas) may share the two files. Between processes
+//! the agreement is an exclusive `flock` (see [`storage::shared`]) that the store
+//! takes at the first request of a burst and lets go of only after the burst's
+//! sync: under it, it first catches up on the rows and Dones the others appended,
+//! then decides "new, retry or gap" against that shared truth. It never lets go
+//! with rows written but not synced, so no other process can count, and ack, rows
+//! that a failed sync here would cut. Every `POLL_DONES_EVERY` it looks (one
+//! `fstat`) whether the journal grew, and if so catches up, so its coordinator
+//! learns of Dones other replicas recorded.
 
 use super::draw_coordinator::AgencyDone;
 use crate::bet::AgencyId;
 use crate::net::frame::BetBatch;
+use crate::storage::shared::{LockStats, StoreLock};
 use crate::storage::{self, BetFile, DoneJournal, StorageError, WrapFile};
 use actix::prelude::*;
 use slog::{debug, error, info, warn, Logger};
@@ -33,6 +44,8 @@ use tokio::sync::oneshot;
 
 /// A store that could not be reopened tries again at most this often.
 const REOPEN_EVERY: Duration = Duration::from_millis(500);
+/// How often the store looks for Dones recorded by other replicas.
+const POLL_DONES_EVERY: Duration = Duration::from_millis(150);
 
 /// Why the store refused or failed a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,6 +176,13 @@ pub struct BetStore {
     /// Batches appended and syncs done: their ratio is what group commit saves.
     appends: u64,
     syncs: u64,
+    /// The lock shared with other processes on the same files, and since when it is held.
+    lock: StoreLock,
+    locked_since: Option<Instant>,
+    /// A failed sync left rows of this process past `synced_len`: they must be cut
+    /// before the lock is let go of (another process would count them).
+    cut_pending: bool,
+    lock_stats: LockStats,
     log: Logger,
 }
 
@@ -174,6 +194,11 @@ impl BetStore {
 
     /// [`open`](Self::open) with the writes to both files going through `wrap` (tests inject faults).
     pub fn open_with(path: PathBuf, durable: bool, wrap: WrapFile, log: Logger) -> Result<BetStore, StorageError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StorageError::Io { path: dir.to_path_buf(), source })?;
+        }
+        let lock = StoreLock::open(&path)
+            .map_err(|source| StorageError::Io { path: storage::shared::lock_path_for(&path), source })?;
         let mut store = BetStore {
             file: None,
             journal: None,
@@ -191,10 +216,111 @@ impl BetStore {
             coordinator: None,
             appends: 0,
             syncs: 0,
+            lock,
+            locked_since: None,
+            cut_pending: false,
+            lock_stats: LockStats::default(),
             log,
         };
-        store.load("open_store")?;
+        // Opening cuts a torn tail: not while another replica is mid-write.
+        store.acquire().map_err(|e| StorageError::Io { path: store.lock.path().to_path_buf(), source: e })?;
+        let loaded = store.load("open_store");
+        store.release();
+        loaded?;
         Ok(store)
+    }
+
+    /// Takes the inter-process lock if this process does not hold it yet.
+    fn acquire(&mut self) -> io::Result<()> {
+        if self.locked_since.is_none() {
+            let waited = self.lock.lock_exclusive()?;
+            self.lock_stats.waited(waited);
+            self.locked_since = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Takes the lock and catches up on what other processes appended since this
+    /// one's last look: their rows count as stored (and synced), their Dones as done.
+    fn lock_and_catch_up(&mut self) -> Result<(), StoreError> {
+        if self.locked_since.is_some() {
+            return Ok(());
+        }
+        self.acquire()
+            .map_err(|source| StoreError::from(StorageError::Io { path: self.lock.path().to_path_buf(), source }))?;
+        if let Err(e) = self.catch_up() {
+            let e = StoreError::from(e);
+            error!(self.log, "action: catch_up | result: fail"; "path" => self.path.display(), "error" => %e);
+            // Not `distrust`: this process has no unsynced rows here (it never lets go of
+            // the lock with any), and a cut at its last known end would remove rows other
+            // replicas synced and acked. Reload from the files as they are instead.
+            self.broken = Some((e.clone(), Instant::now()));
+            let _ = self.reopen();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn catch_up(&mut self) -> Result<(), StorageError> {
+        let (Some(file), Some(journal)) = (self.file.as_mut(), self.journal.as_mut()) else {
+            return Ok(());
+        };
+        let progress = &mut self.progress;
+        let rows = file.catch_up(self.durable, |agency| {
+            let p = progress.entry(agency).or_default();
+            p.written += 1;
+            p.synced = p.written;
+        })?;
+        self.synced_len = file.synced_len();
+        let (done, lines) = journal.catch_up()?;
+        self.journal_len = journal.synced_len();
+        for c in [rows, lines] {
+            if c.bytes > 0 || c.torn_cut > 0 {
+                self.lock_stats.catch_ups += 1;
+                self.lock_stats.caught_up_rows += c.rows;
+                self.lock_stats.caught_up_bytes += c.bytes;
+                self.lock_stats.torn_cut_bytes += c.torn_cut;
+            }
+        }
+        if rows.torn_cut > 0 || lines.torn_cut > 0 {
+            warn!(self.log, "action: catch_up | result: success"; "path" => self.path.display(),
+                "torn_cut_bytes" => rows.torn_cut + lines.torn_cut, "note" => "a writer died mid-write");
+        }
+        for agency in done {
+            let p = self.progress.entry(agency).or_default();
+            if !p.done {
+                p.done = true;
+                if let Some(coordinator) = &self.coordinator {
+                    coordinator.do_send(AgencyDone { agency });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets go of the lock, never with rows of this process written but unsynced
+    /// or cut-pending (a poisoned file is reopened, and so cut, first).
+    fn release(&mut self) {
+        if let Some(e) = self.file.as_ref().and_then(BetFile::poisoned) {
+            self.distrust(e.into());
+        }
+        if self.cut_pending || self.dirty.iter().any(|a| self.progress.get(a).is_some_and(|p| p.written > p.synced)) {
+            return;
+        }
+        if let Some(since) = self.locked_since.take() {
+            self.lock_stats.held(since.elapsed());
+            if let Err(e) = self.lock.unlock() {
+                error!(self.log, "action: unlock_store | result: fail"; "path" => self.lock.path().display(), "error" => %e);
+            }
+        }
+    }
+
+    /// Ends a request that may have taken the lock: the lock goes once the mailbox
+    /// burst is synced.
+    fn end_request(&mut self, ctx: &mut Context<Self>) {
+        if self.locked_since.is_some() {
+            self.schedule_sync(ctx);
+        }
     }
 
     /// Reads the files into a fresh in-memory state (start, and every reopen).
@@ -228,8 +354,15 @@ impl BetStore {
     fn reopen(&mut self) -> Result<(), StoreError> {
         self.file = None;
         self.journal = None;
-        let result = BetFile::cut_at(&self.path, self.synced_len)
-            .and_then(|_| BetFile::cut_at(&DoneJournal::path_for(&self.path), self.journal_len))
+        let result = self
+            .acquire()
+            .map_err(|source| StorageError::Io { path: self.lock.path().to_path_buf(), source })
+            .and_then(|_| match self.cut_pending {
+                true => BetFile::cut_at(&self.path, self.synced_len)
+                    .and_then(|_| BetFile::cut_at(&DoneJournal::path_for(&self.path), self.journal_len))
+                    .map(|_| self.cut_pending = false),
+                false => Ok(()),
+            })
             .and_then(|_| self.load("reopen_store"));
         if let Err(e) = result {
             let e = StoreError::from(e);
@@ -247,6 +380,9 @@ impl BetStore {
             let _ = tx.send(Err(cause.clone()));
         }
         self.broken = Some((cause, Instant::now()));
+        // Rows of this process past the last sync go; others' rows (counted at the
+        // last catch-up, all synced) stay. The lock is held here.
+        self.cut_pending = true;
         let _ = self.reopen();
     }
 
@@ -315,6 +451,7 @@ impl BetStore {
     /// answer must wait for a sync.
     fn store_bets(&mut self, msg: &StoreBets) -> Result<(Stored, bool), StoreError> {
         self.ensure_open()?;
+        self.lock_and_catch_up()?;
         let progress = self.progress.entry(msg.agency).or_default();
         if progress.done {
             return Err(StoreError::AlreadyDone(msg.agency));
@@ -363,6 +500,13 @@ impl Actor for BetStore {
         // Replies are parked in the actor, so a burst of batches must not be cut
         // short by the default mailbox capacity.
         ctx.set_mailbox_capacity(1024);
+        ctx.run_interval(POLL_DONES_EVERY, |store, ctx| {
+            let idle = store.locked_since.is_none() && !store.closed && store.broken.is_none();
+            if idle && store.journal.as_ref().is_some_and(DoneJournal::grew) {
+                let _ = store.lock_and_catch_up();
+                store.end_request(ctx);
+            }
+        });
     }
 }
 
@@ -393,6 +537,7 @@ impl Handler<StoreBets> for BetStore {
                 let _ = tx.send(Err(e));
             }
         }
+        self.end_request(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
     }
 }
@@ -404,6 +549,7 @@ impl Handler<SyncNow> for BetStore {
         self.sync_scheduled = false;
         // A failure is logged and answered to the parked replies inside.
         let _ = self.sync_all();
+        self.release();
     }
 }
 
@@ -418,8 +564,17 @@ impl Handler<NotifyDone> for BetStore {
 impl Handler<MarkDone> for BetStore {
     type Result = Result<u64, StoreError>;
 
-    fn handle(&mut self, msg: MarkDone, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: MarkDone, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.mark_done(&msg);
+        self.end_request(ctx);
+        result
+    }
+}
+
+impl BetStore {
+    fn mark_done(&mut self, msg: &MarkDone) -> Result<u64, StoreError> {
         self.ensure_open()?;
+        self.lock_and_catch_up()?;
         let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
         if p.done {
             // Idempotent: a second Done is acknowledged with what is stored.
@@ -456,15 +611,18 @@ impl Handler<MarkDone> for BetStore {
 impl Handler<QueryProgress> for BetStore {
     type Result = Result<(u64, bool), StoreError>;
 
-    fn handle(&mut self, msg: QueryProgress, _: &mut Context<Self>) -> Self::Result {
-        self.ensure_open()?;
-        // Report only durable rows: sync what was written first.
-        let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
-        if p.written > p.synced {
-            self.sync_all()?;
-        }
-        let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
-        Ok((p.synced, p.done))
+    fn handle(&mut self, msg: QueryProgress, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.ensure_open().and_then(|_| self.lock_and_catch_up()).and_then(|_| {
+            // Report only durable rows: sync what was written first.
+            let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
+            if p.written > p.synced {
+                self.sync_all()?;
+            }
+            let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
+            Ok((p.synced, p.done))
+        });
+        self.end_request(ctx);
+        result
     }
 }
 
@@ -481,14 +639,18 @@ impl Handler<DoneAgencies> for BetStore {
 impl Handler<Draw> for BetStore {
     type Result = Result<DrawOutcome, StoreError>;
 
-    fn handle(&mut self, msg: Draw, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Draw, ctx: &mut Context<Self>) -> Self::Result {
         // Every write this actor accepted is already in the file (writes are
-        // synchronous); make it durable before reading it back.
-        self.ensure_open()?;
-        self.sync_all()?;
-        let (winners, rows) = storage::draw(&self.path, msg.winning_number)?;
-        let winners = winners.into_iter().map(|(a, docs)| (a, Arc::new(docs))).collect();
-        Ok(DrawOutcome { winners, rows })
+        // synchronous); make it durable before reading it back. Under the lock, no
+        // other replica is mid-write, and a torn row a dead one left is cut.
+        let result = self.ensure_open().and_then(|_| self.lock_and_catch_up()).and_then(|_| {
+            self.sync_all()?;
+            let (winners, rows) = storage::draw(&self.path, msg.winning_number)?;
+            let winners = winners.into_iter().map(|(a, docs)| (a, Arc::new(docs))).collect();
+            Ok(DrawOutcome { winners, rows })
+        });
+        self.end_request(ctx);
+        result
     }
 }
 
@@ -498,6 +660,7 @@ impl Handler<CloseStore> for BetStore {
     fn handle(&mut self, _: CloseStore, _: &mut Context<Self>) -> Self::Result {
         // Release anything parked (a sync may be queued behind this message).
         let parked = self.sync_all();
+        self.release();
         self.closed = true;
         let journal = self.journal.take();
         let result = match (self.file.take(), parked) {
@@ -512,8 +675,13 @@ impl Handler<CloseStore> for BetStore {
         };
         match &result {
             Ok(()) => {
+                let l = &self.lock_stats;
                 info!(self.log, "action: close_store | result: success"; "path" => self.path.display(),
-                    "batches" => self.appends, "syncs" => self.syncs)
+                    "batches" => self.appends, "syncs" => self.syncs, "lock_acquisitions" => l.acquisitions,
+                    "lock_wait_us" => l.wait.as_micros() as u64, "lock_wait_max_us" => l.max_wait.as_micros() as u64,
+                    "lock_hold_us" => l.hold.as_micros() as u64, "lock_hold_max_us" => l.max_hold.as_micros() as u64,
+                    "catch_ups" => l.catch_ups, "caught_up_rows" => l.caught_up_rows,
+                    "caught_up_bytes" => l.caught_up_bytes, "torn_cut_bytes" => l.torn_cut_bytes)
             }
             Err(e) => {
                 error!(self.log, "action: close_store | result: fail"; "path" => self.path.display(), "error" => %e)
@@ -696,6 +864,43 @@ mod tests {
         assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((3, true)));
         assert_eq!(coordinator.send(QueryStatus).await.unwrap().done, vec![1]);
         assert_eq!(rows(&path), expected(1, 3));
+    }
+
+    #[actix::test]
+    async fn what_another_process_appended_counts_and_its_torn_row_is_cut() {
+        use crate::actors::draw_coordinator::{DrawCoordinator, QueryStatus};
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        let store = BetStore::open(path.clone(), true, crate::logging::discard()).unwrap().start();
+        let coordinator = DrawCoordinator::new(3, 7574, vec![], store.clone(), crate::logging::discard()).start();
+        store.send(NotifyDone(coordinator.clone().recipient())).await.unwrap();
+        send(&store, 1, 0, 2).await.unwrap().unwrap();
+        // Another replica (holding the lock while this one is idle) stores agency 2's
+        // three rows and its Done, then one that dies half way through a row.
+        let lock = crate::storage::shared::StoreLock::open(&path).unwrap();
+        lock.lock_exclusive().unwrap();
+        let mut other = Vec::new();
+        for bet in bets(2, 0, 3).raw_iter() {
+            storage::render_raw_row(&mut other, 2, &bet);
+        }
+        other.extend_from_slice(b"3,Half a r");
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&other).unwrap();
+        let journal = DoneJournal::path_for(&path);
+        std::fs::OpenOptions::new().append(true).open(&journal).unwrap().write_all(b"2,3\n").unwrap();
+        lock.unlock().unwrap();
+        // This store answers from the shared truth, cuts the torn row, and tells its coordinator.
+        assert_eq!(store.send(QueryProgress { agency: 2 }).await.unwrap(), Ok((3, true)));
+        assert_eq!(store.send(QueryProgress { agency: 3 }).await.unwrap(), Ok((0, false)));
+        assert!(matches!(send(&store, 2, 3, 1).await.unwrap(), Err(StoreError::AlreadyDone(2))));
+        send(&store, 1, 2, 1).await.unwrap().unwrap();
+        send(&store, 3, 0, 1).await.unwrap().unwrap();
+        let mut want = expected(1, 2);
+        want.extend(expected(2, 3));
+        want.extend(expected(1, 3).split_off(2));
+        want.extend(expected(3, 1));
+        assert_eq!(rows(&path), want);
+        assert_eq!(coordinator.send(QueryStatus).await.unwrap().done, vec![2]);
     }
 
     #[actix::test]
