@@ -285,12 +285,7 @@ pub fn encoded_bet_len(bet: &BetRef<'_>) -> usize {
     2 + bet.first_name.len() + 2 + bet.last_name.len() + 2 + bet.document.len() + 4 + 2
 }
 
-/// Appends one encoded bet (the agency side builds batches with this).
-pub fn put_bet_into(out: &mut BytesMut, bet: &BetRef<'_>) {
-    put_bet(out, bet);
-}
-
-/// Writes a whole `Batch` frame from bets already encoded with [`put_bet_into`].
+/// Writes a whole `Batch` frame from bets already encoded with [`put_bet`].
 pub fn encode_batch(
     out: &mut BytesMut,
     agency: AgencyId,
@@ -317,7 +312,8 @@ fn put_str(out: &mut BytesMut, s: &str) {
     out.put_slice(&s.as_bytes()[..len]);
 }
 
-fn put_bet(out: &mut BytesMut, bet: &BetRef<'_>) {
+/// Appends one encoded bet (the agency side builds batches with this).
+pub fn put_bet(out: &mut BytesMut, bet: &BetRef<'_>) {
     put_str(out, bet.first_name);
     put_str(out, bet.last_name);
     put_str(out, bet.document);
