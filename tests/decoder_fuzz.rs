@@ -69,7 +69,7 @@ fn seeds() -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
     let requests = vec![
         Request::Echo(Bytes::from_static(b"hello")),
-        Request::Bet { agency: 1, bet: bet(1) },
+        Request::Bet { agency: 1, bet: bet(1).into() },
         Request::Batch { agency: 2, first_index: 100, bets: (0..40).map(bet).collect() },
         Request::Done { agency: 3, total: 9 },
         Request::WinnersRequest { agency: 4 },

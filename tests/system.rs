@@ -293,7 +293,7 @@ fn a_connection_speaks_for_one_agency_and_the_rules_are_enforced() {
     ));
     // Agencies outside 1..=2 are refused.
     assert!(matches!(
-        ask(&mut a1, &mut buf, Request::Bet { agency: 9, bet: bet("1", 1) }),
+        ask(&mut a1, &mut buf, Request::Bet { agency: 9, bet: bet("1", 1).into() }),
         Response::Nack { code: NackCode::UnknownAgency, .. }
     ));
     // A Done that announces more bets than stored is refused; the right one is acked, twice.

@@ -20,7 +20,7 @@
 
 use super::draw_coordinator::AgencyDone;
 use crate::bet::AgencyId;
-use crate::net::frame::BetBatch;
+use crate::bet::BetBatch;
 use crate::storage::{self, BetFile, DoneJournal, StorageError, WrapFile};
 use actix::prelude::*;
 use slog::{debug, error, info, warn, Logger};

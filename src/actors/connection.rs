@@ -21,7 +21,7 @@ use super::bet_store::{BetStore, MarkDone, QueryProgress, StoreBets, StoreError}
 use super::draw_coordinator::{DrawCoordinator, WinnersFor, WinnersReady};
 use super::listener::{ConnectionClosed, Listener};
 use crate::bet::AgencyId;
-use crate::net::frame::{winners_pages, BetBatch};
+use crate::net::frame::winners_pages;
 use crate::net::{NackCode, ProtocolError, Request, Response, ServerCodec, MAX_FRAME};
 use actix::prelude::*;
 use bytes::BytesMut;
@@ -263,23 +263,22 @@ impl Connection {
                 self.answer(seq, vec![Response::Echo(payload)], ctx);
             }
             Request::Bet { agency, bet } => {
-                let (document, number) = (bet.document.clone(), bet.number);
-                let fut = self
-                    .deps
-                    .store
-                    .send(StoreBets { agency, first_index: None, bets: BetBatch::from_bets(&[bet]) })
-                    .into_actor(self)
-                    .map(move |res, act, ctx| {
-                        act.in_flight -= 1;
-                        let (answer, error) = match flatten(res) {
-                            Ok(stored) => (Response::Ack { index: stored.first_index, count: 1 }, None),
-                            Err(e) => (
-                                Response::Nack { code: nack_code(&e), index: 0, message: e.to_string() },
-                                Some(e.to_string()),
-                            ),
-                        };
-                        act.answer_logged(seq, vec![answer], Some(Outcome::Bet { document, number, error }), ctx);
-                    });
+                let (document, number) =
+                    bet.iter().next().map(|b| (b.document.to_string(), b.number)).unwrap_or_default();
+                let fut =
+                    self.deps.store.send(StoreBets { agency, first_index: None, bets: bet }).into_actor(self).map(
+                        move |res, act, ctx| {
+                            act.in_flight -= 1;
+                            let (answer, error) = match flatten(res) {
+                                Ok(stored) => (Response::Ack { index: stored.first_index, count: 1 }, None),
+                                Err(e) => (
+                                    Response::Nack { code: nack_code(&e), index: 0, message: e.to_string() },
+                                    Some(e.to_string()),
+                                ),
+                            };
+                            act.answer_logged(seq, vec![answer], Some(Outcome::Bet { document, number, error }), ctx);
+                        },
+                    );
                 self.in_flight(fut, ctx);
             }
             Request::Batch { agency, first_index, bets } => {

@@ -47,7 +47,7 @@ pub async fn send_single_bet(
         }
     }
     let (document, number) = (bet.document.clone(), bet.number);
-    conn.send(&Request::Bet { agency: cfg.id, bet }).await?;
+    conn.send(&Request::Bet { agency: cfg.id, bet: bet.into() }).await?;
     let result = match conn.recv_in_flight(cancel).await {
         Ok(Response::Ack { .. }) => {
             info!(log, "action: apuesta_enviada | result: success"; "dni" => &document, "numero" => number);

@@ -126,7 +126,7 @@ mod tests {
     #[test]
     fn every_request_round_trips() {
         roundtrip_request(Request::Echo(Bytes::from_static(b"hello\n")));
-        roundtrip_request(Request::Bet { agency: 1, bet: bet("Ana", "Pérez", "00000042") });
+        roundtrip_request(Request::Bet { agency: 1, bet: bet("Ana", "Pérez", "00000042").into() });
         roundtrip_request(Request::Batch {
             agency: 3,
             first_index: 1 << 40,
@@ -377,7 +377,7 @@ mod tests {
         #[test]
         fn names_round_trip_exactly(first in "[^\\p{Cc}]{1,40}", last in "[a-zA-Z,;|\"' áéíóúñÑ]{0,40}", doc in "[0-9]{1,16}") {
             prop_assume!(!first.trim().is_empty() && !last.trim().is_empty());
-            let req = Request::Bet { agency: 9, bet: bet(&first, &last, &doc) };
+            let req = Request::Bet { agency: 9, bet: bet(&first, &last, &doc).into() };
             let mut buf = BytesMut::new();
             req.encode(&mut buf).unwrap();
             prop_assert_eq!(ServerCodec.decode(&mut buf).unwrap().unwrap().unwrap(), req);

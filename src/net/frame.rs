@@ -7,7 +7,8 @@
 
 use super::error::ProtocolError;
 use crate::auth::{MAC_LEN, NONCE_LEN};
-use crate::bet::{AgencyId, Bet, BetRef, Date, RawBet};
+use crate::bet::batch::{BetSlot, SlotError, Span};
+use crate::bet::{AgencyId, BetBatch, BetRef, Date};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Largest frame, header included.
@@ -43,8 +44,9 @@ pub const WINNERS_OVERHEAD: usize = 4 + 1 + 2;
 pub enum Request {
     /// Answered with the byte-identical frame (connectivity check).
     Echo(Bytes),
-    /// One bet (course exercise 5), stored at the agency's next index.
-    Bet { agency: AgencyId, bet: Bet },
+    /// One bet (course exercise 5), stored at the agency's next index: a batch
+    /// of exactly one, so it goes to the store as it was decoded.
+    Bet { agency: AgencyId, bet: BetBatch },
     /// Bets `first_index..first_index + bets.len()` of the agency's stream.
     Batch { agency: AgencyId, first_index: u64, bets: BetBatch },
     /// The agency has sent all its `total` bets.
@@ -171,113 +173,6 @@ pub enum Response {
     },
 }
 
-/// The bets of a received `Batch`, validated, kept inside the frame's bytes:
-/// one allocation per batch (the field offsets) instead of three per bet.
-#[derive(Clone, Default)]
-pub struct BetBatch {
-    payload: Bytes,
-    bets: Vec<BetSlot>,
-}
-
-/// Where one bet's fields sit in the payload (payloads are < 64 KiB).
-#[derive(Clone, Copy)]
-struct BetSlot {
-    first_name: (u16, u16),
-    last_name: (u16, u16),
-    document: (u16, u16),
-    birthdate: Date,
-    number: u16,
-}
-
-impl BetBatch {
-    pub fn len(&self) -> usize {
-        self.bets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bets.is_empty()
-    }
-
-    /// The bets as bytes, for storing them: no second UTF-8 check.
-    pub fn raw_iter(&self) -> impl Iterator<Item = RawBet<'_>> + '_ {
-        self.bets.iter().map(move |slot| {
-            let bytes = |(start, len): (u16, u16)| &self.payload[start as usize..start as usize + len as usize];
-            RawBet {
-                first_name: bytes(slot.first_name),
-                last_name: bytes(slot.last_name),
-                document: bytes(slot.document),
-                birthdate: slot.birthdate,
-                number: slot.number,
-            }
-        })
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = BetRef<'_>> + '_ {
-        self.bets.iter().map(move |slot| {
-            let text = |(start, len): (u16, u16)| {
-                // Validated as UTF-8 when the batch was decoded, and `Bytes` is immutable.
-                std::str::from_utf8(&self.payload[start as usize..start as usize + len as usize]).unwrap_or("")
-            };
-            BetRef {
-                first_name: text(slot.first_name),
-                last_name: text(slot.last_name),
-                document: text(slot.document),
-                birthdate: slot.birthdate,
-                number: slot.number,
-            }
-        })
-    }
-
-    /// Owned copies (tests, tools).
-    pub fn to_bets(&self) -> Vec<Bet> {
-        self.iter().map(|b| b.to_bet()).collect()
-    }
-
-    /// A batch holding `bets` (single bets, tests): encodes and decodes them.
-    pub fn from_bets(bets: &[Bet]) -> BetBatch {
-        let mut payload = BytesMut::new();
-        for bet in bets {
-            put_bet(&mut payload, &bet.as_ref());
-        }
-        let payload = payload.freeze();
-        let mut r = Reader { buf: payload.clone(), start_len: payload.len() };
-        let mut batch = BetBatch { payload, bets: Vec::with_capacity(bets.len()) };
-        for _ in bets {
-            match r.bet_slot() {
-                Ok(slot) => batch.bets.push(slot),
-                Err(_) => break, // only reachable for bets that would fail validation
-            }
-        }
-        batch
-    }
-}
-
-impl From<Vec<Bet>> for BetBatch {
-    fn from(bets: Vec<Bet>) -> Self {
-        BetBatch::from_bets(&bets)
-    }
-}
-
-impl FromIterator<Bet> for BetBatch {
-    fn from_iter<I: IntoIterator<Item = Bet>>(iter: I) -> Self {
-        BetBatch::from_bets(&iter.into_iter().collect::<Vec<_>>())
-    }
-}
-
-impl PartialEq for BetBatch {
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
-    }
-}
-
-impl Eq for BetBatch {}
-
-impl std::fmt::Debug for BetBatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
 // ---- encoding -------------------------------------------------------------
 
 /// Bytes one bet takes inside a payload.
@@ -346,10 +241,16 @@ impl Request {
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), ProtocolError> {
         match self {
             Request::Echo(data) => put_frame(out, kind::ECHO, data.len(), |o| o.put_slice(data)),
-            Request::Bet { agency, bet } => put_frame(out, kind::BET, 4 + encoded_bet_len(&bet.as_ref()), |o| {
-                o.put_u32(*agency);
-                put_bet(o, &bet.as_ref());
-            }),
+            Request::Bet { agency, bet } => {
+                let (Some(one), 1) = (bet.iter().next(), bet.len()) else {
+                    let reason = format!("a Bet message carries exactly one bet, not {}", bet.len());
+                    return Err(ProtocolError::InvalidField { field: "bet", reason });
+                };
+                put_frame(out, kind::BET, 4 + encoded_bet_len(&one), |o| {
+                    o.put_u32(*agency);
+                    put_bet(o, &one);
+                })
+            }
             Request::Batch { agency, first_index, bets } => {
                 let mut encoded = BytesMut::new();
                 for bet in bets.iter() {
@@ -497,41 +398,29 @@ impl Reader {
         }
         Ok(agency)
     }
-    /// Validates a string field in place and returns its (offset, length).
-    fn str_slot(&mut self, field: &'static str) -> Result<(u16, u16), ProtocolError> {
+    /// Skips a string field and returns where it sits in the payload.
+    fn str_span(&mut self, field: &'static str) -> Result<Span, ProtocolError> {
         let len = self.u16(field)? as usize;
         self.need(field, len)?;
-        let offset = self.start_len - self.buf.remaining();
+        let start = self.start_len - self.buf.remaining();
         self.buf.advance(len);
-        Ok((offset as u16, len as u16))
+        Ok(Span { start: start as u32, len: len as u16 })
     }
 
-    /// Reads and validates one bet, recording where its fields are (offsets from
-    /// the start of the payload).
-    fn bet_slot(&mut self) -> Result<BetSlot, ProtocolError> {
-        let before = self.buf.clone();
-        let base = self.start_len - before.remaining();
-        let first_name = self.str_slot("first_name")?;
-        let last_name = self.str_slot("last_name")?;
-        let document = self.str_slot("document")?;
+    /// Reads one bet into `batch`, which checks it (UTF-8 once, then the domain's rules).
+    fn bet_into(&mut self, batch: &mut BetBatch) -> Result<(), ProtocolError> {
+        let first_name = self.str_span("first_name")?;
+        let last_name = self.str_span("last_name")?;
+        let document = self.str_span("document")?;
         let (y, m, d) = (self.u16("birthdate")?, self.u8("birthdate")?, self.u8("birthdate")?);
         let birthdate = Date::new(y, m, d)
             .map_err(|e| ProtocolError::InvalidField { field: "birthdate", reason: e.to_string() })?;
         let number = self.u16("number")?;
-        // Each field is checked as UTF-8 exactly once, here.
-        let text = |(start, len): (u16, u16), field: &'static str| {
-            let start = start as usize - base;
-            std::str::from_utf8(&before[start..start + len as usize]).map_err(|_| ProtocolError::BadUtf8 { field })
-        };
-        let bet = BetRef {
-            first_name: text(first_name, "first_name")?,
-            last_name: text(last_name, "last_name")?,
-            document: text(document, "document")?,
-            birthdate,
-            number,
-        };
-        bet.validate().map_err(|e| ProtocolError::InvalidField { field: "bet", reason: e.to_string() })?;
-        Ok(BetSlot { first_name, last_name, document, birthdate, number })
+        batch.push(BetSlot { first_name, last_name, document, birthdate, number }).map_err(|e| match e {
+            SlotError::NotUtf8 { field } => ProtocolError::BadUtf8 { field },
+            SlotError::OutOfBuffer { field } => ProtocolError::Truncated { field, needed: 0, left: 0 },
+            SlotError::Invalid(e) => ProtocolError::InvalidField { field: "bet", reason: e.to_string() },
+        })
     }
 }
 
@@ -545,9 +434,9 @@ impl Request {
             kind::ECHO => return Ok(Request::Echo(r.buf)),
             kind::BET => {
                 let agency = r.agency()?;
-                let slot = r.bet_slot()?;
-                let bet = BetBatch { payload: whole, bets: vec![slot] }.iter().map(|b| b.to_bet()).next();
-                Request::Bet { agency, bet: bet.ok_or(ProtocolError::Truncated { field: "bet", needed: 1, left: 0 })? }
+                let mut bet = BetBatch::new(whole, 1);
+                r.bet_into(&mut bet)?;
+                Request::Bet { agency, bet }
             }
             kind::BATCH => {
                 let agency = r.agency()?;
@@ -555,10 +444,10 @@ impl Request {
                 let count = r.u16("count")? as usize;
                 // Each bet takes at least 12 bytes, so `count` cannot make us allocate
                 // more than the frame already holds.
-                let mut bets = BetBatch { payload: whole, bets: Vec::with_capacity(count.min(r.buf.remaining() / 12)) };
+                let mut bets = BetBatch::new(whole, count.min(r.buf.remaining() / 12));
                 for position in 0..count {
-                    match r.bet_slot() {
-                        Ok(slot) => bets.bets.push(slot),
+                    match r.bet_into(&mut bets) {
+                        Ok(()) => {}
                         Err(e) => {
                             return Err(ProtocolError::InvalidBatch {
                                 agency,
