@@ -332,7 +332,7 @@ fn a_connection_speaks_for_one_agency_and_the_rules_are_enforced() {
         read_response(&mut a1, &mut buf),
         Some(Response::Winners { agency: 1, more: false, documents: vec!["00000042".into()] })
     );
-    assert!(matches!(read_response(&mut a1, &mut buf), Some(Response::Nack { code: NackCode::Malformed, .. })));
+    assert!(matches!(read_response(&mut a1, &mut buf), Some(Response::Nack { code: NackCode::AlreadyWaiting, .. })));
     assert_eq!(
         ask(&mut a2, &mut buf2, Request::WinnersRequest { agency: 2 }),
         Response::Winners { agency: 2, more: false, documents: vec![] }

@@ -101,6 +101,9 @@ pub enum NackCode {
     Unauthenticated = 10,
     /// The handshake failed (wrong proof, no challenge, or no key for the agency).
     AuthFailed = 11,
+    /// A request of the same kind from this connection is still waiting for its
+    /// answer (a second winners request before the draw).
+    AlreadyWaiting = 12,
     /// Any other code (from a newer peer).
     Other = 0xffff,
 }
@@ -119,6 +122,7 @@ impl NackCode {
             9 => NackCode::Incomplete,
             10 => NackCode::Unauthenticated,
             11 => NackCode::AuthFailed,
+            12 => NackCode::AlreadyWaiting,
             _ => NackCode::Other,
         }
     }
@@ -135,6 +139,7 @@ impl NackCode {
             NackCode::Incomplete => "incomplete",
             NackCode::Unauthenticated => "unauthenticated",
             NackCode::AuthFailed => "auth_failed",
+            NackCode::AlreadyWaiting => "already_waiting",
             NackCode::Other => "other",
         }
     }
