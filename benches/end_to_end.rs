@@ -13,8 +13,9 @@
 //! It also runs the default window with relaxed acks (`storage.durable: false`)
 //! to show what durability costs.
 //!
-//! Options: `--quick`, `--agencies N`, `--bets M`, `--runs R`, `--windows 1,32`,
-//! `--no-relaxed`, `--json FILE`, `--keep DIR`. Figures are printed, never asserted.
+//! Options (`cargo bench --bench end_to_end -- --help`): `--quick`, `--agencies N`,
+//! `--bets M`, `--runs R`, `--windows 1,32`, `--no-relaxed`, `--json FILE`,
+//! `--keep DIR`. Figures are printed, never asserted.
 
 use loteria::auth::AgencyKeys;
 use loteria::client::BetReader;
@@ -31,58 +32,44 @@ use std::time::{Duration, Instant};
 const SERVER: &str = env!("CARGO_BIN_EXE_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 
+/// The whole system against the floors of the same machine; figures are
+/// printed, never asserted.
+#[derive(clap::Parser)]
+#[command(name = "end_to_end")]
 struct Options {
+    /// Agencies (one process each)
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     agencies: u32,
-    bets: u64,
-    runs: usize,
+    /// Bets per agency [default: 1000000, 20000 with --quick]
+    #[arg(long)]
+    bets: Option<u64>,
+    /// Runs of each measurement (the median is reported)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
+    /// Pipelining windows to run the system with
+    #[arg(long, value_delimiter = ',', default_values_t = [1, DEFAULT_BATCH_WINDOW])]
     windows: Vec<usize>,
+    /// Also write the figures as JSON to FILE
+    #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Keep the data and stores in DIR instead of a temporary folder
+    #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// A small run (20,000 bets per agency) that only proves the benchmark runs
+    #[arg(long)]
     quick: bool,
-    /// Also run the default window with relaxed (not fsynced) acks.
-    relaxed: bool,
+    /// Skip the default window with relaxed (not fsynced) acks
+    #[arg(long)]
+    no_relaxed: bool,
+    /// Passed by `cargo bench`
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-fn options() -> Result<Options, String> {
-    let mut o = Options {
-        agencies: 5,
-        bets: 1_000_000,
-        runs: 3,
-        windows: vec![1, DEFAULT_BATCH_WINDOW],
-        json: None,
-        keep: None,
-        quick: false,
-        relaxed: true,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--bench" => {}
-            "--quick" => {
-                o.quick = true;
-                o.bets = 20_000;
-            }
-            "--agencies" => o.agencies = value(a)?.parse().map_err(|e| format!("--agencies: {e}"))?,
-            "--bets" => o.bets = value(a)?.parse().map_err(|e| format!("--bets: {e}"))?,
-            "--runs" => o.runs = value(a)?.parse().map_err(|e| format!("--runs: {e}"))?,
-            "--windows" => {
-                o.windows = value(a)?
-                    .split(',')
-                    .map(|w| w.trim().parse().map_err(|e| format!("--windows: {e}")))
-                    .collect::<Result<_, _>>()?
-            }
-            "--no-relaxed" => o.relaxed = false,
-            "--json" => o.json = Some(PathBuf::from(value(a)?)),
-            "--keep" => o.keep = Some(PathBuf::from(value(a)?)),
-            other => return Err(format!("unknown option {other}")),
-        }
+impl Options {
+    fn bets(&self) -> u64 {
+        self.bets.unwrap_or(if self.quick { 20_000 } else { 1_000_000 })
     }
-    if o.runs == 0 || o.agencies == 0 {
-        return Err("--runs and --agencies must be at least 1".into());
-    }
-    Ok(o)
 }
 
 // ---- process accounting ------------------------------------------------------
@@ -393,20 +380,20 @@ fn main() {
         println!("end_to_end: run it with `make bench` (cargo bench --bench end_to_end)");
         return;
     }
-    let o = match options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("end_to_end: {e}");
-            std::process::exit(2);
-        }
-    };
+    let o = <Options as clap::Parser>::parse();
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = o.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("data");
-    let total = u64::from(o.agencies) * o.bets;
-    println!("generating {} agencies x {} bets ({} bets) in {} (not timed)", o.agencies, o.bets, total, data.display());
-    let summaries = datagen::generate(&data, o.agencies, o.bets, 7574, 7574).expect("generate data");
+    let total = u64::from(o.agencies) * o.bets();
+    println!(
+        "generating {} agencies x {} bets ({} bets) in {} (not timed)",
+        o.agencies,
+        o.bets(),
+        total,
+        data.display()
+    );
+    let summaries = datagen::generate(&data, o.agencies, o.bets(), 7574, 7574).expect("generate data");
     let files: Vec<PathBuf> = summaries.iter().map(|s| s.path.clone()).collect();
     let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
 
@@ -421,7 +408,7 @@ fn main() {
             (label.clone(), *w, true, Stat { name: format!("system, {label}"), secs: vec![] }, vec![])
         })
         .collect();
-    if o.relaxed {
+    if !o.no_relaxed {
         let label = format!("window {DEFAULT_BATCH_WINDOW}, relaxed acks (no fdatasync)");
         systems.push((
             label.clone(),
@@ -448,7 +435,7 @@ fn main() {
     println!(
         "{} agencies x {} bets = {} bets ({:.1} MiB of agency files), {} runs, this machine: {} cores",
         o.agencies,
-        o.bets,
+        o.bets(),
         total,
         bytes as f64 / 1048576.0,
         o.runs,
@@ -492,7 +479,9 @@ fn main() {
     if let Some(path) = &o.json {
         let mut json = format!(
             "{{\"agencies\":{},\"bets_per_agency\":{},\"runs\":{},\"measurements\":[",
-            o.agencies, o.bets, o.runs
+            o.agencies,
+            o.bets(),
+            o.runs
         );
         for (i, s) in rows.iter().enumerate() {
             let secs: Vec<String> = s.secs.iter().map(|x| format!("{x:.4}")).collect();
