@@ -74,23 +74,6 @@ impl Options {
 
 // ---- process accounting ------------------------------------------------------
 
-#[repr(C)]
-struct Timeval {
-    sec: i64,
-    usec: i64,
-}
-#[repr(C)]
-struct Rusage {
-    utime: Timeval,
-    stime: Timeval,
-    // Filled by the kernel; read from /proc instead (see PeakRss).
-    _maxrss: i64,
-    _rest: [i64; 13],
-}
-extern "C" {
-    fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
-}
-
 /// Peak RSS (`VmHWM`, KiB) of live processes, sampled every 10 ms until each exits.
 ///
 /// `wait4`'s `ru_maxrss` would be simpler, but Linux carries the high-water mark
@@ -136,14 +119,13 @@ fn vm_hwm(pid: u32) -> Option<u64> {
 /// Waits for `pid` and returns (exit status, cpu seconds) from the kernel's accounting.
 fn wait_rusage(pid: u32) -> (i32, f64) {
     let mut status = 0i32;
-    let mut usage =
-        Rusage { utime: Timeval { sec: 0, usec: 0 }, stime: Timeval { sec: 0, usec: 0 }, _maxrss: 0, _rest: [0; 13] };
+    // SAFETY: rusage is plain data; all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: wait4 fills `status` and `usage`, both valid for writes; pid is our child.
-    let rc = unsafe { wait4(pid as i32, &mut status, 0, &mut usage) };
-    assert!(rc == pid as i32, "wait4({pid}) failed");
-    let cpu =
-        usage.utime.sec as f64 + usage.utime.usec as f64 / 1e6 + usage.stime.sec as f64 + usage.stime.usec as f64 / 1e6;
-    (status, cpu)
+    let rc = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    assert!(rc == pid as libc::pid_t, "wait4({pid}) failed");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (status, secs(usage.ru_utime) + secs(usage.ru_stime))
 }
 
 // ---- floors ------------------------------------------------------------------
@@ -310,7 +292,7 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
     let agency_rss = clients.iter().filter_map(|p| peaks.get(p)).copied().max().unwrap_or(0);
     let server_rss = peaks.get(&pid).copied().unwrap_or(0);
     // SAFETY: plain kill(2) on our own child.
-    unsafe { kill(pid as i32, 15) };
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
     let (status, server_cpu) = wait_rusage(pid);
     assert_eq!(status, 0, "server exit status {status}");
     let close = line_rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
@@ -325,10 +307,6 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
         batches: field(&close, "batches").unwrap_or(0.0) as u64,
         syncs: field(&close, "syncs").unwrap_or(0.0) as u64,
     }
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 fn field(line: &str, key: &str) -> Option<f64> {
