@@ -437,7 +437,10 @@ fn main() {
         );
     }
     println!();
-    println!("| system | draw ms (median) | server peak RSS MiB | largest agency peak RSS MiB | server CPU s | agencies CPU s | batches | fsyncs |");
+    println!(
+        "| system | draw ms (median) | server peak RSS MiB | largest agency peak RSS MiB \
+         | server CPU s | agencies CPU s | batches | fsyncs |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for (label, _, _, _, runs) in &systems {
         let mut draws: Vec<f64> = runs.iter().map(|r| r.draw_ms).collect();
@@ -477,7 +480,8 @@ fn main() {
                 .iter()
                 .map(|r| {
                     format!(
-                        "{{\"seconds\":{:.4},\"draw_ms\":{},\"server_rss_kib\":{},\"agency_rss_kib\":{},\"batches\":{},\"syncs\":{}}}",
+                        "{{\"seconds\":{:.4},\"draw_ms\":{},\"server_rss_kib\":{},\"agency_rss_kib\":{},\
+                         \"batches\":{},\"syncs\":{}}}",
                         r.elapsed.as_secs_f64(),
                         r.draw_ms,
                         r.server_rss_kib,

@@ -165,6 +165,7 @@ fn a_million_mutated_inputs_never_panic_or_over_allocate() {
         assert!(peak <= 8 * MAX_FRAME, "decoding one input held {peak} bytes at once");
     }
     println!(
-        "decoded {inputs} mutated inputs ({frames} frames parsed), worst peak {worst_peak} bytes, largest allocation {worst_largest} bytes"
+        "decoded {inputs} mutated inputs ({frames} frames parsed), worst peak {worst_peak} bytes, \
+         largest allocation {worst_largest} bytes"
     );
 }

@@ -374,7 +374,14 @@ fn single_bet_mode_stores_one_bet_with_its_leading_zeros() {
 fn invalid_rows_are_reported_with_file_and_line_and_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("agency-1.csv");
-    std::fs::write(&data, "Ana,Pérez,1,1990-01-01,7574\r\nBad,Date,2,1990-02-30,1\r\nToo,Few\r\nOk,Row,00000003,2000-02-29,9999\r\nBig,Number,4,1990-01-01,12345\r\n").unwrap();
+    let rows = [
+        "Ana,Pérez,1,1990-01-01,7574",
+        "Bad,Date,2,1990-02-30,1",
+        "Too,Few",
+        "Ok,Row,00000003,2000-02-29,9999",
+        "Big,Number,4,1990-01-01,12345",
+    ];
+    std::fs::write(&data, rows.map(|r| format!("{r}\r\n")).concat()).unwrap();
     let (server, port) = start_server(dir.path(), 1, &[]);
     let mut client = start_client(dir.path(), 1, port, &data, &[]);
     assert!(client.wait(RUN).success(), "{}", client.lines.dump());

@@ -81,9 +81,13 @@ impl AgencyConnection {
 
     /// Reads an answer, giving up [`IN_FLIGHT_GRACE`] after `cancel` fires.
     pub async fn recv_in_flight(&mut self, cancel: &CancellationToken) -> Result<Response, ClientError> {
+        let grace_over = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(IN_FLIGHT_GRACE).await
+        };
         tokio::select! {
             r = self.recv() => r,
-            _ = async { cancel.cancelled().await; tokio::time::sleep(IN_FLIGHT_GRACE).await } => Err(ClientError::Cancelled),
+            _ = grace_over => Err(ClientError::Cancelled),
         }
     }
 

@@ -110,7 +110,8 @@ async fn resume_and_stream(
     report.sent = stored;
     if !done {
         stream_batches(agency, stored, reader, conn, cfg, &mut report, log, cancel, progressed).await?;
-        info!(log, "action: apuestas_enviadas | result: success"; "cantidad" => report.sent, "rechazadas" => report.rejected_rows);
+        info!(log, "action: apuestas_enviadas | result: success"; "cantidad" => report.sent,
+            "rechazadas" => report.rejected_rows);
         check_cancel(cancel)?;
         conn.send(&Request::Done { agency, total: report.sent }).await?;
         match conn.recv_in_flight(cancel).await? {

@@ -366,7 +366,9 @@ mod tests {
         }
 
         #[test]
-        fn typed_frames_with_random_payloads_never_panic(kind in prop_oneof![Just(1u8), Just(2), Just(3), Just(4), Just(5), Just(6), Just(7), Just(8), Just(0x81), Just(0x82), Just(0x83), Just(0x84), Just(0x85), any::<u8>()],
+        fn typed_frames_with_random_payloads_never_panic(
+            kind in prop_oneof![Just(1u8), Just(2), Just(3), Just(4), Just(5), Just(6), Just(7), Just(8),
+                Just(0x81), Just(0x82), Just(0x83), Just(0x84), Just(0x85), any::<u8>()],
                                                        payload in proptest::collection::vec(any::<u8>(), 0..600)) {
             let mut buf = frame(kind, &payload);
             let _ = ServerCodec.decode(&mut buf);
@@ -375,7 +377,11 @@ mod tests {
         }
 
         #[test]
-        fn names_round_trip_exactly(first in "[^\\p{Cc}]{1,40}", last in "[a-zA-Z,;|\"' áéíóúñÑ]{0,40}", doc in "[0-9]{1,16}") {
+        fn names_round_trip_exactly(
+            first in "[^\\p{Cc}]{1,40}",
+            last in "[a-zA-Z,;|\"' áéíóúñÑ]{0,40}",
+            doc in "[0-9]{1,16}",
+        ) {
             prop_assume!(!first.trim().is_empty() && !last.trim().is_empty());
             let req = Request::Bet { agency: 9, bet: bet(&first, &last, &doc).into() };
             let mut buf = BytesMut::new();

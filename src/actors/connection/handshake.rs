@@ -78,7 +78,8 @@ impl Connection {
         let nonce = match random_bytes::<NONCE_LEN>() {
             Ok(nonce) => nonce,
             Err(e) => {
-                warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer, "error" => format!("no random nonce: {e}"));
+                warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer,
+                    "error" => format!("no random nonce: {e}"));
                 self.nack(seq, NackCode::Unavailable, 0, "the server cannot make a challenge now".into(), ctx);
                 self.close_when_idle(ctx);
                 return;
@@ -106,7 +107,8 @@ impl Connection {
                 return;
             }
             AuthState::Fresh | AuthState::Verifying => {
-                warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer, "error" => "proof without a challenge, closing");
+                warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer,
+                    "error" => "proof without a challenge, closing");
                 self.nack(seq, NackCode::AuthFailed, 0, "no challenge to answer: send AuthHello first".into(), ctx);
                 self.close_when_idle(ctx);
                 return;
@@ -133,7 +135,8 @@ impl Connection {
             }
             Some(Verdict::Rejected { failures, delayed }) => {
                 warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer, "agency" => agency,
-                    "failures" => failures, "delayed_ms" => delayed.as_millis() as u64, "error" => "wrong proof, closing");
+                    "failures" => failures, "delayed_ms" => delayed.as_millis() as u64,
+                    "error" => "wrong proof, closing");
                 let msg = format!("authentication as agency {agency} failed");
                 self.nack(seq, NackCode::AuthFailed, 0, msg, ctx);
                 self.close_when_idle(ctx);
