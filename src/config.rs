@@ -7,22 +7,22 @@
 //! course config files keep working.
 //!
 //! - `source`: the flattened file plus the environment, and the value parsers.
-//! - `server`: [`ServerConfig`]; `client`: [`ClientConfig`].
+//! - `server`: [`ServerConfig`]; `client`: [`ClientConfig`]; both are [`Settings`].
+//! - `cli`: the command line both programs share (`--config`, `--help`, `--version`).
 
+mod cli;
 mod client;
 mod server;
 mod source;
 
-pub use client::SETTINGS_HELP as CLIENT_SETTINGS_HELP;
 pub use client::{ClientConfig, DEFAULT_BATCH_WINDOW};
-pub use server::SETTINGS_HELP as SERVER_SETTINGS_HELP;
 pub use server::{ServerAuth, ServerConfig};
 pub use source::{EnvLookup, Source};
 
 use crate::auth::KeyFileError;
 use slog::Level;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The most bets a batch may carry, whatever the configuration says.
 pub const MAX_BATCH_AMOUNT: usize = 1000;
@@ -73,33 +73,48 @@ pub enum ConfigError {
     MissingKeys { path: PathBuf, missing: String, agencies: u32 },
 }
 
-/// What both programs' configurations offer to start logging.
-pub trait Logged {
+/// What both programs' configurations share: where they are read from, their
+/// command line, and what they log at start.
+pub trait Settings: Sized {
+    /// The program's name, for `--help` and `--version`.
+    const PROGRAM: &'static str;
+    /// What the program does, in a sentence (`--help`).
+    const ABOUT: &'static str;
+    /// The environment variable that names the configuration file, like `--config`.
+    const CONFIG_VAR: &'static str;
+    /// The file read when none is named; it may be absent.
+    const DEFAULT_PATH: &'static str;
+    /// Every setting with its YAML key, environment variable and default (`--help`).
+    const SETTINGS_HELP: &'static str;
+
+    /// Reads the settings from `src`.
+    fn read(src: &mut Source) -> Result<Self, ConfigError>;
     fn log_level(&self) -> Level;
+    /// The whole effective configuration as log pairs (course names first).
     fn log_pairs(&self) -> Vec<(&'static str, String)>;
-}
 
-impl Logged for ServerConfig {
-    fn log_level(&self) -> Level {
-        self.log_level
+    /// Reads the settings; also returns the file's keys nobody asked for.
+    fn from_source(src: &mut Source) -> Result<(Self, Vec<String>), ConfigError> {
+        let settings = Self::read(src)?;
+        Ok((settings, src.unknown_keys()))
     }
-    fn log_pairs(&self) -> Vec<(&'static str, String)> {
-        ServerConfig::log_pairs(self)
-    }
-}
 
-impl Logged for ClientConfig {
-    fn log_level(&self) -> Level {
-        self.log_level
+    /// Loads `config` (it must exist), else [`Self::DEFAULT_PATH`] when present,
+    /// with the process environment on top.
+    fn load(config: Option<PathBuf>) -> Result<(Self, Vec<String>), ConfigError> {
+        Self::from_source(&mut Source::from_process(config, Path::new(Self::DEFAULT_PATH))?)
     }
-    fn log_pairs(&self) -> Vec<(&'static str, String)> {
-        ClientConfig::log_pairs(self)
+
+    /// Reads the command line (`--config`, `--help`, `--version`; clap prints
+    /// those, and a usage error with exit code 2) and loads.
+    fn from_command_line() -> Result<(Self, Vec<String>), ConfigError> {
+        Self::load(cli::config_path::<Self>())
     }
 }
 
 /// Turns a loaded configuration into a logger plus the `config` line, or logs
 /// why it failed (`action: config | result: fail`) and gives the exit code 2.
-pub fn start_logging<C: Logged>(
+pub fn start_logging<C: Settings>(
     loaded: Result<(C, Vec<String>), ConfigError>,
 ) -> Result<(C, slog::Logger), std::process::ExitCode> {
     match loaded {

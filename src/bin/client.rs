@@ -1,27 +1,14 @@
 //! An agency: `client [--config PATH]` (CLI_ID and friends in the environment;
 //! `client --help` lists them).
 
-use clap::Parser;
 use loteria::client::{self, ClientError};
-use loteria::config::{self, ClientConfig};
+use loteria::config::{self, ClientConfig, Settings};
 use slog::{error, info};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
-/// A Lotería Nacional agency: sends the bets of its CSV file to the central,
-/// says it is done, and asks for its winners.
-#[derive(Parser)]
-#[command(name = "client", version, after_help = config::CLIENT_SETTINGS_HELP)]
-struct Args {
-    /// YAML configuration file; it must exist [default: config/client.yaml when present]
-    #[arg(long, value_name = "PATH", env = "CLI_CONFIG")]
-    config: Option<PathBuf>,
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let (cfg, log) = match config::start_logging(ClientConfig::load(args.config)) {
+    let (cfg, log) = match config::start_logging(ClientConfig::from_command_line()) {
         Ok(started) => started,
         Err(code) => return code,
     };

@@ -1,25 +1,12 @@
 //! The central server: `server [--config PATH]` (`server --help` lists the settings).
 
-use clap::Parser;
-use loteria::config::{self, ServerConfig};
+use loteria::config::{self, ServerConfig, Settings};
 use loteria::server;
 use slog::{error, warn};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// The Lotería Nacional central: stores the agencies' bets, runs the draw once
-/// every agency is done, and answers each agency with its own winners.
-#[derive(Parser)]
-#[command(name = "server", version, after_help = config::SERVER_SETTINGS_HELP)]
-struct Args {
-    /// YAML configuration file; it must exist [default: config/server.yaml when present]
-    #[arg(long, value_name = "PATH", env = "SERVER_CONFIG")]
-    config: Option<PathBuf>,
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let (cfg, log) = match config::start_logging(ServerConfig::load(args.config)) {
+    let (cfg, log) = match config::start_logging(ServerConfig::from_command_line()) {
         Ok(started) => started,
         Err(code) => return code,
     };

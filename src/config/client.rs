@@ -1,16 +1,15 @@
 //! One agency's settings.
 
 use super::source::{parse_int, parse_log_level, parse_millis, parse_path, Source};
-use super::{ConfigError, Origin, MAX_BATCH_AMOUNT};
+use super::{ConfigError, Origin, Settings, MAX_BATCH_AMOUNT};
 use crate::auth::AuthKey;
 use crate::bet::AgencyId;
 use crate::logging::level_name;
 use slog::Level;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// The settings, their environment variables and defaults, for `client --help`.
-pub const SETTINGS_HELP: &str = "\
+const SETTINGS_HELP: &str = "\
 Settings (YAML key, environment variable, default); the environment wins over the file:
   (no key)                  CLI_ID                      required: the agency's number
   server.address            CLI_SERVER_ADDRESS          server:12345
@@ -45,8 +44,14 @@ pub struct ClientConfig {
 /// The default pipelining window (chosen by measurement, see the README).
 pub const DEFAULT_BATCH_WINDOW: usize = 32;
 
-impl ClientConfig {
-    pub fn from_source(src: &mut Source) -> Result<(ClientConfig, Vec<String>), ConfigError> {
+impl Settings for ClientConfig {
+    const PROGRAM: &'static str = "client";
+    const ABOUT: &'static str = "A Lotería Nacional agency: sends the bets of its CSV file to the central, says it is done, and asks for its winners.";
+    const CONFIG_VAR: &'static str = "CLI_CONFIG";
+    const DEFAULT_PATH: &'static str = "config/client.yaml";
+    const SETTINGS_HELP: &'static str = SETTINGS_HELP;
+
+    fn read(src: &mut Source) -> Result<ClientConfig, ConfigError> {
         let id = match src.env("CLI_ID") {
             None => return Err(ConfigError::Required { key: "id", var: "CLI_ID" }),
             Some(v) => parse_int(1u32, u32::MAX)(v.trim()).map_err(|reason| ConfigError::Invalid {
@@ -101,18 +106,14 @@ impl ClientConfig {
             retry_attempts,
             auth_key,
         };
-        Ok((cfg, src.unknown_keys()))
+        Ok(cfg)
     }
 
-    /// Loads `config` (from `--config` or `CLI_CONFIG`; it must exist), else
-    /// `config/client.yaml` when present, then the process environment on top.
-    pub fn load(config: Option<PathBuf>) -> Result<(ClientConfig, Vec<String>), ConfigError> {
-        let env = |k: &str| std::env::var(k).ok();
-        let mut src = Source::load(config, Path::new("config/client.yaml"), Box::new(env))?;
-        Self::from_source(&mut src)
+    fn log_level(&self) -> Level {
+        self.log_level
     }
 
-    pub fn log_pairs(&self) -> Vec<(&'static str, String)> {
+    fn log_pairs(&self) -> Vec<(&'static str, String)> {
         vec![
             ("client_id", self.id.to_string()),
             ("server_address", self.server_address.clone()),
@@ -131,13 +132,7 @@ impl ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EnvLookup;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> EnvLookup {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Box::new(move |k| map.get(k).cloned())
-    }
+    use crate::config::source::env;
 
     #[test]
     fn client_needs_an_id_and_a_positive_batch() {

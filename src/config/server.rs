@@ -1,12 +1,12 @@
 //! The central server's settings.
 
 use super::source::{parse_bool, parse_int, parse_log_level, parse_millis, parse_path, Source};
-use super::ConfigError;
+use super::{ConfigError, Settings};
 use crate::auth::AgencyKeys;
 use crate::bet::MAX_NUMBER;
 use crate::logging::level_name;
 use slog::Level;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How the central checks who its peers are.
@@ -40,8 +40,7 @@ impl ServerAuth {
     }
 }
 
-/// The settings, their environment variables and defaults, for `server --help`.
-pub const SETTINGS_HELP: &str = "\
+const SETTINGS_HELP: &str = "\
 Settings (YAML key, environment variable, default); the environment wins over the file:
   server.port              SERVER_PORT              12345
   server.listen_backlog    SERVER_LISTEN_BACKLOG    128
@@ -73,8 +72,14 @@ pub struct ServerConfig {
     pub auth: ServerAuth,
 }
 
-impl ServerConfig {
-    pub fn from_source(src: &mut Source) -> Result<(ServerConfig, Vec<String>), ConfigError> {
+impl Settings for ServerConfig {
+    const PROGRAM: &'static str = "server";
+    const ABOUT: &'static str = "The Lotería Nacional central: stores the agencies' bets, runs the draw once every agency is done, and answers each agency with its own winners.";
+    const CONFIG_VAR: &'static str = "SERVER_CONFIG";
+    const DEFAULT_PATH: &'static str = "config/server.yaml";
+    const SETTINGS_HELP: &'static str = SETTINGS_HELP;
+
+    fn read(src: &mut Source) -> Result<ServerConfig, ConfigError> {
         let mut cfg = ServerConfig {
             port: src.get("server.port", Some("SERVER_PORT"), crate::DEFAULT_PORT, parse_int(0u16, u16::MAX))?,
             listen_backlog: src.get(
@@ -113,20 +118,14 @@ impl ServerConfig {
             auth: ServerAuth::Off,
         };
         cfg.auth = ServerAuth::from_source(src, cfg.agencies)?;
-        Ok((cfg, src.unknown_keys()))
+        Ok(cfg)
     }
 
-    /// Loads from the program's arguments and the process environment.
-    /// Loads `config` (from `--config` or `SERVER_CONFIG`; it must exist), else
-    /// `config/server.yaml` when present, then the process environment on top.
-    pub fn load(config: Option<PathBuf>) -> Result<(ServerConfig, Vec<String>), ConfigError> {
-        let env = |k: &str| std::env::var(k).ok();
-        let mut src = Source::load(config, Path::new("config/server.yaml"), Box::new(env))?;
-        Self::from_source(&mut src)
+    fn log_level(&self) -> Level {
+        self.log_level
     }
 
-    /// The whole effective configuration as log pairs (course names first).
-    pub fn log_pairs(&self) -> Vec<(&'static str, String)> {
+    fn log_pairs(&self) -> Vec<(&'static str, String)> {
         vec![
             ("port", self.port.to_string()),
             ("listen_backlog", self.listen_backlog.to_string()),
@@ -152,13 +151,7 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EnvLookup;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> EnvLookup {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Box::new(move |k| map.get(k).cloned())
-    }
+    use crate::config::source::env;
 
     #[test]
     fn server_defaults_apply_without_a_file() {

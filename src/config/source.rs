@@ -41,6 +41,12 @@ impl Source {
         Ok(Source { file, file_path: Some(path), env, used: Default::default() })
     }
 
+    /// Reads `explicit` (must exist) or `default_path` (may be absent), with the
+    /// process environment on top.
+    pub fn from_process(explicit: Option<PathBuf>, default_path: &Path) -> Result<Source, ConfigError> {
+        Source::load(explicit, default_path, Box::new(|k: &str| std::env::var(k).ok()))
+    }
+
     /// An in-memory source (tests).
     pub fn from_parts(yaml: &str, env: EnvLookup) -> Result<Source, ConfigError> {
         let file = flatten_yaml(yaml).map_err(|_| ConfigError::NotAMapping(PathBuf::from("<memory>")))?;
@@ -172,15 +178,17 @@ pub(super) fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// A fixed environment (tests).
+#[cfg(test)]
+pub(super) fn env(pairs: &[(&str, &str)]) -> EnvLookup {
+    let map: std::collections::HashMap<String, String> =
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Box::new(move |k| map.get(k).cloned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> EnvLookup {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Box::new(move |k| map.get(k).cloned())
-    }
 
     #[test]
     fn named_config_file_must_exist() {
