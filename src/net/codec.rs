@@ -39,55 +39,44 @@ fn at_eof<T>(decoded: Option<T>, src: &mut BytesMut) -> Result<Option<T>, Protoc
     Err(ProtocolError::TruncatedStream { buffered })
 }
 
-/// The server's side: reads [`Request`]s, writes [`Response`]s.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ServerCodec;
+/// Both codecs frame alike and differ only in what they read and write.
+macro_rules! codec {
+    ($(#[$doc:meta])* $name:ident reads $item:ident, writes $out:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Default, Clone, Copy)]
+        pub struct $name;
 
-impl Decoder for ServerCodec {
-    type Item = Result<Request, ProtocolError>;
-    type Error = ProtocolError;
+        impl Decoder for $name {
+            type Item = Result<$item, ProtocolError>;
+            type Error = ProtocolError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
-        Ok(split_frame(src)?.map(|(kind, payload)| Request::decode(kind, payload)))
-    }
+            fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
+                Ok(split_frame(src)?.map(|(kind, payload)| $item::decode(kind, payload)))
+            }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
-        let decoded = self.decode(src)?;
-        at_eof(decoded, src)
-    }
+            fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
+                let decoded = self.decode(src)?;
+                at_eof(decoded, src)
+            }
+        }
+
+        impl Encoder<$out> for $name {
+            type Error = ProtocolError;
+            fn encode(&mut self, item: $out, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+                item.encode(dst)
+            }
+        }
+    };
 }
 
-impl Encoder<Response> for ServerCodec {
-    type Error = ProtocolError;
-    fn encode(&mut self, item: Response, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        item.encode(dst)
-    }
-}
-
-/// The agency's side: reads [`Response`]s, writes [`Request`]s.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ClientCodec;
-
-impl Decoder for ClientCodec {
-    type Item = Result<Response, ProtocolError>;
-    type Error = ProtocolError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
-        Ok(split_frame(src)?.map(|(kind, payload)| Response::decode(kind, payload)))
-    }
-
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
-        let decoded = self.decode(src)?;
-        at_eof(decoded, src)
-    }
-}
-
-impl Encoder<&Request> for ClientCodec {
-    type Error = ProtocolError;
-    fn encode(&mut self, item: &Request, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        item.encode(dst)
-    }
-}
+codec!(
+    /// The server's side: reads [`Request`]s, writes [`Response`]s.
+    ServerCodec reads Request, writes Response
+);
+codec!(
+    /// The agency's side: reads [`Response`]s, writes [`Request`]s.
+    ClientCodec reads Response, writes &Request
+);
 
 #[cfg(test)]
 mod tests {
