@@ -48,7 +48,7 @@ pub(super) fn check_done_count(
         }
     }
     if valid != stored {
-        return Err(ClientError::Miscount { agency, stored, valid, path: reader.path().to_path_buf() });
+        return Err(ClientError::Miscount { agency, stored, valid, path: reader.path.clone() });
     }
     Ok(())
 }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 /// Streams bets out of an agency file (`first_name,last_name,document,birthdate,number`).
 pub struct BetReader {
-    path: PathBuf,
+    /// The file, for error messages.
+    pub(super) path: PathBuf,
     reader: csv::Reader<File>,
     record: csv::ByteRecord,
     /// Line of the next record; counted here because the csv crate's own count
@@ -22,11 +23,6 @@ impl BetReader {
         let file = File::open(path).map_err(|source| ClientError::DataFile { path: path.to_path_buf(), source })?;
         let reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(file);
         Ok(BetReader { path: path.to_path_buf(), reader, record: csv::ByteRecord::new(), line: 1 })
-    }
-
-    /// The file being read, for error messages.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The next row: `Ok(Some(Ok(bet)))`, a bad row as `Ok(Some(Err(BadRow)))`,

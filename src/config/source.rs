@@ -16,7 +16,7 @@ pub type EnvLookup = Box<dyn Fn(&str) -> Option<String>>;
 pub struct Source {
     file: BTreeMap<String, String>,
     file_path: Option<PathBuf>,
-    env: EnvLookup,
+    lookup: EnvLookup,
     used: std::collections::BTreeSet<String>,
 }
 
@@ -31,14 +31,14 @@ impl Source {
             if must_exist {
                 return Err(ConfigError::Missing(path));
             }
-            return Ok(Source { file: BTreeMap::new(), file_path: None, env, used: Default::default() });
+            return Ok(Source { file: BTreeMap::new(), file_path: None, lookup: env, used: Default::default() });
         }
         let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
         let file = flatten_yaml(&text).map_err(|e| match e {
             FlattenError::Yaml(source) => ConfigError::Yaml { path: path.clone(), source },
             FlattenError::NotAMapping => ConfigError::NotAMapping(path.clone()),
         })?;
-        Ok(Source { file, file_path: Some(path), env, used: Default::default() })
+        Ok(Source { file, file_path: Some(path), lookup: env, used: Default::default() })
     }
 
     /// Reads `explicit` (must exist) or `default_path` (may be absent), with the
@@ -50,14 +50,14 @@ impl Source {
     /// An in-memory source (tests).
     pub fn from_parts(yaml: &str, env: EnvLookup) -> Result<Source, ConfigError> {
         let file = flatten_yaml(yaml).map_err(|_| ConfigError::NotAMapping(PathBuf::from("<memory>")))?;
-        Ok(Source { file, file_path: Some(PathBuf::from("<memory>")), env, used: Default::default() })
+        Ok(Source { file, file_path: Some(PathBuf::from("<memory>")), lookup: env, used: Default::default() })
     }
 
     /// The raw value of `key`: the env var wins over the file.
     pub(super) fn raw(&mut self, key: &'static str, var: Option<&'static str>) -> Option<(String, Origin)> {
         self.used.insert(key.to_string());
         if let Some(var) = var {
-            if let Some(v) = (self.env)(var) {
+            if let Some(v) = (self.lookup)(var) {
                 return Some((v, Origin::Env(var)));
             }
         }
@@ -88,7 +88,7 @@ impl Source {
 
     /// Reads an env var directly (keys that have no file form).
     pub(super) fn env(&self, var: &str) -> Option<String> {
-        (self.env)(var)
+        (self.lookup)(var)
     }
 }
 

@@ -48,7 +48,7 @@ pub(super) enum BindError {
 pub(super) struct Session {
     /// The agency this connection speaks for, once known (by the handshake, or
     /// with `SERVER_AUTH=off` by its first message).
-    agency: Option<AgencyId>,
+    bound: Option<AgencyId>,
     /// Valid agencies are `1..=agencies`.
     agencies: u32,
     /// Sequence number the next request takes.
@@ -67,7 +67,7 @@ pub(super) struct Session {
 impl Session {
     pub fn new(agencies: u32) -> Session {
         Session {
-            agency: None,
+            bound: None,
             agencies,
             next_seq: 0,
             next_out: 0,
@@ -85,7 +85,7 @@ impl Session {
     }
 
     pub fn agency(&self) -> Option<AgencyId> {
-        self.agency
+        self.bound
     }
 
     /// Binds the connection to `agency`, or says why a message for it is refused.
@@ -93,9 +93,9 @@ impl Session {
         if agency == 0 || agency > self.agencies {
             return Err(BindError::Unknown { agencies: self.agencies });
         }
-        match self.agency {
+        match self.bound {
             None => {
-                self.agency = Some(agency);
+                self.bound = Some(agency);
                 Ok(())
             }
             Some(bound) if bound == agency => Ok(()),
@@ -105,7 +105,7 @@ impl Session {
 
     /// The handshake proved the peer is `agency`.
     pub fn bind_proven(&mut self, agency: AgencyId) {
-        self.agency = Some(agency);
+        self.bound = Some(agency);
     }
 
     /// Records the answer of request `seq`; [`Self::next_answer`] hands out
