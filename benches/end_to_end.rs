@@ -35,7 +35,7 @@ const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 /// The whole system against the floors of the same machine; figures are
 /// printed, never asserted.
 #[derive(clap::Parser)]
-#[command(name = "end_to_end")]
+#[command(name = "end_to_end", bin_name = "cargo bench --bench end_to_end --")]
 struct Options {
     /// Agencies (one process each)
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
