@@ -13,8 +13,9 @@
 //! It also runs the default window with relaxed acks (`storage.durable: false`)
 //! to show what durability costs.
 //!
-//! Options: `--quick`, `--agencies N`, `--bets M`, `--runs R`, `--windows 1,32`,
-//! `--no-relaxed`, `--json FILE`, `--keep DIR`. Figures are printed, never asserted.
+//! Options (`cargo bench --bench end_to_end -- --help`): `--quick`, `--agencies N`,
+//! `--bets M`, `--runs R`, `--windows 1,32`, `--no-relaxed`, `--json FILE`,
+//! `--keep DIR`. Figures are printed, never asserted.
 
 use loteria::auth::AgencyKeys;
 use loteria::client::BetReader;
@@ -31,78 +32,47 @@ use std::time::{Duration, Instant};
 const SERVER: &str = env!("CARGO_BIN_EXE_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 
+/// The whole system against the floors of the same machine; figures are
+/// printed, never asserted.
+#[derive(clap::Parser)]
+#[command(name = "end_to_end", bin_name = "cargo bench --bench end_to_end --")]
 struct Options {
+    /// Agencies (one process each)
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     agencies: u32,
-    bets: u64,
-    runs: usize,
+    /// Bets per agency [default: 1000000, 20000 with --quick]
+    #[arg(long)]
+    bets: Option<u64>,
+    /// Runs of each measurement (the median is reported)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
+    /// Pipelining windows to run the system with
+    #[arg(long, value_delimiter = ',', default_values_t = [1, DEFAULT_BATCH_WINDOW])]
     windows: Vec<usize>,
+    /// Also write the figures as JSON to FILE
+    #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Keep the data and stores in DIR instead of a temporary folder
+    #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// A small run (20,000 bets per agency) that only proves the benchmark runs
+    #[arg(long)]
     quick: bool,
-    /// Also run the default window with relaxed (not fsynced) acks.
-    relaxed: bool,
+    /// Skip the default window with relaxed (not fsynced) acks
+    #[arg(long)]
+    no_relaxed: bool,
+    /// Passed by `cargo bench`
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-fn options() -> Result<Options, String> {
-    let mut o = Options {
-        agencies: 5,
-        bets: 1_000_000,
-        runs: 3,
-        windows: vec![1, DEFAULT_BATCH_WINDOW],
-        json: None,
-        keep: None,
-        quick: false,
-        relaxed: true,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--bench" => {}
-            "--quick" => {
-                o.quick = true;
-                o.bets = 20_000;
-            }
-            "--agencies" => o.agencies = value(a)?.parse().map_err(|e| format!("--agencies: {e}"))?,
-            "--bets" => o.bets = value(a)?.parse().map_err(|e| format!("--bets: {e}"))?,
-            "--runs" => o.runs = value(a)?.parse().map_err(|e| format!("--runs: {e}"))?,
-            "--windows" => {
-                o.windows = value(a)?
-                    .split(',')
-                    .map(|w| w.trim().parse().map_err(|e| format!("--windows: {e}")))
-                    .collect::<Result<_, _>>()?
-            }
-            "--no-relaxed" => o.relaxed = false,
-            "--json" => o.json = Some(PathBuf::from(value(a)?)),
-            "--keep" => o.keep = Some(PathBuf::from(value(a)?)),
-            other => return Err(format!("unknown option {other}")),
-        }
+impl Options {
+    fn bets(&self) -> u64 {
+        self.bets.unwrap_or(if self.quick { 20_000 } else { 1_000_000 })
     }
-    if o.runs == 0 || o.agencies == 0 {
-        return Err("--runs and --agencies must be at least 1".into());
-    }
-    Ok(o)
 }
 
 // ---- process accounting ------------------------------------------------------
-
-#[repr(C)]
-struct Timeval {
-    sec: i64,
-    usec: i64,
-}
-#[repr(C)]
-struct Rusage {
-    utime: Timeval,
-    stime: Timeval,
-    // Filled by the kernel; read from /proc instead (see PeakRss).
-    _maxrss: i64,
-    _rest: [i64; 13],
-}
-extern "C" {
-    fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
-}
 
 /// Peak RSS (`VmHWM`, KiB) of live processes, sampled every 10 ms until each exits.
 ///
@@ -149,14 +119,13 @@ fn vm_hwm(pid: u32) -> Option<u64> {
 /// Waits for `pid` and returns (exit status, cpu seconds) from the kernel's accounting.
 fn wait_rusage(pid: u32) -> (i32, f64) {
     let mut status = 0i32;
-    let mut usage =
-        Rusage { utime: Timeval { sec: 0, usec: 0 }, stime: Timeval { sec: 0, usec: 0 }, _maxrss: 0, _rest: [0; 13] };
+    // SAFETY: rusage is plain data; all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: wait4 fills `status` and `usage`, both valid for writes; pid is our child.
-    let rc = unsafe { wait4(pid as i32, &mut status, 0, &mut usage) };
-    assert!(rc == pid as i32, "wait4({pid}) failed");
-    let cpu =
-        usage.utime.sec as f64 + usage.utime.usec as f64 / 1e6 + usage.stime.sec as f64 + usage.stime.usec as f64 / 1e6;
-    (status, cpu)
+    let rc = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    assert!(rc == pid as libc::pid_t, "wait4({pid}) failed");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (status, secs(usage.ru_utime) + secs(usage.ru_stime))
 }
 
 // ---- floors ------------------------------------------------------------------
@@ -323,7 +292,7 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
     let agency_rss = clients.iter().filter_map(|p| peaks.get(p)).copied().max().unwrap_or(0);
     let server_rss = peaks.get(&pid).copied().unwrap_or(0);
     // SAFETY: plain kill(2) on our own child.
-    unsafe { kill(pid as i32, 15) };
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
     let (status, server_cpu) = wait_rusage(pid);
     assert_eq!(status, 0, "server exit status {status}");
     let close = line_rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
@@ -338,10 +307,6 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
         batches: field(&close, "batches").unwrap_or(0.0) as u64,
         syncs: field(&close, "syncs").unwrap_or(0.0) as u64,
     }
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 fn field(line: &str, key: &str) -> Option<f64> {
@@ -393,20 +358,20 @@ fn main() {
         println!("end_to_end: run it with `make bench` (cargo bench --bench end_to_end)");
         return;
     }
-    let o = match options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("end_to_end: {e}");
-            std::process::exit(2);
-        }
-    };
+    let o = <Options as clap::Parser>::parse();
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = o.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("data");
-    let total = u64::from(o.agencies) * o.bets;
-    println!("generating {} agencies x {} bets ({} bets) in {} (not timed)", o.agencies, o.bets, total, data.display());
-    let summaries = datagen::generate(&data, o.agencies, o.bets, 7574, 7574).expect("generate data");
+    let total = u64::from(o.agencies) * o.bets();
+    println!(
+        "generating {} agencies x {} bets ({} bets) in {} (not timed)",
+        o.agencies,
+        o.bets(),
+        total,
+        data.display()
+    );
+    let summaries = datagen::generate(&data, o.agencies, o.bets(), 7574, 7574).expect("generate data");
     let files: Vec<PathBuf> = summaries.iter().map(|s| s.path.clone()).collect();
     let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
 
@@ -421,7 +386,7 @@ fn main() {
             (label.clone(), *w, true, Stat { name: format!("system, {label}"), secs: vec![] }, vec![])
         })
         .collect();
-    if o.relaxed {
+    if !o.no_relaxed {
         let label = format!("window {DEFAULT_BATCH_WINDOW}, relaxed acks (no fdatasync)");
         systems.push((
             label.clone(),
@@ -448,7 +413,7 @@ fn main() {
     println!(
         "{} agencies x {} bets = {} bets ({:.1} MiB of agency files), {} runs, this machine: {} cores",
         o.agencies,
-        o.bets,
+        o.bets(),
         total,
         bytes as f64 / 1048576.0,
         o.runs,
@@ -472,7 +437,10 @@ fn main() {
         );
     }
     println!();
-    println!("| system | draw ms (median) | server peak RSS MiB | largest agency peak RSS MiB | server CPU s | agencies CPU s | batches | fsyncs |");
+    println!(
+        "| system | draw ms (median) | server peak RSS MiB | largest agency peak RSS MiB \
+         | server CPU s | agencies CPU s | batches | fsyncs |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for (label, _, _, _, runs) in &systems {
         let mut draws: Vec<f64> = runs.iter().map(|r| r.draw_ms).collect();
@@ -492,7 +460,9 @@ fn main() {
     if let Some(path) = &o.json {
         let mut json = format!(
             "{{\"agencies\":{},\"bets_per_agency\":{},\"runs\":{},\"measurements\":[",
-            o.agencies, o.bets, o.runs
+            o.agencies,
+            o.bets(),
+            o.runs
         );
         for (i, s) in rows.iter().enumerate() {
             let secs: Vec<String> = s.secs.iter().map(|x| format!("{x:.4}")).collect();
@@ -510,7 +480,8 @@ fn main() {
                 .iter()
                 .map(|r| {
                     format!(
-                        "{{\"seconds\":{:.4},\"draw_ms\":{},\"server_rss_kib\":{},\"agency_rss_kib\":{},\"batches\":{},\"syncs\":{}}}",
+                        "{{\"seconds\":{:.4},\"draw_ms\":{},\"server_rss_kib\":{},\"agency_rss_kib\":{},\
+                         \"batches\":{},\"syncs\":{}}}",
                         r.elapsed.as_secs_f64(),
                         r.draw_ms,
                         r.server_rss_kib,

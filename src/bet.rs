@@ -4,6 +4,9 @@
 //! from an agency file, decoded from the network, or loaded from the store obeys
 //! exactly the same rules.
 
+pub mod batch;
+
+pub use batch::BetBatch;
 use std::fmt;
 
 /// Agencies are numbered from 1; the server knows how many take part.

@@ -83,7 +83,7 @@ const LAST_NAMES: &[&str] = &[
 const AWKWARD_NAMES: &[&str] =
     &["O'Connor", "Pérez, hijo", "\"Tito\" Gómez", "Ruiz|Díaz", "Luis; Alberto", "D'Alessandro"];
 
-/// SplitMix64: tiny, fast, and identical on every platform.
+/// SplitMix64: tiny, fast, and identical on every platform (the tests use it too).
 pub struct Rng(u64);
 
 impl Rng {
@@ -100,6 +100,10 @@ impl Rng {
     /// Uniform in `0..n` (`n > 0`).
     pub fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+    /// Uniform in `0..len` (`len > 0`): an index into a slice.
+    pub fn index(&mut self, len: usize) -> usize {
+        self.below(len as u64) as usize
     }
 }
 

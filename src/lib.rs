@@ -1,15 +1,17 @@
 //! Lotería Nacional: agencies stream bets to a central server that runs the draw.
 //!
 //! # Layout
-//! - [`bet`]: the domain (a bet, its validation, when it wins); no I/O.
+//! - [`bet`]: the domain (a bet, its validation, when it wins, a batch of valid
+//!   bets inside their buffer); no I/O, and nothing of the wire.
 //! - [`net`]: the binary protocol (frames, messages, codecs).
-//! - [`config`]: YAML + environment configuration of both programs.
+//! - [`auth`]: agency keys and the HMAC proof of the handshake.
+//! - [`config`]: YAML + environment configuration of both programs, their command line.
 //! - [`logging`]: the course's log-line format on slog.
 //! - [`storage`]: the bets file (append, repair, streaming scan).
 //! - [`actors`]: the server: Listener, Connection, BetStore, DrawCoordinator, Supervisor.
 //! - [`server`]: boots the actor system on a bound listener.
-//! - [`client`]: the agency: CSV to batches, done, winners.
-//! - [`datagen`]: deterministic synthetic agency files.
+//! - [`client`]: the agency: CSV reader, batcher, connection, backoff, run.
+//! - [`datagen`]: deterministic synthetic agency files (and the tests' random generator).
 
 pub mod actors;
 pub mod auth;

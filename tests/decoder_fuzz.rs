@@ -8,6 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 use loteria::bet::{Bet, Date};
+use loteria::datagen::Rng;
 use loteria::net::{ClientCodec, NackCode, Request, Response, ServerCodec, MAX_FRAME};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -44,20 +45,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 fn seeds() -> Vec<Vec<u8>> {
     let bet = |i: u16| Bet {
         first_name: "María José".into(),
@@ -69,7 +56,7 @@ fn seeds() -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
     let requests = vec![
         Request::Echo(Bytes::from_static(b"hello")),
-        Request::Bet { agency: 1, bet: bet(1) },
+        Request::Bet { agency: 1, bet: bet(1).into() },
         Request::Batch { agency: 2, first_index: 100, bets: (0..40).map(bet).collect() },
         Request::Done { agency: 3, total: 9 },
         Request::WinnersRequest { agency: 4 },
@@ -99,33 +86,33 @@ fn seeds() -> Vec<Vec<u8>> {
 
 fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
     let mut input = Vec::new();
-    for _ in 0..1 + rng.below(3) {
-        input.extend_from_slice(&seeds[rng.below(seeds.len())]);
+    for _ in 0..1 + rng.index(3) {
+        input.extend_from_slice(&seeds[rng.index(seeds.len())]);
     }
-    let edits = 1 + rng.below(6);
+    let edits = 1 + rng.index(6);
     for _ in 0..edits {
         if input.is_empty() {
             break;
         }
-        let at = rng.below(input.len());
-        match rng.below(7) {
-            0 => input[at] ^= 1 << rng.below(8),
-            1 => input[at] = rng.next() as u8,
+        let at = rng.index(input.len());
+        match rng.index(7) {
+            0 => input[at] ^= 1 << rng.index(8),
+            1 => input[at] = rng.next_u64() as u8,
             2 => input.truncate(at),
             3 => {
                 // Forge a length field somewhere.
-                let len = [0u32, 1, 12, 8187, 8188, 65_535, u32::MAX][rng.below(7)];
+                let len = [0u32, 1, 12, 8187, 8188, 65_535, u32::MAX][rng.index(7)];
                 let end = (at + 4).min(input.len());
                 input[at..end].copy_from_slice(&len.to_be_bytes()[..end - at]);
             }
             4 => {
-                let n = rng.below(64);
-                let extra: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let n = rng.index(64);
+                let extra: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 input.splice(at..at, extra);
             }
-            5 => input[at] = [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x81, 0x82, 0x83, 0x84, 0xff][rng.below(12)],
+            5 => input[at] = [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x81, 0x82, 0x83, 0x84, 0xff][rng.index(12)],
             _ => {
-                let cut = rng.below(16);
+                let cut = rng.index(16);
                 let end = (at + cut).min(input.len());
                 input.drain(at..end);
             }
@@ -139,8 +126,8 @@ fn drain<D: Decoder>(codec: &mut D, input: &[u8], rng: &mut Rng) -> usize {
     let mut frames = 0;
     let mut pos = 0;
     while pos < input.len() {
-        let max_step = if rng.below(2) == 0 { 8 } else { 4096 };
-        let step = 1 + rng.below(max_step);
+        let max_step = if rng.index(2) == 0 { 8 } else { 4096 };
+        let step = 1 + rng.index(max_step);
         let end = (pos + step).min(input.len());
         buf.extend_from_slice(&input[pos..end]);
         pos = end;
@@ -160,7 +147,7 @@ fn drain<D: Decoder>(codec: &mut D, input: &[u8], rng: &mut Rng) -> usize {
 fn a_million_mutated_inputs_never_panic_or_over_allocate() {
     let inputs: usize = std::env::var("FUZZ_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let seeds = seeds();
-    let mut rng = Rng(0x7574);
+    let mut rng = Rng::new(0x7574);
     let (mut frames, mut worst_peak, mut worst_largest) = (0usize, 0usize, 0usize);
     for _ in 0..inputs {
         let input = mutate(&mut rng, &seeds);
@@ -178,6 +165,7 @@ fn a_million_mutated_inputs_never_panic_or_over_allocate() {
         assert!(peak <= 8 * MAX_FRAME, "decoding one input held {peak} bytes at once");
     }
     println!(
-        "decoded {inputs} mutated inputs ({frames} frames parsed), worst peak {worst_peak} bytes, largest allocation {worst_largest} bytes"
+        "decoded {inputs} mutated inputs ({frames} frames parsed), worst peak {worst_peak} bytes, \
+         largest allocation {worst_largest} bytes"
     );
 }

@@ -76,15 +76,6 @@ fn assert_exactly_once(dir: &Path, summaries: &[datagen::AgencySummary], clients
     }
 }
 
-/// Tiny deterministic generator for kill timings (the seed is printed).
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 #[test]
 fn sigkilled_server_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,7 +84,7 @@ fn sigkilled_server_loses_and_duplicates_nothing() {
     let port = free_port();
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     println!("kill timing seed: {seed}");
-    let mut rng = Lcg(seed);
+    let mut rng = datagen::Rng::new(seed);
 
     let mut server = spawn_server_on(dir.path(), port, 5);
     let started = Instant::now();
@@ -286,7 +277,7 @@ fn a_flood_of_connections_and_garbage_does_not_change_results() {
     let flood: Vec<_> = (0..4u64)
         .map(|t| {
             std::thread::spawn(move || {
-                let mut rng = Lcg(t + 1);
+                let mut rng = datagen::Rng::new(t + 1);
                 let mut opened = 0;
                 let until = Instant::now() + Duration::from_secs(4);
                 while opened < 1500 && Instant::now() < until {

@@ -40,31 +40,32 @@ pub struct Verify {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    Accepted {
-        delayed: Duration,
-    },
+    /// The proof is right; `delayed`: how long it waited for its slot.
+    Accepted { delayed: Duration },
     /// Wrong proof, or no key for the agency; `failures` of this address so far.
-    Rejected {
-        failures: u32,
-        delayed: Duration,
-    },
+    Rejected { failures: u32, delayed: Duration },
     /// Not checked: the address has too many recent failures queued.
-    Throttled {
-        retry_after: Duration,
-    },
+    Throttled { retry_after: Duration },
 }
 
+/// What one address has done lately.
 struct Peer {
+    /// Failed proofs in a row.
     failures: u32,
     /// Proofs waiting for their slot: each is spaced as if it will fail too.
     pending: u32,
     /// The earliest moment this address's next proof may be checked.
     next_free: Instant,
+    /// When it last failed (old entries are forgotten).
     last_failure: Instant,
 }
 
+/// Owns the agencies' keys and the failed handshakes per address. Connections
+/// send it [`Verify`] with a proof and get a [`Verdict`], delayed after failures.
 pub struct AuthGuard {
+    /// The key of each agency (from the key file).
     keys: AgencyKeys,
+    /// Addresses with recent failures or proofs waiting; bounded.
     peers: HashMap<IpAddr, Peer>,
 }
 

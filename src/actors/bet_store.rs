@@ -30,7 +30,7 @@
 
 use super::draw_coordinator::AgencyDone;
 use crate::bet::AgencyId;
-use crate::net::frame::BetBatch;
+use crate::bet::BetBatch;
 use crate::storage::shared::{LockStats, StoreLock};
 use crate::storage::{self, BetFile, DoneJournal, StorageError, WrapFile};
 use actix::prelude::*;

@@ -92,17 +92,28 @@ pub struct ConnectionClosed {
     pub id: u64,
 }
 
+/// Owns the listening socket and the table of live connections. Its accept
+/// stream feeds it sockets; the Supervisor sends it [`StopAccepting`] and
+/// [`CloseConnections`]; each connection's writer sends [`ConnectionClosed`].
 pub struct Listener {
+    /// The bound socket until `started` turns it into the accept stream.
     socket: Option<TcpListener>,
+    /// Where it listens (logs).
     address: SocketAddr,
+    /// The accept stream; cancelling it closes the port.
     accepting: Option<SpawnHandle>,
+    /// Live connections by id, until their socket is really closed.
     connections: HashMap<u64, Addr<Connection>>,
+    /// The id the next connection takes.
     next_id: u64,
+    /// Connections above this get `Nack(unavailable)` and are closed.
     max_connections: usize,
+    /// Handed to every new connection.
     deps: ConnectionDeps,
     /// Cloned into each connection's writer; dropped at shutdown so the supervisor
     /// learns when the last writer has finished.
     drain_guard: Option<mpsc::Sender<()>>,
+    /// The server's root logger.
     log: Logger,
 }
 

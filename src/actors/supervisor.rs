@@ -26,9 +26,15 @@ pub struct Shutdown {
     pub reason: &'static str,
 }
 
+/// Owns the shutdown sequence. The signal task (or a test) sends it
+/// [`Shutdown`]; it tells the Listener, then waits for the writers, then
+/// closes the BetStore (synced) and stops the system.
 pub struct Supervisor {
+    /// Told to stop accepting, then to close every connection.
     listener: Addr<Listener>,
+    /// Closed last (synced), before the system stops.
     store: Addr<BetStore>,
+    /// Closes once every connection's writer has finished (taken by the shutdown).
     drain: Option<mpsc::Receiver<()>>,
     log: Logger,
 }

@@ -1,14 +1,14 @@
-//! An agency: `client [--config PATH]` (CLI_ID and friends in the environment).
+//! An agency: `client [--config PATH]` (CLI_ID and friends in the environment;
+//! `client --help` lists them).
 
 use loteria::client::{self, ClientError};
-use loteria::config::{self, ClientConfig};
+use loteria::config::{self, ClientConfig, Settings};
 use slog::{error, info};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cfg, log) = match config::start_logging(ClientConfig::load(&args)) {
+    let (cfg, log) = match config::start_logging(ClientConfig::from_command_line()) {
         Ok(started) => started,
         Err(code) => return code,
     };

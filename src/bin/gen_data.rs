@@ -3,70 +3,35 @@
 //! Writes `DIR/agency-{1..N}.csv` and `DIR/expected-winners.csv`, and prints one
 //! line per agency with its expected winners.
 
+use clap::Parser;
 use loteria::datagen;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: gen_data --agencies N --bets M --out DIR [--seed S] [--winning-number W]";
-
+/// Writes deterministic agency files in the course's format (the same bytes for
+/// the same seed) and the winners they hold.
+#[derive(Parser)]
+#[command(name = "gen_data", version)]
 struct Args {
+    /// How many agencies (files agency-1.csv .. agency-N.csv)
+    #[arg(long, value_name = "N")]
     agencies: u32,
+    /// Bets per agency
+    #[arg(long, value_name = "M")]
     bets: u64,
+    /// Output folder (created when missing)
+    #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Seed of the generator
+    #[arg(long, value_name = "S", default_value_t = 7574)]
     seed: u64,
+    /// The number that wins, for expected-winners.csv
+    #[arg(long, value_name = "W", default_value_t = 7574, value_parser = clap::value_parser!(u16).range(0..=9999))]
     winning_number: u16,
 }
 
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let (mut agencies, mut bets, mut out, mut seed, mut winning) = (None, None, None, 7574u64, 7574u16);
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        let bad = |v: &str| format!("invalid value {v:?} for {flag}");
-        match flag.as_str() {
-            "--agencies" => {
-                let v = value()?;
-                agencies = Some(v.parse::<u32>().map_err(|_| bad(v))?);
-            }
-            "--bets" => {
-                let v = value()?;
-                bets = Some(v.parse::<u64>().map_err(|_| bad(v))?);
-            }
-            "--out" => out = Some(PathBuf::from(value()?)),
-            "--seed" => {
-                let v = value()?;
-                seed = v.parse().map_err(|_| bad(v))?;
-            }
-            "--winning-number" => {
-                let v = value()?;
-                winning = v.parse().ok().filter(|w| *w <= 9999).ok_or_else(|| bad(v))?;
-            }
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(Args {
-        agencies: agencies.ok_or("--agencies is required")?,
-        bets: bets.ok_or("--bets is required")?,
-        out: out.ok_or("--out is required")?,
-        seed,
-        winning_number: winning,
-    })
-}
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse_args(&args) {
-        Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("gen_data: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     match datagen::generate(&args.out, args.agencies, args.bets, args.seed, args.winning_number) {
         Ok(summaries) => {
             for s in summaries {

@@ -1,13 +1,12 @@
-//! The central server: `server [--config PATH]`.
+//! The central server: `server [--config PATH]` (`server --help` lists the settings).
 
-use loteria::config::{self, ServerConfig};
+use loteria::config::{self, ServerConfig, Settings};
 use loteria::server;
 use slog::{error, warn};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cfg, log) = match config::start_logging(ServerConfig::load(&args)) {
+    let (cfg, log) = match config::start_logging(ServerConfig::from_command_line()) {
         Ok(started) => started,
         Err(code) => return code,
     };

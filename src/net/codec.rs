@@ -39,55 +39,44 @@ fn at_eof<T>(decoded: Option<T>, src: &mut BytesMut) -> Result<Option<T>, Protoc
     Err(ProtocolError::TruncatedStream { buffered })
 }
 
-/// The server's side: reads [`Request`]s, writes [`Response`]s.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ServerCodec;
+/// Both codecs frame alike and differ only in what they read and write.
+macro_rules! codec {
+    ($(#[$doc:meta])* $name:ident reads $item:ident, writes $out:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Default, Clone, Copy)]
+        pub struct $name;
 
-impl Decoder for ServerCodec {
-    type Item = Result<Request, ProtocolError>;
-    type Error = ProtocolError;
+        impl Decoder for $name {
+            type Item = Result<$item, ProtocolError>;
+            type Error = ProtocolError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
-        Ok(split_frame(src)?.map(|(kind, payload)| Request::decode(kind, payload)))
-    }
+            fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
+                Ok(split_frame(src)?.map(|(kind, payload)| $item::decode(kind, payload)))
+            }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
-        let decoded = self.decode(src)?;
-        at_eof(decoded, src)
-    }
+            fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
+                let decoded = self.decode(src)?;
+                at_eof(decoded, src)
+            }
+        }
+
+        impl Encoder<$out> for $name {
+            type Error = ProtocolError;
+            fn encode(&mut self, item: $out, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+                item.encode(dst)
+            }
+        }
+    };
 }
 
-impl Encoder<Response> for ServerCodec {
-    type Error = ProtocolError;
-    fn encode(&mut self, item: Response, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        item.encode(dst)
-    }
-}
-
-/// The agency's side: reads [`Response`]s, writes [`Request`]s.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ClientCodec;
-
-impl Decoder for ClientCodec {
-    type Item = Result<Response, ProtocolError>;
-    type Error = ProtocolError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
-        Ok(split_frame(src)?.map(|(kind, payload)| Response::decode(kind, payload)))
-    }
-
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, ProtocolError> {
-        let decoded = self.decode(src)?;
-        at_eof(decoded, src)
-    }
-}
-
-impl Encoder<&Request> for ClientCodec {
-    type Error = ProtocolError;
-    fn encode(&mut self, item: &Request, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        item.encode(dst)
-    }
-}
+codec!(
+    /// The server's side: reads [`Request`]s, writes [`Response`]s.
+    ServerCodec reads Request, writes Response
+);
+codec!(
+    /// The agency's side: reads [`Response`]s, writes [`Request`]s.
+    ClientCodec reads Response, writes &Request
+);
 
 #[cfg(test)]
 mod tests {
@@ -126,7 +115,7 @@ mod tests {
     #[test]
     fn every_request_round_trips() {
         roundtrip_request(Request::Echo(Bytes::from_static(b"hello\n")));
-        roundtrip_request(Request::Bet { agency: 1, bet: bet("Ana", "Pérez", "00000042") });
+        roundtrip_request(Request::Bet { agency: 1, bet: bet("Ana", "Pérez", "00000042").into() });
         roundtrip_request(Request::Batch {
             agency: 3,
             first_index: 1 << 40,
@@ -366,7 +355,9 @@ mod tests {
         }
 
         #[test]
-        fn typed_frames_with_random_payloads_never_panic(kind in prop_oneof![Just(1u8), Just(2), Just(3), Just(4), Just(5), Just(6), Just(7), Just(8), Just(0x81), Just(0x82), Just(0x83), Just(0x84), Just(0x85), any::<u8>()],
+        fn typed_frames_with_random_payloads_never_panic(
+            kind in prop_oneof![Just(1u8), Just(2), Just(3), Just(4), Just(5), Just(6), Just(7), Just(8),
+                Just(0x81), Just(0x82), Just(0x83), Just(0x84), Just(0x85), any::<u8>()],
                                                        payload in proptest::collection::vec(any::<u8>(), 0..600)) {
             let mut buf = frame(kind, &payload);
             let _ = ServerCodec.decode(&mut buf);
@@ -375,9 +366,13 @@ mod tests {
         }
 
         #[test]
-        fn names_round_trip_exactly(first in "[^\\p{Cc}]{1,40}", last in "[a-zA-Z,;|\"' áéíóúñÑ]{0,40}", doc in "[0-9]{1,16}") {
+        fn names_round_trip_exactly(
+            first in "[^\\p{Cc}]{1,40}",
+            last in "[a-zA-Z,;|\"' áéíóúñÑ]{0,40}",
+            doc in "[0-9]{1,16}",
+        ) {
             prop_assume!(!first.trim().is_empty() && !last.trim().is_empty());
-            let req = Request::Bet { agency: 9, bet: bet(&first, &last, &doc) };
+            let req = Request::Bet { agency: 9, bet: bet(&first, &last, &doc).into() };
             let mut buf = BytesMut::new();
             req.encode(&mut buf).unwrap();
             prop_assert_eq!(ServerCodec.decode(&mut buf).unwrap().unwrap().unwrap(), req);

@@ -30,14 +30,3 @@ pub enum ProtocolError {
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
 }
-
-impl ProtocolError {
-    /// Whether the frame boundary is still known, so the stream can go on
-    /// after a `Nack`. Oversized and truncated frames lose the boundary.
-    pub fn is_recoverable(&self) -> bool {
-        !matches!(
-            self,
-            ProtocolError::FrameTooLong { .. } | ProtocolError::TruncatedStream { .. } | ProtocolError::Io(_)
-        )
-    }
-}

@@ -6,9 +6,10 @@
 //! The README has one table per message.
 
 use super::error::ProtocolError;
+pub use super::nack::NackCode;
 use crate::auth::{MAC_LEN, NONCE_LEN};
-use crate::bet::{AgencyId, Bet, BetRef, Date, RawBet};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use crate::bet::{AgencyId, BetBatch, BetRef};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Largest frame, header included.
 pub const MAX_FRAME: usize = 8192;
@@ -43,8 +44,9 @@ pub const WINNERS_OVERHEAD: usize = 4 + 1 + 2;
 pub enum Request {
     /// Answered with the byte-identical frame (connectivity check).
     Echo(Bytes),
-    /// One bet (course exercise 5), stored at the agency's next index.
-    Bet { agency: AgencyId, bet: Bet },
+    /// One bet (course exercise 5), stored at the agency's next index: a batch
+    /// of exactly one, so it goes to the store as it was decoded.
+    Bet { agency: AgencyId, bet: BetBatch },
     /// Bets `first_index..first_index + bets.len()` of the agency's stream.
     Batch { agency: AgencyId, first_index: u64, bets: BetBatch },
     /// The agency has sent all its `total` bets.
@@ -69,71 +71,6 @@ impl Request {
             | Request::Done { agency, .. }
             | Request::WinnersRequest { agency }
             | Request::Resume { agency } => Some(*agency),
-        }
-    }
-}
-
-/// Why the server refused a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u16)]
-pub enum NackCode {
-    /// The frame could be read but its content is wrong.
-    Malformed = 1,
-    /// A bet in the batch failed validation; nothing of the batch was stored.
-    InvalidBet = 2,
-    /// The connection belongs to another agency.
-    WrongAgency = 3,
-    /// The agency is not in `1..=agencies`.
-    UnknownAgency = 4,
-    /// The agency already sent `Done`.
-    AlreadyDone = 5,
-    /// The server could not store the batch.
-    StorageError = 6,
-    /// The batch does not start at the agency's next expected index.
-    OutOfOrder = 7,
-    /// The server is shutting down or at capacity.
-    Unavailable = 8,
-    /// `Done` announced more bets than are stored.
-    Incomplete = 9,
-    /// The connection has not authenticated: only `Echo` and the handshake are open.
-    Unauthenticated = 10,
-    /// The handshake failed (wrong proof, no challenge, or no key for the agency).
-    AuthFailed = 11,
-    /// Any other code (from a newer peer).
-    Other = 0xffff,
-}
-
-impl NackCode {
-    pub fn from_u16(v: u16) -> NackCode {
-        match v {
-            1 => NackCode::Malformed,
-            2 => NackCode::InvalidBet,
-            3 => NackCode::WrongAgency,
-            4 => NackCode::UnknownAgency,
-            5 => NackCode::AlreadyDone,
-            6 => NackCode::StorageError,
-            7 => NackCode::OutOfOrder,
-            8 => NackCode::Unavailable,
-            9 => NackCode::Incomplete,
-            10 => NackCode::Unauthenticated,
-            11 => NackCode::AuthFailed,
-            _ => NackCode::Other,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            NackCode::Malformed => "malformed",
-            NackCode::InvalidBet => "invalid_bet",
-            NackCode::WrongAgency => "wrong_agency",
-            NackCode::UnknownAgency => "unknown_agency",
-            NackCode::AlreadyDone => "already_done",
-            NackCode::StorageError => "storage_error",
-            NackCode::OutOfOrder => "out_of_order",
-            NackCode::Unavailable => "unavailable",
-            NackCode::Incomplete => "incomplete",
-            NackCode::Unauthenticated => "unauthenticated",
-            NackCode::AuthFailed => "auth_failed",
-            NackCode::Other => "other",
         }
     }
 }
@@ -171,113 +108,6 @@ pub enum Response {
     },
 }
 
-/// The bets of a received `Batch`, validated, kept inside the frame's bytes:
-/// one allocation per batch (the field offsets) instead of three per bet.
-#[derive(Clone, Default)]
-pub struct BetBatch {
-    payload: Bytes,
-    bets: Vec<BetSlot>,
-}
-
-/// Where one bet's fields sit in the payload (payloads are < 64 KiB).
-#[derive(Clone, Copy)]
-struct BetSlot {
-    first_name: (u16, u16),
-    last_name: (u16, u16),
-    document: (u16, u16),
-    birthdate: Date,
-    number: u16,
-}
-
-impl BetBatch {
-    pub fn len(&self) -> usize {
-        self.bets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bets.is_empty()
-    }
-
-    /// The bets as bytes, for storing them: no second UTF-8 check.
-    pub fn raw_iter(&self) -> impl Iterator<Item = RawBet<'_>> + '_ {
-        self.bets.iter().map(move |slot| {
-            let bytes = |(start, len): (u16, u16)| &self.payload[start as usize..start as usize + len as usize];
-            RawBet {
-                first_name: bytes(slot.first_name),
-                last_name: bytes(slot.last_name),
-                document: bytes(slot.document),
-                birthdate: slot.birthdate,
-                number: slot.number,
-            }
-        })
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = BetRef<'_>> + '_ {
-        self.bets.iter().map(move |slot| {
-            let text = |(start, len): (u16, u16)| {
-                // Validated as UTF-8 when the batch was decoded, and `Bytes` is immutable.
-                std::str::from_utf8(&self.payload[start as usize..start as usize + len as usize]).unwrap_or("")
-            };
-            BetRef {
-                first_name: text(slot.first_name),
-                last_name: text(slot.last_name),
-                document: text(slot.document),
-                birthdate: slot.birthdate,
-                number: slot.number,
-            }
-        })
-    }
-
-    /// Owned copies (tests, tools).
-    pub fn to_bets(&self) -> Vec<Bet> {
-        self.iter().map(|b| b.to_bet()).collect()
-    }
-
-    /// A batch holding `bets` (single bets, tests): encodes and decodes them.
-    pub fn from_bets(bets: &[Bet]) -> BetBatch {
-        let mut payload = BytesMut::new();
-        for bet in bets {
-            put_bet(&mut payload, &bet.as_ref());
-        }
-        let payload = payload.freeze();
-        let mut r = Reader { buf: payload.clone(), start_len: payload.len() };
-        let mut batch = BetBatch { payload, bets: Vec::with_capacity(bets.len()) };
-        for _ in bets {
-            match r.bet_slot() {
-                Ok(slot) => batch.bets.push(slot),
-                Err(_) => break, // only reachable for bets that would fail validation
-            }
-        }
-        batch
-    }
-}
-
-impl From<Vec<Bet>> for BetBatch {
-    fn from(bets: Vec<Bet>) -> Self {
-        BetBatch::from_bets(&bets)
-    }
-}
-
-impl FromIterator<Bet> for BetBatch {
-    fn from_iter<I: IntoIterator<Item = Bet>>(iter: I) -> Self {
-        BetBatch::from_bets(&iter.into_iter().collect::<Vec<_>>())
-    }
-}
-
-impl PartialEq for BetBatch {
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
-    }
-}
-
-impl Eq for BetBatch {}
-
-impl std::fmt::Debug for BetBatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
 // ---- encoding -------------------------------------------------------------
 
 /// Bytes one bet takes inside a payload.
@@ -285,12 +115,7 @@ pub fn encoded_bet_len(bet: &BetRef<'_>) -> usize {
     2 + bet.first_name.len() + 2 + bet.last_name.len() + 2 + bet.document.len() + 4 + 2
 }
 
-/// Appends one encoded bet (the agency side builds batches with this).
-pub fn put_bet_into(out: &mut BytesMut, bet: &BetRef<'_>) {
-    put_bet(out, bet);
-}
-
-/// Writes a whole `Batch` frame from bets already encoded with [`put_bet_into`].
+/// Writes a whole `Batch` frame from bets already encoded with [`put_bet`].
 pub fn encode_batch(
     out: &mut BytesMut,
     agency: AgencyId,
@@ -317,7 +142,8 @@ fn put_str(out: &mut BytesMut, s: &str) {
     out.put_slice(&s.as_bytes()[..len]);
 }
 
-fn put_bet(out: &mut BytesMut, bet: &BetRef<'_>) {
+/// Appends one encoded bet (the agency side builds batches with this).
+pub fn put_bet(out: &mut BytesMut, bet: &BetRef<'_>) {
     put_str(out, bet.first_name);
     put_str(out, bet.last_name);
     put_str(out, bet.document);
@@ -350,10 +176,16 @@ impl Request {
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), ProtocolError> {
         match self {
             Request::Echo(data) => put_frame(out, kind::ECHO, data.len(), |o| o.put_slice(data)),
-            Request::Bet { agency, bet } => put_frame(out, kind::BET, 4 + encoded_bet_len(&bet.as_ref()), |o| {
-                o.put_u32(*agency);
-                put_bet(o, &bet.as_ref());
-            }),
+            Request::Bet { agency, bet } => {
+                let (Some(one), 1) = (bet.iter().next(), bet.len()) else {
+                    let reason = format!("a Bet message carries exactly one bet, not {}", bet.len());
+                    return Err(ProtocolError::InvalidField { field: "bet", reason });
+                };
+                put_frame(out, kind::BET, 4 + encoded_bet_len(&one), |o| {
+                    o.put_u32(*agency);
+                    put_bet(o, &one);
+                })
+            }
             Request::Batch { agency, first_index, bets } => {
                 let mut encoded = BytesMut::new();
                 for bet in bets.iter() {
@@ -440,201 +272,4 @@ pub fn winners_pages(agency: AgencyId, documents: &[String]) -> Vec<Response> {
     }
     pages.push(Response::Winners { agency, more: false, documents: page });
     pages
-}
-
-// ---- decoding -------------------------------------------------------------
-
-/// A cursor over one payload that turns every short read into a typed error.
-struct Reader {
-    buf: Bytes,
-    /// Payload length, so field offsets can be computed from what remains.
-    start_len: usize,
-}
-
-impl Reader {
-    fn need(&self, field: &'static str, n: usize) -> Result<(), ProtocolError> {
-        if self.buf.remaining() < n {
-            return Err(ProtocolError::Truncated { field, needed: n, left: self.buf.remaining() });
-        }
-        Ok(())
-    }
-    fn u8(&mut self, field: &'static str) -> Result<u8, ProtocolError> {
-        self.need(field, 1)?;
-        Ok(self.buf.get_u8())
-    }
-    fn u16(&mut self, field: &'static str) -> Result<u16, ProtocolError> {
-        self.need(field, 2)?;
-        Ok(self.buf.get_u16())
-    }
-    fn u32(&mut self, field: &'static str) -> Result<u32, ProtocolError> {
-        self.need(field, 4)?;
-        Ok(self.buf.get_u32())
-    }
-    fn u64(&mut self, field: &'static str) -> Result<u64, ProtocolError> {
-        self.need(field, 8)?;
-        Ok(self.buf.get_u64())
-    }
-    fn string(&mut self, field: &'static str) -> Result<String, ProtocolError> {
-        let len = self.u16(field)? as usize;
-        self.need(field, len)?;
-        // Validate in place, then copy once: no reference-counted slice per field.
-        let text = std::str::from_utf8(&self.buf[..len]).map_err(|_| ProtocolError::BadUtf8 { field })?.to_owned();
-        self.buf.advance(len);
-        Ok(text)
-    }
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], ProtocolError> {
-        self.need(field, N)?;
-        let mut out = [0u8; N];
-        self.buf.copy_to_slice(&mut out);
-        Ok(out)
-    }
-    fn finish(self) -> Result<(), ProtocolError> {
-        match self.buf.remaining() {
-            0 => Ok(()),
-            n => Err(ProtocolError::TrailingBytes(n)),
-        }
-    }
-    fn agency(&mut self) -> Result<AgencyId, ProtocolError> {
-        let agency = self.u32("agency")?;
-        if agency == 0 {
-            return Err(ProtocolError::InvalidField { field: "agency", reason: "agencies are numbered from 1".into() });
-        }
-        Ok(agency)
-    }
-    /// Validates a string field in place and returns its (offset, length).
-    fn str_slot(&mut self, field: &'static str) -> Result<(u16, u16), ProtocolError> {
-        let len = self.u16(field)? as usize;
-        self.need(field, len)?;
-        let offset = self.start_len - self.buf.remaining();
-        self.buf.advance(len);
-        Ok((offset as u16, len as u16))
-    }
-
-    /// Reads and validates one bet, recording where its fields are (offsets from
-    /// the start of the payload).
-    fn bet_slot(&mut self) -> Result<BetSlot, ProtocolError> {
-        let before = self.buf.clone();
-        let base = self.start_len - before.remaining();
-        let first_name = self.str_slot("first_name")?;
-        let last_name = self.str_slot("last_name")?;
-        let document = self.str_slot("document")?;
-        let (y, m, d) = (self.u16("birthdate")?, self.u8("birthdate")?, self.u8("birthdate")?);
-        let birthdate = Date::new(y, m, d)
-            .map_err(|e| ProtocolError::InvalidField { field: "birthdate", reason: e.to_string() })?;
-        let number = self.u16("number")?;
-        // Each field is checked as UTF-8 exactly once, here.
-        let text = |(start, len): (u16, u16), field: &'static str| {
-            let start = start as usize - base;
-            std::str::from_utf8(&before[start..start + len as usize]).map_err(|_| ProtocolError::BadUtf8 { field })
-        };
-        let bet = BetRef {
-            first_name: text(first_name, "first_name")?,
-            last_name: text(last_name, "last_name")?,
-            document: text(document, "document")?,
-            birthdate,
-            number,
-        };
-        bet.validate().map_err(|e| ProtocolError::InvalidField { field: "bet", reason: e.to_string() })?;
-        Ok(BetSlot { first_name, last_name, document, birthdate, number })
-    }
-}
-
-impl Request {
-    /// Parses one payload of the given type.
-    pub fn decode(kind: u8, payload: Bytes) -> Result<Request, ProtocolError> {
-        let start_len = payload.len();
-        let whole = payload.clone();
-        let mut r = Reader { buf: payload, start_len };
-        let req = match kind {
-            kind::ECHO => return Ok(Request::Echo(r.buf)),
-            kind::BET => {
-                let agency = r.agency()?;
-                let slot = r.bet_slot()?;
-                let bet = BetBatch { payload: whole, bets: vec![slot] }.iter().map(|b| b.to_bet()).next();
-                Request::Bet { agency, bet: bet.ok_or(ProtocolError::Truncated { field: "bet", needed: 1, left: 0 })? }
-            }
-            kind::BATCH => {
-                let agency = r.agency()?;
-                let first_index = r.u64("first_index")?;
-                let count = r.u16("count")? as usize;
-                // Each bet takes at least 12 bytes, so `count` cannot make us allocate
-                // more than the frame already holds.
-                let mut bets = BetBatch { payload: whole, bets: Vec::with_capacity(count.min(r.buf.remaining() / 12)) };
-                for position in 0..count {
-                    match r.bet_slot() {
-                        Ok(slot) => bets.bets.push(slot),
-                        Err(e) => {
-                            return Err(ProtocolError::InvalidBatch {
-                                agency,
-                                first_index,
-                                count,
-                                position,
-                                reason: e.to_string(),
-                            })
-                        }
-                    }
-                }
-                Request::Batch { agency, first_index, bets }
-            }
-            kind::DONE => Request::Done { agency: r.agency()?, total: r.u64("total")? },
-            kind::WINNERS_REQUEST => Request::WinnersRequest { agency: r.agency()? },
-            kind::RESUME => Request::Resume { agency: r.agency()? },
-            kind::AUTH_HELLO => Request::AuthHello { agency: r.agency()? },
-            kind::AUTH_PROOF => Request::AuthProof { mac: r.array("mac")? },
-            other => return Err(ProtocolError::UnknownType(other)),
-        };
-        r.finish()?;
-        Ok(req)
-    }
-}
-
-impl Response {
-    pub fn decode(kind: u8, payload: Bytes) -> Result<Response, ProtocolError> {
-        let start_len = payload.len();
-        let mut r = Reader { buf: payload, start_len };
-        let resp = match kind {
-            kind::ECHO => return Ok(Response::Echo(r.buf)),
-            kind::ACK => Response::Ack { index: r.u64("index")?, count: r.u32("count")? },
-            kind::NACK => Response::Nack {
-                code: NackCode::from_u16(r.u16("code")?),
-                index: r.u64("index")?,
-                message: r.string("message")?,
-            },
-            kind::WINNERS => {
-                let agency = r.agency()?;
-                let more = match r.u8("more")? {
-                    0 => false,
-                    1 => true,
-                    v => {
-                        return Err(ProtocolError::InvalidField { field: "more", reason: format!("{v} is not 0 or 1") })
-                    }
-                };
-                let count = r.u16("count")? as usize;
-                let mut documents = Vec::with_capacity(count.min(r.buf.remaining() / 3));
-                for _ in 0..count {
-                    let doc = r.string("document")?;
-                    crate::bet::check_document(&doc)
-                        .map_err(|e| ProtocolError::InvalidField { field: "document", reason: e.to_string() })?;
-                    documents.push(doc);
-                }
-                Response::Winners { agency, more, documents }
-            }
-            kind::PROGRESS => {
-                let agency = r.agency()?;
-                let stored = r.u64("stored")?;
-                let done = match r.u8("done")? {
-                    0 => false,
-                    1 => true,
-                    v => {
-                        return Err(ProtocolError::InvalidField { field: "done", reason: format!("{v} is not 0 or 1") })
-                    }
-                };
-                Response::Progress { agency, stored, done }
-            }
-            kind::CHALLENGE => Response::Challenge { nonce: r.array("nonce")? },
-            other => return Err(ProtocolError::UnknownType(other)),
-        };
-        r.finish()?;
-        Ok(resp)
-    }
 }

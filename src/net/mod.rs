@@ -1,8 +1,10 @@
 //! The wire protocol between agencies and the central: frames, messages, codecs.
 
 pub mod codec;
+mod decode;
 pub mod error;
 pub mod frame;
+mod nack;
 
 pub use codec::{ClientCodec, ServerCodec};
 pub use error::ProtocolError;

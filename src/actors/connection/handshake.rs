@@ -7,6 +7,7 @@
 //! `Nack(unauthenticated)` and the connection is closed. A successful proof binds
 //! the connection to its agency; each challenge is used once.
 
+use super::session::Answer;
 use super::Connection;
 use crate::actors::auth_guard::{Verdict, Verify};
 use crate::auth::{random_bytes, MAC_LEN, NONCE_LEN};
@@ -77,7 +78,8 @@ impl Connection {
         let nonce = match random_bytes::<NONCE_LEN>() {
             Ok(nonce) => nonce,
             Err(e) => {
-                warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer, "error" => format!("no random nonce: {e}"));
+                warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer,
+                    "error" => format!("no random nonce: {e}"));
                 self.nack(seq, NackCode::Unavailable, 0, "the server cannot make a challenge now".into(), ctx);
                 self.close_when_idle(ctx);
                 return;
@@ -85,10 +87,10 @@ impl Connection {
         };
         if !matches!(self.auth, AuthState::Off) {
             self.auth = AuthState::Challenged { agency, nonce };
-        } else if self.agency.is_none() {
-            self.agency = Some(agency);
+        } else if self.session.agency().is_none() {
+            self.session.bind_proven(agency);
         }
-        self.answer(seq, vec![Response::Challenge { nonce }], ctx);
+        self.answer(seq, Answer::new(Response::Challenge { nonce }), ctx);
     }
 
     fn proof(&mut self, seq: u64, mac: [u8; MAC_LEN], ctx: &mut Context<Self>) {
@@ -96,7 +98,7 @@ impl Connection {
             AuthState::Challenged { agency, nonce } => (agency, nonce),
             AuthState::Off => {
                 self.auth = AuthState::Off;
-                self.answer(seq, vec![Response::Ack { index: 0, count: 0 }], ctx);
+                self.answer(seq, Answer::new(Response::Ack { index: 0, count: 0 }), ctx);
                 return;
             }
             AuthState::Authenticated => {
@@ -105,7 +107,8 @@ impl Connection {
                 return;
             }
             AuthState::Fresh | AuthState::Verifying => {
-                warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer, "error" => "proof without a challenge, closing");
+                warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer,
+                    "error" => "proof without a challenge, closing");
                 self.nack(seq, NackCode::AuthFailed, 0, "no challenge to answer: send AuthHello first".into(), ctx);
                 self.close_when_idle(ctx);
                 return;
@@ -118,25 +121,22 @@ impl Connection {
             return;
         };
         let verify = Verify { ip: self.peer.ip(), agency, nonce, mac };
-        let fut = guard.send(verify).into_actor(self).map(move |verdict, act, ctx| {
-            act.in_flight -= 1;
-            act.verdict(seq, agency, verdict.ok(), ctx);
-        });
-        self.in_flight(fut, ctx);
+        self.ask(&guard, verify, move |act, verdict, ctx| act.verdict(seq, agency, verdict.ok(), ctx), ctx);
     }
 
     fn verdict(&mut self, seq: u64, agency: AgencyId, verdict: Option<Verdict>, ctx: &mut Context<Self>) {
         match verdict {
             Some(Verdict::Accepted { delayed }) => {
                 self.auth = AuthState::Authenticated;
-                self.agency = Some(agency);
+                self.session.bind_proven(agency);
                 info!(self.log, "action: auth | result: success"; "ip" => %self.peer, "agency" => agency,
                     "delayed_ms" => delayed.as_millis() as u64);
-                self.answer(seq, vec![Response::Ack { index: 0, count: 0 }], ctx);
+                self.answer(seq, Answer::new(Response::Ack { index: 0, count: 0 }), ctx);
             }
             Some(Verdict::Rejected { failures, delayed }) => {
                 warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer, "agency" => agency,
-                    "failures" => failures, "delayed_ms" => delayed.as_millis() as u64, "error" => "wrong proof, closing");
+                    "failures" => failures, "delayed_ms" => delayed.as_millis() as u64,
+                    "error" => "wrong proof, closing");
                 let msg = format!("authentication as agency {agency} failed");
                 self.nack(seq, NackCode::AuthFailed, 0, msg, ctx);
                 self.close_when_idle(ctx);

@@ -1,0 +1,107 @@
+//! Builds one batch, already encoded, bounded by count and by frame size.
+
+use crate::bet::{AgencyId, BetRef};
+use crate::net::frame::{encode_batch, encoded_bet_len, put_bet, BATCH_OVERHEAD};
+use crate::net::{ProtocolError, MAX_PAYLOAD};
+use bytes::BytesMut;
+
+/// Builds one batch, already encoded, bounded by count and by frame size.
+pub struct Batcher {
+    /// `batch.maxAmount`: the most bets one batch may carry.
+    max_amount: usize,
+    /// The bets pushed so far, in their wire form.
+    encoded: BytesMut,
+    count: usize,
+}
+
+impl Batcher {
+    pub fn new(max_amount: usize) -> Self {
+        Batcher { max_amount: max_amount.max(1), encoded: BytesMut::with_capacity(MAX_PAYLOAD), count: 0 }
+    }
+
+    /// Whether `bet` still fits in this batch.
+    pub fn fits(&self, bet: &BetRef<'_>) -> bool {
+        self.count < self.max_amount && BATCH_OVERHEAD + self.encoded.len() + encoded_bet_len(bet) <= MAX_PAYLOAD
+    }
+
+    /// Adds a bet (call [`fits`](Self::fits) first; an empty batch takes any valid bet).
+    pub fn push(&mut self, bet: &BetRef<'_>) {
+        put_bet(&mut self.encoded, bet);
+        self.count += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Writes the batch as one frame and empties the builder.
+    pub fn take_frame(
+        &mut self,
+        agency: AgencyId,
+        first_index: u64,
+        out: &mut BytesMut,
+    ) -> Result<usize, ProtocolError> {
+        let count = self.count;
+        encode_batch(out, agency, first_index, count, &self.encoded)?;
+        self.encoded.clear();
+        self.count = 0;
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bet::{Bet, Date};
+    use crate::net::{Request, MAX_FRAME};
+    use tokio_util::codec::Decoder;
+
+    fn bet(name_len: usize) -> Bet {
+        Bet {
+            first_name: "a".repeat(name_len),
+            last_name: "b".into(),
+            document: "1".into(),
+            birthdate: Date::new(2000, 1, 1).unwrap(),
+            number: 1,
+        }
+    }
+
+    #[test]
+    fn batches_respect_count_and_frame_size() {
+        let one = bet(1);
+        let mut b = Batcher::new(3);
+        for _ in 0..3 {
+            assert!(b.fits(&one.as_ref()));
+            b.push(&one.as_ref());
+        }
+        assert!(!b.fits(&one.as_ref()), "count limit");
+        let mut frame = BytesMut::new();
+        assert_eq!(b.take_frame(1, 0, &mut frame).unwrap(), 3);
+        assert!(b.is_empty());
+        let decoded = crate::net::ServerCodec.decode(&mut frame).unwrap().unwrap().unwrap();
+        assert_eq!(decoded, Request::Batch { agency: 1, first_index: 0, bets: vec![one.clone(); 3].into() });
+
+        // Long names: batches are cut by encoded size, every frame within the limit.
+        let long = bet(250);
+        let mut b = Batcher::new(1000);
+        let (mut frames, mut total) = (Vec::new(), 0);
+        for _ in 0..100 {
+            if !b.fits(&long.as_ref()) {
+                let mut f = BytesMut::new();
+                total += b.take_frame(1, 0, &mut f).unwrap();
+                frames.push(f);
+            }
+            b.push(&long.as_ref());
+        }
+        let mut f = BytesMut::new();
+        total += b.take_frame(1, 0, &mut f).unwrap();
+        frames.push(f);
+        assert_eq!(total, 100);
+        assert!(frames.len() > 3);
+        assert!(frames.iter().all(|f| f.len() <= MAX_FRAME));
+    }
+}

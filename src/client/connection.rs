@@ -1,0 +1,97 @@
+//! One framed connection to the central: connect, send a request or a batch,
+//! read the answer (a `Nack` becomes an error), close.
+
+use super::batcher::Batcher;
+use super::ClientError;
+use crate::bet::AgencyId;
+use crate::net::{ClientCodec, Request, Response, MAX_FRAME};
+use bytes::BytesMut;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+
+/// After SIGTERM, how long the answer to the request in flight may take.
+pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
+
+/// One framed connection to the central.
+pub struct AgencyConnection {
+    stream: TcpStream,
+    /// Bytes read and not yet decoded (at most a frame and a read's worth).
+    input: BytesMut,
+    /// The frame being sent; reused so a batch costs no allocation.
+    output: BytesMut,
+}
+
+impl AgencyConnection {
+    /// One connection attempt (retries are the caller's, see [`super::Backoff`]).
+    pub async fn connect(address: &str, cancel: &CancellationToken) -> Result<AgencyConnection, ClientError> {
+        let stream = tokio::select! {
+            r = TcpStream::connect(address) => {
+                r.map_err(|source| ClientError::Connect { address: address.to_string(), source })?
+            }
+            _ = cancel.cancelled() => return Err(ClientError::Cancelled),
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(AgencyConnection {
+            stream,
+            input: BytesMut::with_capacity(MAX_FRAME),
+            output: BytesMut::with_capacity(MAX_FRAME),
+        })
+    }
+
+    /// Sends the batch in `batcher` as bets `first_index..`; returns how many.
+    pub async fn send_batch(
+        &mut self,
+        agency: AgencyId,
+        first_index: u64,
+        batcher: &mut Batcher,
+    ) -> Result<u64, ClientError> {
+        self.output.clear();
+        let count = batcher.take_frame(agency, first_index, &mut self.output)?;
+        self.stream.write_all(&self.output).await?;
+        Ok(count as u64)
+    }
+
+    pub async fn send(&mut self, request: &Request) -> Result<(), ClientError> {
+        self.output.clear();
+        request.encode(&mut self.output)?;
+        self.stream.write_all(&self.output).await?;
+        Ok(())
+    }
+
+    /// Reads the next answer; a `Nack` becomes [`ClientError::Refused`].
+    pub async fn recv(&mut self) -> Result<Response, ClientError> {
+        loop {
+            if let Some(item) = ClientCodec.decode(&mut self.input)? {
+                return match item? {
+                    Response::Nack { code, message, .. } => Err(ClientError::Refused { code, message }),
+                    other => Ok(other),
+                };
+            }
+            if self.stream.read_buf(&mut self.input).await? == 0 {
+                if let Some(Ok(Response::Nack { code, message, .. })) = ClientCodec.decode_eof(&mut self.input)? {
+                    return Err(ClientError::Refused { code, message });
+                }
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+
+    /// Reads an answer, giving up [`IN_FLIGHT_GRACE`] after `cancel` fires.
+    pub async fn recv_in_flight(&mut self, cancel: &CancellationToken) -> Result<Response, ClientError> {
+        let grace_over = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(IN_FLIGHT_GRACE).await
+        };
+        tokio::select! {
+            r = self.recv() => r,
+            _ = grace_over => Err(ClientError::Cancelled),
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+}

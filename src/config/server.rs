@@ -1,0 +1,218 @@
+//! The central server's settings.
+
+use super::source::{parse_bool, parse_int, parse_log_level, parse_millis, parse_path, Source};
+use super::{ConfigError, Settings};
+use crate::auth::AgencyKeys;
+use crate::bet::MAX_NUMBER;
+use crate::logging::level_name;
+use slog::Level;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the central checks who its peers are.
+#[derive(Debug, Clone)]
+pub enum ServerAuth {
+    /// Every agency proves its key before anything but `Echo` (the default).
+    Keys { path: PathBuf, keys: AgencyKeys },
+    /// `SERVER_AUTH=off`: anyone may speak for any agency (local experiments only).
+    Off,
+}
+
+impl ServerAuth {
+    fn from_source(src: &mut Source, agencies: u32) -> Result<ServerAuth, ConfigError> {
+        let enabled = src.get("auth.enabled", Some("SERVER_AUTH"), true, parse_bool)?;
+        let path = src.get("auth.keys_path", Some("SERVER_AUTH_KEYS"), None, |s| parse_path(s).map(Some))?;
+        if !enabled {
+            return Ok(ServerAuth::Off);
+        }
+        let path = path.ok_or(ConfigError::NoKeys)?;
+        let keys = AgencyKeys::load(&path)?;
+        let missing: Vec<String> = (1..=agencies).filter(|a| keys.get(*a).is_none()).map(|a| a.to_string()).collect();
+        if !missing.is_empty() {
+            let shown = if missing.len() > 10 {
+                format!("{} and {} more", missing[..10].join(", "), missing.len() - 10)
+            } else {
+                missing.join(", ")
+            };
+            return Err(ConfigError::MissingKeys { path, missing: shown, agencies });
+        }
+        Ok(ServerAuth::Keys { path, keys })
+    }
+}
+
+const SETTINGS_HELP: &str = "\
+Settings (YAML key, environment variable, default); the environment wins over the file:
+  server.port              SERVER_PORT              12345
+  server.listen_backlog    SERVER_LISTEN_BACKLOG    128
+  server.agencies          SERVER_AGENCIES          5
+  server.max_connections   SERVER_MAX_CONNECTIONS   4096
+  server.idle_timeout_ms   SERVER_IDLE_TIMEOUT_MS   60000
+  storage.path             SERVER_STORAGE_PATH      ./bets.csv
+  storage.durable          SERVER_STORAGE_DURABLE   true (an ack waits for fdatasync)
+  draw.winning_number      SERVER_WINNING_NUMBER    7574
+  log.level                LOGGING_LEVEL            INFO
+  auth.enabled             SERVER_AUTH              true (off: no handshake, local experiments only)
+  auth.keys_path           SERVER_AUTH_KEYS         none (required while auth is on)";
+
+/// The central server's settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub port: u16,
+    pub listen_backlog: u32,
+    pub agencies: u32,
+    pub storage_path: PathBuf,
+    pub winning_number: u16,
+    pub log_level: Level,
+    /// Connections above this are refused with a Nack.
+    pub max_connections: usize,
+    /// A peer silent this long (or stuck mid-frame) is disconnected.
+    pub idle_timeout: Duration,
+    /// `true`: an ack waits for fsync; `false`: only for the OS page cache.
+    pub durable: bool,
+    pub auth: ServerAuth,
+}
+
+impl Settings for ServerConfig {
+    const PROGRAM: &'static str = "server";
+    const ABOUT: &'static str = "The Lotería Nacional central: stores the agencies' bets, runs the draw once every agency is done, and answers each agency with its own winners.";
+    const CONFIG_VAR: &'static str = "SERVER_CONFIG";
+    const DEFAULT_PATH: &'static str = "config/server.yaml";
+    const SETTINGS_HELP: &'static str = SETTINGS_HELP;
+
+    fn read(src: &mut Source) -> Result<ServerConfig, ConfigError> {
+        let mut cfg = ServerConfig {
+            port: src.get("server.port", Some("SERVER_PORT"), crate::DEFAULT_PORT, parse_int(0u16, u16::MAX))?,
+            listen_backlog: src.get(
+                "server.listen_backlog",
+                Some("SERVER_LISTEN_BACKLOG"),
+                128,
+                parse_int(1u32, 65_535),
+            )?,
+            agencies: src.get("server.agencies", Some("SERVER_AGENCIES"), 5, parse_int(0u32, 100_000))?,
+            storage_path: src.get(
+                "storage.path",
+                Some("SERVER_STORAGE_PATH"),
+                PathBuf::from("./bets.csv"),
+                parse_path,
+            )?,
+            winning_number: src.get(
+                "draw.winning_number",
+                Some("SERVER_WINNING_NUMBER"),
+                7574,
+                parse_int(0u16, MAX_NUMBER),
+            )?,
+            log_level: src.get("log.level", Some("LOGGING_LEVEL"), Level::Info, parse_log_level)?,
+            max_connections: src.get(
+                "server.max_connections",
+                Some("SERVER_MAX_CONNECTIONS"),
+                4096,
+                parse_int(1usize, 1_000_000),
+            )?,
+            idle_timeout: src.get(
+                "server.idle_timeout_ms",
+                Some("SERVER_IDLE_TIMEOUT_MS"),
+                Duration::from_secs(60),
+                parse_millis,
+            )?,
+            durable: src.get("storage.durable", Some("SERVER_STORAGE_DURABLE"), true, parse_bool)?,
+            auth: ServerAuth::Off,
+        };
+        cfg.auth = ServerAuth::from_source(src, cfg.agencies)?;
+        Ok(cfg)
+    }
+
+    fn log_level(&self) -> Level {
+        self.log_level
+    }
+
+    fn log_pairs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("port", self.port.to_string()),
+            ("listen_backlog", self.listen_backlog.to_string()),
+            ("logging_level", level_name(self.log_level).to_string()),
+            ("agencies", self.agencies.to_string()),
+            ("storage_path", self.storage_path.display().to_string()),
+            ("winning_number", self.winning_number.to_string()),
+            ("max_connections", self.max_connections.to_string()),
+            ("idle_timeout_ms", self.idle_timeout.as_millis().to_string()),
+            ("durable", self.durable.to_string()),
+            ("auth", if matches!(self.auth, ServerAuth::Off) { "off" } else { "on" }.to_string()),
+            (
+                "auth_keys",
+                match &self.auth {
+                    ServerAuth::Keys { path, keys } => format!("{} ({} agencies)", path.display(), keys.len()),
+                    ServerAuth::Off => "-".to_string(),
+                },
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::source::env;
+
+    #[test]
+    fn server_defaults_apply_without_a_file() {
+        let mut src = Source::from_parts("", env(&[("SERVER_AUTH", "off")])).unwrap();
+        let (cfg, unknown) = ServerConfig::from_source(&mut src).unwrap();
+        assert_eq!((cfg.port, cfg.listen_backlog, cfg.agencies, cfg.winning_number), (12345, 128, 5, 7574));
+        assert_eq!(cfg.log_level, Level::Info);
+        assert!(unknown.is_empty());
+    }
+
+    #[test]
+    fn env_overrides_file_and_unknown_keys_are_reported() {
+        let yaml =
+            "server:\n  port: 1000\n  agencies: 3\nlog:\n  level: debug\nloop:\n  amount: 5\nSERVER_IP: server\n";
+        let mut src = Source::from_parts(yaml, env(&[("SERVER_PORT", "2000"), ("SERVER_AUTH", "off")])).unwrap();
+        let (cfg, unknown) = ServerConfig::from_source(&mut src).unwrap();
+        assert_eq!((cfg.port, cfg.agencies, cfg.log_level), (2000, 3, Level::Debug));
+        assert_eq!(unknown, vec!["SERVER_IP".to_string(), "loop.amount".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_value() {
+        let mut src = Source::from_parts("server:\n  port: lots\n", env(&[])).unwrap();
+        let err = ServerConfig::from_source(&mut src).unwrap_err().to_string();
+        assert!(err.contains("server.port") && err.contains("lots"), "{err}");
+        let mut src = Source::from_parts("log:\n  level: chatty\n", env(&[])).unwrap();
+        let err = ServerConfig::from_source(&mut src).unwrap_err().to_string();
+        assert!(err.contains("log.level") && err.contains("chatty"), "{err}");
+    }
+
+    #[test]
+    fn the_server_needs_keys_for_every_agency_unless_auth_is_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ServerConfig::from_source(&mut Source::from_parts("", env(&[])).unwrap()).unwrap_err();
+        assert!(matches!(err, ConfigError::NoKeys), "{err}");
+        assert!(err.to_string().contains("SERVER_AUTH_KEYS") && err.to_string().contains("SERVER_AUTH=off"));
+        let off = ServerConfig::from_source(&mut Source::from_parts("", env(&[("SERVER_AUTH", "off")])).unwrap());
+        assert!(matches!(off.unwrap().0.auth, ServerAuth::Off));
+
+        let path = dir.path().join("keys.csv");
+        let keys = AgencyKeys::generate(3).unwrap();
+        keys.write(&path).unwrap();
+        let p = path.display().to_string();
+        let src = |agencies: &str| {
+            Source::from_parts(&format!("auth:\n  keys_path: {p}\n"), env(&[("SERVER_AGENCIES", agencies)])).unwrap()
+        };
+        let (cfg, unknown) = ServerConfig::from_source(&mut src("3")).unwrap();
+        assert!(unknown.is_empty());
+        assert!(matches!(&cfg.auth, ServerAuth::Keys { keys: k, .. } if *k == keys));
+        let line = cfg.log_pairs().iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(" | ");
+        assert!(line.contains("auth: on") && line.contains("(3 agencies)"), "{line}");
+        let debug = format!("{cfg:?}");
+        for agency in 1..=3 {
+            let hex = keys.get(agency).unwrap().to_hex();
+            assert!(!line.contains(&hex[..12]) && !debug.contains(&hex[..12]), "a key leaked");
+        }
+        let err = ServerConfig::from_source(&mut src("5")).unwrap_err().to_string();
+        assert!(err.contains("no key for agencies 4, 5") && err.contains(&p), "{err}");
+
+        std::fs::write(&path, "1,00\n").unwrap();
+        let err = ServerConfig::from_source(&mut src("1")).unwrap_err().to_string();
+        assert!(err.contains(&format!("{p}:1:")), "{err}");
+    }
+}
