@@ -54,12 +54,21 @@ enum DrawState {
     Failed(String),
 }
 
+/// The DrawCoordinator actor: owns the set of finished agencies and the draw's
+/// result. The BetStore sends it `AgencyDone` once a Done is synced; Connections
+/// send `WinnersFor` and get `WinnersReady` back, parked until the draw is run.
 pub struct DrawCoordinator {
+    /// Agencies `1..=agencies` take part; the draw runs when all are done.
     agencies: u32,
+    /// Read at draw time (`draw.winning_number`), not while bets arrive.
     winning_number: u16,
+    /// Agencies whose Done is recorded (restored from the journal at start).
     done: BTreeSet<AgencyId>,
+    /// Waiting for Dones, running, drawn (winners per agency) or failed.
     state: DrawState,
+    /// Winners requests waiting for the draw (one per connection at most).
     parked: Vec<WinnersFor>,
+    /// Where the draw reads the stored bets.
     store: Addr<BetStore>,
     log: Logger,
 }
@@ -130,7 +139,8 @@ impl Actor for DrawCoordinator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        info!(self.log, "action: draw_coordinator | result: in_progress"; "agencies" => self.agencies, "done" => self.done.len());
+        info!(self.log, "action: draw_coordinator | result: in_progress";
+            "agencies" => self.agencies, "done" => self.done.len());
         // All agencies may have finished before a restart: draw at once.
         self.maybe_draw(ctx);
     }

@@ -46,7 +46,8 @@ pub const DEFAULT_BATCH_WINDOW: usize = 32;
 
 impl Settings for ClientConfig {
     const PROGRAM: &'static str = "client";
-    const ABOUT: &'static str = "A Lotería Nacional agency: sends the bets of its CSV file to the central, says it is done, and asks for its winners.";
+    const ABOUT: &'static str = "A Lotería Nacional agency: sends the bets of its CSV file to the central, \
+        says it is done, and asks for its winners.";
     const CONFIG_VAR: &'static str = "CLI_CONFIG";
     const DEFAULT_PATH: &'static str = "config/client.yaml";
     const SETTINGS_HELP: &'static str = SETTINGS_HELP;

@@ -74,7 +74,8 @@ pub struct ServerConfig {
 
 impl Settings for ServerConfig {
     const PROGRAM: &'static str = "server";
-    const ABOUT: &'static str = "The Lotería Nacional central: stores the agencies' bets, runs the draw once every agency is done, and answers each agency with its own winners.";
+    const ABOUT: &'static str = "The Lotería Nacional central: stores the agencies' bets, runs the draw \
+        once every agency is done, and answers each agency with its own winners.";
     const CONFIG_VAR: &'static str = "SERVER_CONFIG";
     const DEFAULT_PATH: &'static str = "config/server.yaml";
     const SETTINGS_HELP: &'static str = SETTINGS_HELP;

@@ -1,0 +1,132 @@
+//! Unit tests of the bets file: the row format, repair, recount, scan and draw.
+
+use super::*;
+use crate::bet::{Bet, Date};
+
+fn bet(first: &str, last: &str, doc: &str, number: u16) -> Bet {
+    Bet {
+        first_name: first.into(),
+        last_name: last.into(),
+        document: doc.into(),
+        birthdate: Date::new(2000, 2, 29).unwrap(),
+        number,
+    }
+}
+
+#[test]
+fn append_and_load_round_trip_awkward_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/bets.csv");
+    let bets = [
+        bet("O'Brien, Jr", "Núñez \"el Tano\"", "00000042", 7574),
+        bet("Ana; María", "Pérez | Gómez", "1", 1),
+        bet("Zoë", "Ñandú", "35635602", 7574),
+    ];
+    let (mut file, rec) = BetFile::open(&path).unwrap();
+    assert!(rec.per_agency.is_empty());
+    file.append(3, bets.iter().map(|b| RawBet::from(b.as_ref()))).unwrap();
+    file.append(1, bets[1..2].iter().map(|b| RawBet::from(b.as_ref()))).unwrap();
+    file.sync().unwrap();
+    drop(file);
+
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_path(&path).unwrap();
+    let loaded: Vec<(AgencyId, Bet)> = reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            let bet = Bet {
+                first_name: r[1].to_string(),
+                last_name: r[2].to_string(),
+                document: r[3].to_string(),
+                birthdate: Date::parse(&r[4]).unwrap(),
+                number: r[5].parse().unwrap(),
+            };
+            (r[0].parse().unwrap(), bet)
+        })
+        .collect();
+    assert_eq!(loaded.len(), 4);
+    assert_eq!(loaded[0], (3, bets[0].clone()));
+    assert_eq!(loaded[3], (1, bets[1].clone()));
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("3,\"O'Brien, Jr\",\"Núñez \"\"el Tano\"\"\",00000042,2000-02-29,7574\n"), "{text}");
+    assert!(text.contains("\n3,Zoë,Ñandú,35635602,2000-02-29,7574\n"), "only needed quoting: {text}");
+
+    let (winners, rows) = draw(&path, 7574).unwrap();
+    assert_eq!(rows, 4);
+    assert_eq!(winners.get(&3).unwrap(), &vec!["00000042".to_string(), "35635602".to_string()]);
+    assert!(!winners.contains_key(&1));
+
+    let (_, rec) = BetFile::open(&path).unwrap();
+    assert_eq!(rec.per_agency.get(&3), Some(&3));
+    assert_eq!(rec.per_agency.get(&1), Some(&1));
+}
+
+fn csv_crate_row(agency: AgencyId, bet: &Bet) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(&mut out);
+        let (date, number) = (bet.birthdate.to_string(), bet.number.to_string());
+        w.write_record([&agency.to_string(), &bet.first_name, &bet.last_name, &bet.document, &date, &number]).unwrap();
+    }
+    out
+}
+
+proptest::proptest! {
+    #[test]
+    fn rows_match_the_csv_crate_byte_for_byte(
+        agency in 1u32..100_000,
+        first in "[^\\p{Cc}]{1,30}",
+        last in "[a-zA-Z ,;|\"'áéíóúñÑ]{1,30}",
+        doc in "[0-9]{1,16}",
+        (y, m, d) in (1000u16..=9999, 1u8..=12, 1u8..=28),
+        number in 0u16..=9999,
+    ) {
+        let bet = Bet { first_name: first, last_name: last, document: doc, birthdate: Date::new(y, m, d).unwrap(), number };
+        let mut ours = Vec::new();
+        render_row(&mut ours, agency, &bet.as_ref());
+        proptest::prop_assert_eq!(String::from_utf8(ours.clone()).unwrap(), String::from_utf8(csv_crate_row(agency, &bet)).unwrap());
+        let keys = parse_row_keys(&ours[..ours.len() - 1]).unwrap();
+        proptest::prop_assert_eq!(keys.agency, agency);
+        proptest::prop_assert_eq!(keys.document, bet.document.as_bytes());
+        let number_text = bet.number.to_string();
+        proptest::prop_assert_eq!(keys.number, number_text.as_bytes());
+    }
+}
+
+#[test]
+fn malformed_rows_are_named() {
+    assert!(parse_row_keys(b"1,A,B,12,2000-01-01,7574").is_ok());
+    assert!(parse_row_keys(b"1,\"A, x\",B,12,2000-01-01,7574").is_ok());
+    for bad in [
+        &b"x,A,B,12,2000-01-01,1"[..],
+        b"1,A,B,1a,2000-01-01,1",
+        b"1,A,B,12,2000-1-01,1",
+        b"1,A,B,12,2000-01-01,12345",
+        b"1,12,2000-01-01,1",
+        b"",
+    ] {
+        assert!(parse_row_keys(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+    }
+}
+
+#[test]
+fn torn_last_row_is_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    std::fs::write(&path, "1,A,B,1,2000-01-01,1\n1,A,B,2,2000-01-01,2\n2,Half,Ro").unwrap();
+    let (_, rec) = BetFile::open(&path).unwrap();
+    assert_eq!(rec.repaired_bytes, 9);
+    assert_eq!(rec.per_agency.get(&1), Some(&2));
+    assert!(!rec.per_agency.contains_key(&2));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "1,A,B,1,2000-01-01,1\n1,A,B,2,2000-01-01,2\n");
+}
+
+#[test]
+fn a_corrupt_row_is_reported_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    std::fs::write(&path, "1,A,B,1,2000-01-01,1\nx,A,B,1,2000-01-01,1\n").unwrap();
+    let err = BetFile::open(&path).err().unwrap().to_string();
+    assert!(err.contains(":2:") && err.contains("agency"), "{err}");
+}
