@@ -24,7 +24,7 @@ const MAX_CONTAINERS: u32 = 250;
 /// Renders docker-compose.tmpl.yaml into a compose file: the central server (or
 /// M replicas behind the name `server`) and N agencies, with a fresh key per agency.
 #[derive(Debug, clap::Parser)]
-#[command(name = "gen_compose")]
+#[command(name = "gen_compose", version)]
 struct Args {
     /// Number of agencies (0 or more)
     #[arg(value_name = "N")]
