@@ -33,8 +33,15 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const SERVER: &str = env!("CARGO_BIN_EXE_server");
-const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+const SERVER_BIN: &str = env!("CARGO_BIN_EXE_server");
+const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_client");
+
+/// The server and agency programs under test: this build's, or others named by
+/// `BENCH_SERVER` and `BENCH_CLIENT` (to measure an older build in the same run
+/// conditions, against the same floors).
+fn program(var: &str, built: &'static str) -> String {
+    std::env::var(var).unwrap_or_else(|_| built.to_string())
+}
 
 /// The whole system against the floors of the same machine; figures are
 /// printed, never asserted.
@@ -72,12 +79,25 @@ struct Options {
     /// One extra run of the default window under `strace -f -c` for syscalls per batch
     #[arg(long)]
     strace: bool,
+    /// Load generator: this many agencies at once from this one process (each its
+    /// own connection, stream and key) against one server [default: 10000, 200 with --quick]
+    #[arg(long, value_name = "N")]
+    load_agencies: Option<u32>,
+    /// Bets per agency of the load generator
+    #[arg(long, value_name = "M", default_value_t = 20)]
+    load_bets: u64,
+    /// Skip the load generator
+    #[arg(long)]
+    no_load: bool,
     /// Passed by `cargo bench`
     #[arg(long, hide = true)]
     bench: bool,
 }
 
 impl Options {
+    fn load_agencies(&self) -> u32 {
+        self.load_agencies.unwrap_or(if self.quick { 200 } else { 10_000 })
+    }
     fn bets(&self) -> u64 {
         self.bets.unwrap_or(if self.quick { 20_000 } else { 1_000_000 })
     }
@@ -317,7 +337,7 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
     let keys = AgencyKeys::generate(agencies).expect("random keys");
     let keys_path = dir.join("agency-keys.csv");
     keys.write(&keys_path).expect("write the key file");
-    let mut server = traced(SERVER, trace.map(|t| (t, "server.strace".to_string())))
+    let mut server = traced(&program("BENCH_SERVER", SERVER_BIN), trace.map(|t| (t, "server.strace".to_string())))
         .current_dir(dir)
         .env("SERVER_PORT", "0")
         .env("SERVER_AGENCIES", agencies.to_string())
@@ -348,7 +368,7 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
     let started = Instant::now();
     let clients: Vec<u32> = (1..=agencies)
         .map(|id| {
-            traced(CLIENT, trace.map(|t| (t, format!("agency-{id}.strace"))))
+            traced(&program("BENCH_CLIENT", CLIENT_BIN), trace.map(|t| (t, format!("agency-{id}.strace"))))
                 .current_dir(dir)
                 .env("CLI_ID", id.to_string())
                 .env("CLI_SERVER_ADDRESS", format!("127.0.0.1:{port}"))
@@ -460,7 +480,21 @@ fn main() {
         json.push_str(&part);
         ratios.push((*mix, ratio));
     }
-    json.push_str("]}\n");
+    json.push(']');
+    if !o.no_load {
+        let load = load_run(&dir, o.load_agencies(), o.load_bets);
+        json.push_str(&format!(
+            ",\"load\":{{\"agencies\":{},\"bets_per_agency\":{},\"seconds\":{:.3},\"server_rss_kib\":{},\
+             \"right_winners\":{},\"retried\":{}}}",
+            o.load_agencies(),
+            o.load_bets,
+            load.elapsed.as_secs_f64(),
+            load.server_rss_kib,
+            load.right,
+            load.retried
+        ));
+    }
+    json.push_str("}\n");
     if ratios.len() > 1 {
         println!();
         for (mix, ratio) in &ratios {
@@ -684,4 +718,159 @@ fn strace_report(dir: &Path, data: &Path, agencies: u32) {
             top.join(", ")
         );
     }
+}
+
+// ---- load generator ------------------------------------------------------------
+
+struct LoadRun {
+    elapsed: Duration,
+    server_rss_kib: u64,
+    right: u32,
+    retried: u32,
+}
+
+/// Raises this process's descriptor limit (soft and hard, as root may) so that
+/// it and the server it spawns (which inherits it) hold `wanted` descriptors.
+fn raise_nofile(wanted: u64) {
+    let mut lim: libc::rlimit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit fill or read a valid rlimit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        if lim.rlim_cur >= wanted {
+            return;
+        }
+        let raised = libc::rlimit { rlim_cur: wanted, rlim_max: wanted.max(lim.rlim_max) };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            let soft = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &soft);
+            println!("(could not raise RLIMIT_NOFILE to {wanted}; soft limit now {})", lim.rlim_max);
+        }
+    }
+}
+
+/// `agencies` agencies at once from this process, each its own connection,
+/// generated stream and key, against one server (durable acks): every agency
+/// must get exactly the winners of its own file.
+// The server is reaped with wait4, not Child::wait.
+#[allow(clippy::zombie_processes)]
+fn load_run(dir: &Path, agencies: u32, bets: u64) -> LoadRun {
+    let data = dir.join("data-load");
+    println!();
+    println!("load generator: {agencies} agencies x {bets} bets at once from one process (generating, not timed)");
+    let summaries = datagen::generate_mix(&data, agencies, bets, 7574, 7574, datagen::Mix::Real).expect("generate");
+    let mut expected: std::collections::HashMap<u32, Vec<String>> = std::collections::HashMap::new();
+    for line in std::fs::read_to_string(data.join("expected-winners.csv")).expect("expected winners").lines() {
+        if let Some((a, d)) = line.split_once(',') {
+            expected.entry(a.parse().expect("agency")).or_default().push(d.to_string());
+        }
+    }
+    // A socket and a data file per agency here, a socket per agency in the server.
+    raise_nofile(2 * u64::from(agencies) + 1024);
+    let store = dir.join("bets-load.csv");
+    let _ = std::fs::remove_file(&store);
+    let _ = std::fs::remove_file(dir.join("bets-load.csv.done"));
+    let keys = AgencyKeys::generate(agencies).expect("random keys");
+    let keys_path = dir.join("agency-keys-load.csv");
+    keys.write(&keys_path).expect("write the key file");
+    let mut server = Command::new(program("BENCH_SERVER", SERVER_BIN))
+        .current_dir(dir)
+        .env("SERVER_PORT", "0")
+        .env("SERVER_AGENCIES", agencies.to_string())
+        .env("SERVER_STORAGE_PATH", &store)
+        .env("SERVER_LISTEN_BACKLOG", "4096")
+        .env("SERVER_MAX_CONNECTIONS", (u64::from(agencies) + 64).to_string())
+        .env("SERVER_AUTH_KEYS", &keys_path)
+        .env_remove("SERVER_AUTH")
+        .env_remove("SERVER_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn server");
+    let pid = server.id();
+    let out = server.stdout.take().unwrap();
+    let (port_tx, port_rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("accept_connections") {
+                let _ = port_tx.send(line);
+            }
+        }
+    });
+    let first = port_rx.recv_timeout(Duration::from_secs(30)).expect("server start");
+    let port: u16 = first.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let peaks = PeakRss::watch(vec![pid]);
+
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let reports = local.block_on(&runtime, async {
+        let tasks: Vec<_> = summaries
+            .iter()
+            .map(|s| {
+                let cfg = loteria::config::ClientConfig {
+                    id: s.agency,
+                    server_address: format!("127.0.0.1:{port}"),
+                    batch_max_amount: 100,
+                    data_path: s.path.clone(),
+                    log_level: slog::Level::Warning,
+                    batch_window: DEFAULT_BATCH_WINDOW,
+                    retry_initial: Duration::from_millis(100),
+                    retry_max: Duration::from_millis(2000),
+                    retry_attempts: 30,
+                    auth_key: keys.get(s.agency).cloned(),
+                };
+                let (log, cancel) = (log.clone(), cancel.clone());
+                tokio::task::spawn_local(
+                    async move { (cfg.id, loteria::client::run_agency(&cfg, &log, &cancel).await) },
+                )
+            })
+            .collect();
+        let mut reports = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            reports.push(t.await.expect("agency task"));
+        }
+        reports
+    });
+    let elapsed = started.elapsed();
+    let (mut right, mut retried, mut failed) = (0u32, 0u32, 0u32);
+    for (agency, report) in &reports {
+        match report {
+            Ok(r) => {
+                let want = expected.get(agency).cloned().unwrap_or_default();
+                if r.sent == bets && r.winners == want {
+                    right += 1;
+                }
+                if r.sessions > 1 {
+                    retried += 1;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if failed <= 5 {
+                    println!("agency {agency} failed: {e}");
+                }
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let server_rss = peaks.finish().get(&pid).copied().unwrap_or(0);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let (status, cpu) = wait_rusage(pid);
+    let _ = reader.join();
+    println!("| agencies at once | bets each | wall s | agencies with their right winners | needed a retry | failed | server peak RSS MiB | server CPU s (user + sys) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {agencies} | {bets} | {:.2} | {right} of {agencies} | {retried} | {failed} | {:.1} | {:.2} ({:.2} + {:.2}) |",
+        elapsed.as_secs_f64(),
+        server_rss as f64 / 1024.0,
+        cpu.user + cpu.sys,
+        cpu.user,
+        cpu.sys
+    );
+    assert_eq!(status, 0, "server exit status {status}");
+    assert_eq!(right, agencies, "every agency must get its own right winners");
+    LoadRun { elapsed, server_rss_kib: server_rss, right, retried }
 }
