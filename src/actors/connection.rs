@@ -29,7 +29,7 @@ use super::bet_store::{BetStore, StoreError};
 use super::draw_coordinator::{DrawCoordinator, WinnersReady};
 use super::listener::Listener;
 use crate::net::frame::winners_pages;
-use crate::net::{NackCode, ProtocolError, Request, Response, ServerCodec, MAX_FRAME};
+use crate::net::{NackCode, ProtocolError, Request, Response, ServerCodec};
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use bytes::BytesMut;
@@ -47,6 +47,9 @@ use writer::Writer;
 /// Answers queued for one peer before it is considered not to be reading. One
 /// answer is one slot however many frames it has (all winners pages are one).
 const OUTBOX: usize = 64;
+/// The read buffer starts small and grows to a frame only for a connection that
+/// sends frames that large: 10,000 connections at once must fit the server's memory bound.
+const INITIAL_READ_CAPACITY: usize = 1024;
 /// Answers that may wait behind an earlier, slower one (e.g. the winners).
 const MAX_WAITING_ANSWERS: usize = 64;
 
@@ -139,7 +142,7 @@ impl Connection {
         let writer = Writer::new(id, peer, deps.idle_timeout, listener, log.clone());
         Connection::create(move |ctx| {
             actix::spawn(writer.run(write, rx, ctx.address(), drain_guard));
-            let reading = Some(ctx.add_stream(FramedRead::with_capacity(read, IncomingCodec, MAX_FRAME)));
+            let reading = Some(ctx.add_stream(FramedRead::with_capacity(read, IncomingCodec, INITIAL_READ_CAPACITY)));
             Connection {
                 peer,
                 session: Session::new(deps.agencies),
