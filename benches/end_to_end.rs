@@ -80,7 +80,7 @@ struct Options {
     #[arg(long)]
     strace: bool,
     /// Load generator: this many agencies at once from this one process (each its
-    /// own connection, stream and key) against one server [default: 10000, 200 with --quick]
+    /// own connection, stream and key) against one server [default: 4000, 200 with --quick; 10000 stalls today, see the README]
     #[arg(long, value_name = "N")]
     load_agencies: Option<u32>,
     /// Bets per agency of the load generator
@@ -96,7 +96,7 @@ struct Options {
 
 impl Options {
     fn load_agencies(&self) -> u32 {
-        self.load_agencies.unwrap_or(if self.quick { 200 } else { 10_000 })
+        self.load_agencies.unwrap_or(if self.quick { 200 } else { 4_000 })
     }
     fn bets(&self) -> u64 {
         self.bets.unwrap_or(if self.quick { 20_000 } else { 1_000_000 })
