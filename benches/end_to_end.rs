@@ -1,8 +1,10 @@
 //! `make bench` (`cargo bench --bench end_to_end -- [options]`): the whole system
 //! against the floors of the same machine, measured in the same run.
 //!
-//! - compute floor: one process parses every agency file and writes the store
-//!   rows, one fsync at the end (the per-bet work no design can skip);
+//! - one-process floor: one process, the csv crate reading every agency file and
+//!   writing the store rows (agency prepended, no validation), one fsync at the
+//!   end: what one program doing all the work alone needs;
+//! - I/O floor: the agency files copied into one file, one fsync;
 //! - transport floor: the same file bytes pushed by one sender per agency,
 //!   concurrently, over loopback TCP into one receiver that appends to a file and
 //!   fsyncs once;
@@ -13,15 +15,17 @@
 //! It also runs the default window with relaxed acks (`storage.durable: false`)
 //! to show what durability costs.
 //!
+//! Per side (agencies, server) it reports CPU seconds per million bets (user and
+//! system), fdatasyncs, and with `--strace` the syscalls per batch of one extra
+//! run under `strace -f -c`.
+//!
 //! Options (`cargo bench --bench end_to_end -- --help`): `--quick`, `--agencies N`,
-//! `--bets M`, `--runs R`, `--windows 1,32`, `--no-relaxed`, `--json FILE`,
-//! `--keep DIR`. Figures are printed, never asserted.
+//! `--bets M`, `--runs R`, `--windows 1,32`, `--mix real,plain`, `--no-relaxed`,
+//! `--strace`, `--json FILE`, `--keep DIR`. Figures are printed, never asserted.
 
 use loteria::auth::AgencyKeys;
-use loteria::client::BetReader;
 use loteria::config::DEFAULT_BATCH_WINDOW;
 use loteria::datagen;
-use loteria::storage;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -29,8 +33,15 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const SERVER: &str = env!("CARGO_BIN_EXE_server");
-const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+const SERVER_BIN: &str = env!("CARGO_BIN_EXE_server");
+const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_client");
+
+/// The server and agency programs under test: this build's, or others named by
+/// `BENCH_SERVER` and `BENCH_CLIENT` (to measure an older build in the same run
+/// conditions, against the same floors).
+fn program(var: &str, built: &'static str) -> String {
+    std::env::var(var).unwrap_or_else(|_| built.to_string())
+}
 
 /// The whole system against the floors of the same machine; figures are
 /// printed, never asserted.
@@ -61,12 +72,32 @@ struct Options {
     /// Skip the default window with relaxed (not fsynced) acks
     #[arg(long)]
     no_relaxed: bool,
+    /// Data mixes to measure, each with its own floors (`real`: names like real
+    /// files, most non-ASCII, some needing CSV quotes; `plain`: the tests' data)
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [datagen::Mix::Real])]
+    mix: Vec<datagen::Mix>,
+    /// One extra run of the default window under `strace -f -c` for syscalls per batch
+    #[arg(long)]
+    strace: bool,
+    /// Load generator: this many agencies at once from this one process (each its
+    /// own connection, stream and key) against one server [default: 4000, 200 with --quick; 10000 stalls today, see the README]
+    #[arg(long, value_name = "N")]
+    load_agencies: Option<u32>,
+    /// Bets per agency of the load generator
+    #[arg(long, value_name = "M", default_value_t = 20)]
+    load_bets: u64,
+    /// Skip the load generator
+    #[arg(long)]
+    no_load: bool,
     /// Passed by `cargo bench`
     #[arg(long, hide = true)]
     bench: bool,
 }
 
 impl Options {
+    fn load_agencies(&self) -> u32 {
+        self.load_agencies.unwrap_or(if self.quick { 200 } else { 4_000 })
+    }
     fn bets(&self) -> u64 {
         self.bets.unwrap_or(if self.quick { 20_000 } else { 1_000_000 })
     }
@@ -116,8 +147,22 @@ fn vm_hwm(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU seconds from the kernel's accounting.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    user: f64,
+    sys: f64,
+}
+
+impl std::ops::AddAssign for Cpu {
+    fn add_assign(&mut self, o: Cpu) {
+        self.user += o.user;
+        self.sys += o.sys;
+    }
+}
+
 /// Waits for `pid` and returns (exit status, cpu seconds) from the kernel's accounting.
-fn wait_rusage(pid: u32) -> (i32, f64) {
+fn wait_rusage(pid: u32) -> (i32, Cpu) {
     let mut status = 0i32;
     // SAFETY: rusage is plain data; all zeroes is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -125,26 +170,47 @@ fn wait_rusage(pid: u32) -> (i32, f64) {
     let rc = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
     assert!(rc == pid as libc::pid_t, "wait4({pid}) failed");
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (status, secs(usage.ru_utime) + secs(usage.ru_stime))
+    (status, Cpu { user: secs(usage.ru_utime), sys: secs(usage.ru_stime) })
 }
 
 // ---- floors ------------------------------------------------------------------
 
+/// The csv crate reads every agency file and writes the store rows (agency
+/// prepended) with its writer: no validation, one fsync.
 fn compute_floor(files: &[PathBuf], out: &Path) -> Duration {
     let started = Instant::now();
-    let mut file = std::fs::File::create(out).expect("create floor file");
-    let mut rows = Vec::with_capacity(128 * 1024);
+    let file = std::fs::File::create(out).expect("create floor file");
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_writer(std::io::BufWriter::with_capacity(64 * 1024, file));
+    let (mut record, mut row) = (csv::ByteRecord::new(), csv::ByteRecord::new());
     for (i, path) in files.iter().enumerate() {
-        let mut reader = BetReader::open(path).expect("open agency file");
-        while let Some(row) = reader.next_bet().expect("read") {
-            storage::render_row(&mut rows, i as u32 + 1, &row.expect("valid row"));
-            if rows.len() >= 64 * 1024 {
-                file.write_all(&rows).expect("write");
-                rows.clear();
+        let agency = (i + 1).to_string();
+        let mut reader =
+            csv::ReaderBuilder::new().has_headers(false).flexible(true).from_path(path).expect("open agency file");
+        while reader.read_byte_record(&mut record).expect("read") {
+            row.clear();
+            row.push_field(agency.as_bytes());
+            for field in record.iter() {
+                row.push_field(field);
             }
+            writer.write_byte_record(&row).expect("write");
         }
     }
-    file.write_all(&rows).expect("write");
+    let file = writer.into_inner().map_err(|e| e.into_error()).expect("flush").into_inner().expect("flush");
+    file.sync_data().expect("fsync");
+    started.elapsed()
+}
+
+/// The agency files copied into one file, one fsync.
+fn io_floor(files: &[PathBuf], out: &Path) -> Duration {
+    let started = Instant::now();
+    let mut file = std::fs::File::create(out).expect("create floor file");
+    for path in files {
+        let mut input = std::fs::File::open(path).expect("open agency file");
+        std::io::copy(&mut input, &mut file).expect("copy");
+    }
     file.sync_data().expect("fsync");
     started.elapsed()
 }
@@ -213,15 +279,57 @@ struct SystemRun {
     draw_ms: f64,
     server_rss_kib: u64,
     agency_rss_kib: u64,
-    server_cpu: f64,
-    agency_cpu: f64,
+    server_cpu: Cpu,
+    agency_cpu: Cpu,
     batches: u64,
     syncs: u64,
 }
 
+/// `strace -f -c -o FILE PROGRAM` in place of `PROGRAM` when tracing into `dir`.
+fn traced(program: &str, trace: Option<(&Path, String)>) -> Command {
+    match trace {
+        None => Command::new(program),
+        Some((dir, name)) => {
+            let mut c = Command::new("strace");
+            c.arg("-f").arg("-c").arg("-o").arg(dir.join(name)).arg(program);
+            c
+        }
+    }
+}
+
+/// Calls per syscall in `strace -c` summaries.
+fn strace_counts(files: &[PathBuf]) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        for line in text.lines() {
+            let t: Vec<&str> = line.split_whitespace().collect();
+            if t.len() < 5 || t[0].parse::<f64>().is_err() || *t.last().unwrap() == "total" {
+                continue;
+            }
+            if let Ok(calls) = t[3].parse::<u64>() {
+                *counts.entry(t.last().unwrap().to_string()).or_insert(0) += calls;
+            }
+        }
+    }
+    counts
+}
+
+/// The traced program's own process (strace's child), for signals.
+fn traced_child(pid: u32) -> u32 {
+    for _ in 0..500 {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(child) = children.split_whitespace().next().and_then(|c| c.parse().ok()) {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("strace ({pid}) started no child");
+}
+
 // Children are reaped with wait4 (for their CPU accounting), not Child::wait.
 #[allow(clippy::zombie_processes)]
-fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bool) -> SystemRun {
+fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bool, trace: Option<&Path>) -> SystemRun {
     let store = dir.join("bets.csv");
     let _ = std::fs::remove_file(&store);
     let _ = std::fs::remove_file(dir.join("bets.csv.done"));
@@ -229,7 +337,7 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
     let keys = AgencyKeys::generate(agencies).expect("random keys");
     let keys_path = dir.join("agency-keys.csv");
     keys.write(&keys_path).expect("write the key file");
-    let mut server = Command::new(SERVER)
+    let mut server = traced(&program("BENCH_SERVER", SERVER_BIN), trace.map(|t| (t, "server.strace".to_string())))
         .current_dir(dir)
         .env("SERVER_PORT", "0")
         .env("SERVER_AGENCIES", agencies.to_string())
@@ -260,7 +368,7 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
     let started = Instant::now();
     let clients: Vec<u32> = (1..=agencies)
         .map(|id| {
-            Command::new(CLIENT)
+            traced(&program("BENCH_CLIENT", CLIENT_BIN), trace.map(|t| (t, format!("agency-{id}.strace"))))
                 .current_dir(dir)
                 .env("CLI_ID", id.to_string())
                 .env("CLI_SERVER_ADDRESS", format!("127.0.0.1:{port}"))
@@ -278,7 +386,7 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
     let mut watched = clients.clone();
     watched.push(pid);
     let peaks = PeakRss::watch(watched);
-    let mut agency_cpu = 0.0;
+    let mut agency_cpu = Cpu::default();
     for pid in &clients {
         let (status, cpu) = wait_rusage(*pid);
         assert_eq!(status, 0, "an agency failed (wait status {status})");
@@ -291,8 +399,9 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
     let peaks = peaks.finish();
     let agency_rss = clients.iter().filter_map(|p| peaks.get(p)).copied().max().unwrap_or(0);
     let server_rss = peaks.get(&pid).copied().unwrap_or(0);
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let target = if trace.is_some() { traced_child(pid) } else { pid };
+    // SAFETY: plain kill(2) on our own child (or strace's).
+    unsafe { libc::kill(target as libc::pid_t, libc::SIGTERM) };
     let (status, server_cpu) = wait_rusage(pid);
     assert_eq!(status, 0, "server exit status {status}");
     let close = line_rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
@@ -362,20 +471,63 @@ fn main() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = o.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir).unwrap();
-    let data = dir.join("data");
+    let mut json =
+        format!("{{\"agencies\":{},\"bets_per_agency\":{},\"runs\":{},\"mixes\":[", o.agencies, o.bets(), o.runs);
+    let mut ratios = Vec::new();
+    for (i, mix) in o.mix.iter().enumerate() {
+        let (part, ratio) = measure_mix(&o, &dir, *mix);
+        json.push_str(if i > 0 { "," } else { "" });
+        json.push_str(&part);
+        ratios.push((*mix, ratio));
+    }
+    json.push(']');
+    if !o.no_load {
+        let load = load_run(&dir, o.load_agencies(), o.load_bets);
+        json.push_str(&format!(
+            ",\"load\":{{\"agencies\":{},\"bets_per_agency\":{},\"seconds\":{:.3},\"server_rss_kib\":{},\
+             \"right_winners\":{},\"retried\":{}}}",
+            o.load_agencies(),
+            o.load_bets,
+            load.elapsed.as_secs_f64(),
+            load.server_rss_kib,
+            load.right,
+            load.retried
+        ));
+    }
+    json.push_str("}\n");
+    if ratios.len() > 1 {
+        println!();
+        for (mix, ratio) in &ratios {
+            println!("{mix} mix: system (window {DEFAULT_BATCH_WINDOW}, durable) / one-process floor = {ratio:.2}");
+        }
+    }
+    if let Some(path) = &o.json {
+        std::fs::write(path, json).expect("write json");
+        println!("\nwrote {}", path.display());
+    }
+    if o.quick {
+        println!("\n(--quick: a small size that only proves the benchmark works; do not read the figures)");
+    }
+}
+
+/// Every measurement on data of one mix; returns its JSON and the default
+/// window's ratio to the one-process floor.
+fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, f64) {
+    let data = dir.join(format!("data-{mix}"));
     let total = u64::from(o.agencies) * o.bets();
     println!(
-        "generating {} agencies x {} bets ({} bets) in {} (not timed)",
+        "generating {} agencies x {} bets ({} bets, {mix} mix) in {} (not timed)",
         o.agencies,
         o.bets(),
         total,
         data.display()
     );
-    let summaries = datagen::generate(&data, o.agencies, o.bets(), 7574, 7574).expect("generate data");
+    let summaries = datagen::generate_mix(&data, o.agencies, o.bets(), 7574, 7574, mix).expect("generate data");
     let files: Vec<PathBuf> = summaries.iter().map(|s| s.path.clone()).collect();
     let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
 
-    let mut compute = Stat { name: "compute floor (parse + write rows + 1 fsync, 1 process)".into(), secs: vec![] };
+    let mut compute = Stat { name: "one-process floor (csv crate reads, writes rows, 1 fsync)".into(), secs: vec![] };
+    let mut io = Stat { name: "I/O floor (files copied into one, 1 fsync)".into(), secs: vec![] };
     let mut transport = Stat { name: "transport floor (file bytes over loopback TCP, 1 fsync)".into(), secs: vec![] };
     // (label, window, durable acks, figures)
     let mut systems: Vec<(String, usize, bool, Stat, Vec<SystemRun>)> = o
@@ -398,20 +550,22 @@ fn main() {
     }
     for run in 1..=o.runs {
         compute.secs.push(compute_floor(&files, &dir.join("floor.csv")).as_secs_f64());
+        io.secs.push(io_floor(&files, &dir.join("io.bin")).as_secs_f64());
         transport.secs.push(transport_floor(&files, &dir.join("transport.bin")).as_secs_f64());
         for (_, window, durable, stat, runs) in systems.iter_mut() {
-            let r = run_system(&dir, &data, o.agencies, *window, *durable);
+            let r = run_system(dir, &data, o.agencies, *window, *durable, None);
             stat.secs.push(r.elapsed.as_secs_f64());
             runs.push(r);
         }
         println!("run {run}/{} done", o.runs);
     }
-    let _ = std::fs::remove_file(dir.join("floor.csv"));
-    let _ = std::fs::remove_file(dir.join("transport.bin"));
+    for f in ["floor.csv", "io.bin", "transport.bin"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
 
     println!();
     println!(
-        "{} agencies x {} bets = {} bets ({:.1} MiB of agency files), {} runs, this machine: {} cores",
+        "{mix} mix: {} agencies x {} bets = {} bets ({:.1} MiB of agency files), {} runs, this machine: {} cores",
         o.agencies,
         o.bets(),
         total,
@@ -419,10 +573,10 @@ fn main() {
         o.runs,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    println!("| measurement | median s | min–max s | bets/s (median) | / compute floor | / transport floor |");
+    println!("| measurement | median s | min–max s | bets/s (median) | / one-process floor | / transport floor |");
     println!("|---|---|---|---|---|---|");
     let (cf, tf) = (compute.median(), transport.median());
-    let mut rows = vec![compute.clone(), transport.clone()];
+    let mut rows = vec![compute.clone(), io.clone(), transport.clone()];
     rows.extend(systems.iter().map(|(_, _, _, s, _)| s.clone()));
     for s in &rows {
         println!(
@@ -437,74 +591,286 @@ fn main() {
         );
     }
     println!();
+    let per_m = 1e6 / total as f64;
     println!(
         "| system | draw ms (median) | server peak RSS MiB | largest agency peak RSS MiB \
-         | server CPU s | agencies CPU s | batches | fsyncs |"
+         | server CPU s/M bets (user + sys) | agencies CPU s/M bets (user + sys) | batches | fdatasyncs |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (label, _, _, _, runs) in &systems {
         let mut draws: Vec<f64> = runs.iter().map(|r| r.draw_ms).collect();
         draws.sort_by(|a, b| a.total_cmp(b));
+        let (su, ss) = (
+            median_f64(runs.iter().map(|r| r.server_cpu.user).collect()),
+            median_f64(runs.iter().map(|r| r.server_cpu.sys).collect()),
+        );
+        let (au, asys) = (
+            median_f64(runs.iter().map(|r| r.agency_cpu.user).collect()),
+            median_f64(runs.iter().map(|r| r.agency_cpu.sys).collect()),
+        );
         println!(
-            "| {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {:.0} | {:.1} | {:.1} | {:.3} ({:.3} + {:.3}) | {:.3} ({:.3} + {:.3}) | {} | {} |",
             label,
             draws[draws.len() / 2],
             median_u64(&runs.iter().map(|r| r.server_rss_kib).collect::<Vec<_>>()) as f64 / 1024.0,
             median_u64(&runs.iter().map(|r| r.agency_rss_kib).collect::<Vec<_>>()) as f64 / 1024.0,
-            median_f64(runs.iter().map(|r| r.server_cpu).collect()),
-            median_f64(runs.iter().map(|r| r.agency_cpu).collect()),
+            (su + ss) * per_m,
+            su * per_m,
+            ss * per_m,
+            (au + asys) * per_m,
+            au * per_m,
+            asys * per_m,
             median_u64(&runs.iter().map(|r| r.batches).collect::<Vec<_>>()),
             median_u64(&runs.iter().map(|r| r.syncs).collect::<Vec<_>>()),
         );
     }
-    if let Some(path) = &o.json {
-        let mut json = format!(
-            "{{\"agencies\":{},\"bets_per_agency\":{},\"runs\":{},\"measurements\":[",
-            o.agencies,
-            o.bets(),
-            o.runs
+    if o.strace {
+        strace_report(dir, &data, o.agencies);
+    }
+    let ratio = systems
+        .iter()
+        .find(|(_, w, durable, _, _)| *w == DEFAULT_BATCH_WINDOW && *durable)
+        .map(|(_, _, _, s, _)| s.median() / cf)
+        .unwrap_or(f64::NAN);
+
+    let mut json = format!("{{\"mix\":\"{mix}\",\"measurements\":[");
+    for (i, s) in rows.iter().enumerate() {
+        let secs: Vec<String> = s.secs.iter().map(|x| format!("{x:.4}")).collect();
+        json.push_str(&format!(
+            "{}{{\"name\":\"{}\",\"seconds\":[{}],\"median\":{:.4}}}",
+            if i > 0 { "," } else { "" },
+            s.name,
+            secs.join(","),
+            s.median()
+        ));
+    }
+    json.push_str("],\"system\":[");
+    for (i, (label, window, durable, _, runs)) in systems.iter().enumerate() {
+        let items: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"seconds\":{:.4},\"draw_ms\":{},\"server_rss_kib\":{},\"agency_rss_kib\":{},\
+                     \"server_user_s\":{:.3},\"server_sys_s\":{:.3},\"agencies_user_s\":{:.3},\
+                     \"agencies_sys_s\":{:.3},\"batches\":{},\"syncs\":{}}}",
+                    r.elapsed.as_secs_f64(),
+                    r.draw_ms,
+                    r.server_rss_kib,
+                    r.agency_rss_kib,
+                    r.server_cpu.user,
+                    r.server_cpu.sys,
+                    r.agency_cpu.user,
+                    r.agency_cpu.sys,
+                    r.batches,
+                    r.syncs
+                )
+            })
+            .collect();
+        json.push_str(&format!(
+            "{}{{\"label\":\"{}\",\"window\":{},\"durable\":{},\"runs\":[{}]}}",
+            if i > 0 { "," } else { "" },
+            label,
+            window,
+            durable,
+            items.join(",")
+        ));
+    }
+    json.push_str("]}");
+    (json, ratio)
+}
+
+/// One run of the default window (durable acks) under `strace -f -c`: syscalls
+/// per batch on each side (the run's time is not reported: strace slows it).
+fn strace_report(dir: &Path, data: &Path, agencies: u32) {
+    if Command::new("strace").arg("-V").stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
+        println!("\n(--strace: strace is not installed; no syscall counts)");
+        return;
+    }
+    let trace = dir.join("strace");
+    let _ = std::fs::remove_dir_all(&trace);
+    std::fs::create_dir_all(&trace).expect("strace folder");
+    let r = run_system(dir, data, agencies, DEFAULT_BATCH_WINDOW, true, Some(&trace));
+    let server = strace_counts(&[trace.join("server.strace")]);
+    let clients: Vec<PathBuf> = (1..=agencies).map(|id| trace.join(format!("agency-{id}.strace"))).collect();
+    let agencies_counts = strace_counts(&clients);
+    let batches = r.batches.max(1) as f64;
+    println!();
+    println!(
+        "syscalls per batch, window {DEFAULT_BATCH_WINDOW}, durable acks, one run under strace -f -c ({} batches):",
+        r.batches
+    );
+    println!("| side | all | read-like | write-like | epoll | futex | fdatasync (total) | top 5 |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (side, c) in [("server", &server), ("agencies", &agencies_counts)] {
+        let sum = |names: &[&str]| names.iter().map(|n| c.get(*n).copied().unwrap_or(0)).sum::<u64>();
+        let all: u64 = c.values().sum();
+        let mut top: Vec<(&String, &u64)> = c.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1));
+        let top: Vec<String> = top.iter().take(5).map(|(n, k)| format!("{n} {k}")).collect();
+        println!(
+            "| {side} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            all as f64 / batches,
+            sum(&["read", "recvfrom", "recvmsg", "readv", "pread64"]) as f64 / batches,
+            sum(&["write", "writev", "sendto", "sendmsg", "pwrite64"]) as f64 / batches,
+            sum(&["epoll_wait", "epoll_pwait", "epoll_ctl"]) as f64 / batches,
+            sum(&["futex"]) as f64 / batches,
+            sum(&["fdatasync", "fsync"]),
+            top.join(", ")
         );
-        for (i, s) in rows.iter().enumerate() {
-            let secs: Vec<String> = s.secs.iter().map(|x| format!("{x:.4}")).collect();
-            json.push_str(&format!(
-                "{}{{\"name\":\"{}\",\"seconds\":[{}],\"median\":{:.4}}}",
-                if i > 0 { "," } else { "" },
-                s.name,
-                secs.join(","),
-                s.median()
-            ));
-        }
-        json.push_str("],\"system\":[");
-        for (i, (label, window, durable, _, runs)) in systems.iter().enumerate() {
-            let items: Vec<String> = runs
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{{\"seconds\":{:.4},\"draw_ms\":{},\"server_rss_kib\":{},\"agency_rss_kib\":{},\
-                         \"batches\":{},\"syncs\":{}}}",
-                        r.elapsed.as_secs_f64(),
-                        r.draw_ms,
-                        r.server_rss_kib,
-                        r.agency_rss_kib,
-                        r.batches,
-                        r.syncs
-                    )
-                })
-                .collect();
-            json.push_str(&format!(
-                "{}{{\"label\":\"{}\",\"window\":{},\"durable\":{},\"runs\":[{}]}}",
-                if i > 0 { "," } else { "" },
-                label,
-                window,
-                durable,
-                items.join(",")
-            ));
-        }
-        json.push_str("]}\n");
-        std::fs::write(path, json).expect("write json");
-        println!("\nwrote {}", path.display());
     }
-    if o.quick {
-        println!("\n(--quick: a small size that only proves the benchmark works; do not read the figures)");
+}
+
+// ---- load generator ------------------------------------------------------------
+
+struct LoadRun {
+    elapsed: Duration,
+    server_rss_kib: u64,
+    right: u32,
+    retried: u32,
+}
+
+/// Raises this process's descriptor limit (soft and hard, as root may) so that
+/// it and the server it spawns (which inherits it) hold `wanted` descriptors.
+fn raise_nofile(wanted: u64) {
+    let mut lim: libc::rlimit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit fill or read a valid rlimit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        if lim.rlim_cur >= wanted {
+            return;
+        }
+        let raised = libc::rlimit { rlim_cur: wanted, rlim_max: wanted.max(lim.rlim_max) };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            let soft = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &soft);
+            println!("(could not raise RLIMIT_NOFILE to {wanted}; soft limit now {})", lim.rlim_max);
+        }
     }
+}
+
+/// `agencies` agencies at once from this process, each its own connection,
+/// generated stream and key, against one server (durable acks): every agency
+/// must get exactly the winners of its own file.
+// The server is reaped with wait4, not Child::wait.
+#[allow(clippy::zombie_processes)]
+fn load_run(dir: &Path, agencies: u32, bets: u64) -> LoadRun {
+    let data = dir.join("data-load");
+    println!();
+    println!("load generator: {agencies} agencies x {bets} bets at once from one process (generating, not timed)");
+    let summaries = datagen::generate_mix(&data, agencies, bets, 7574, 7574, datagen::Mix::Real).expect("generate");
+    let mut expected: std::collections::HashMap<u32, Vec<String>> = std::collections::HashMap::new();
+    for line in std::fs::read_to_string(data.join("expected-winners.csv")).expect("expected winners").lines() {
+        if let Some((a, d)) = line.split_once(',') {
+            expected.entry(a.parse().expect("agency")).or_default().push(d.to_string());
+        }
+    }
+    // A socket and a data file per agency here, a socket per agency in the server.
+    raise_nofile(2 * u64::from(agencies) + 1024);
+    let store = dir.join("bets-load.csv");
+    let _ = std::fs::remove_file(&store);
+    let _ = std::fs::remove_file(dir.join("bets-load.csv.done"));
+    let keys = AgencyKeys::generate(agencies).expect("random keys");
+    let keys_path = dir.join("agency-keys-load.csv");
+    keys.write(&keys_path).expect("write the key file");
+    let mut server = Command::new(program("BENCH_SERVER", SERVER_BIN))
+        .current_dir(dir)
+        .env("SERVER_PORT", "0")
+        .env("SERVER_AGENCIES", agencies.to_string())
+        .env("SERVER_STORAGE_PATH", &store)
+        .env("SERVER_LISTEN_BACKLOG", "4096")
+        .env("SERVER_MAX_CONNECTIONS", (u64::from(agencies) + 64).to_string())
+        .env("SERVER_AUTH_KEYS", &keys_path)
+        .env_remove("SERVER_AUTH")
+        .env_remove("SERVER_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn server");
+    let pid = server.id();
+    let out = server.stdout.take().unwrap();
+    let (port_tx, port_rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("accept_connections") {
+                let _ = port_tx.send(line);
+            }
+        }
+    });
+    let first = port_rx.recv_timeout(Duration::from_secs(30)).expect("server start");
+    let port: u16 = first.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let peaks = PeakRss::watch(vec![pid]);
+
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let reports = local.block_on(&runtime, async {
+        let tasks: Vec<_> = summaries
+            .iter()
+            .map(|s| {
+                let cfg = loteria::config::ClientConfig {
+                    id: s.agency,
+                    server_address: format!("127.0.0.1:{port}"),
+                    batch_max_amount: 100,
+                    data_path: s.path.clone(),
+                    log_level: slog::Level::Warning,
+                    batch_window: DEFAULT_BATCH_WINDOW,
+                    retry_initial: Duration::from_millis(100),
+                    retry_max: Duration::from_millis(2000),
+                    retry_attempts: 30,
+                    auth_key: keys.get(s.agency).cloned(),
+                };
+                let (log, cancel) = (log.clone(), cancel.clone());
+                tokio::task::spawn_local(
+                    async move { (cfg.id, loteria::client::run_agency(&cfg, &log, &cancel).await) },
+                )
+            })
+            .collect();
+        let mut reports = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            reports.push(t.await.expect("agency task"));
+        }
+        reports
+    });
+    let elapsed = started.elapsed();
+    let (mut right, mut retried, mut failed) = (0u32, 0u32, 0u32);
+    for (agency, report) in &reports {
+        match report {
+            Ok(r) => {
+                let want = expected.get(agency).cloned().unwrap_or_default();
+                if r.sent == bets && r.winners == want {
+                    right += 1;
+                }
+                if r.sessions > 1 {
+                    retried += 1;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if failed <= 5 {
+                    println!("agency {agency} failed: {e}");
+                }
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let server_rss = peaks.finish().get(&pid).copied().unwrap_or(0);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let (status, cpu) = wait_rusage(pid);
+    let _ = reader.join();
+    println!("| agencies at once | bets each | wall s | agencies with their right winners | needed a retry | failed | server peak RSS MiB | server CPU s (user + sys) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {agencies} | {bets} | {:.2} | {right} of {agencies} | {retried} | {failed} | {:.1} | {:.2} ({:.2} + {:.2}) |",
+        elapsed.as_secs_f64(),
+        server_rss as f64 / 1024.0,
+        cpu.user + cpu.sys,
+        cpu.user,
+        cpu.sys
+    );
+    assert_eq!(status, 0, "server exit status {status}");
+    assert_eq!(right, agencies, "every agency must get its own right winners");
+    LoadRun { elapsed, server_rss_kib: server_rss, right, retried }
 }

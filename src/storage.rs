@@ -342,26 +342,87 @@ pub fn for_each_row(
 }
 
 /// One pass over the file: the winning documents of each agency, in stored order.
+///
+/// The winning number is only known now, so this scans every stored byte; it
+/// looks for `,<number>` followed by the end of a line with `memchr`'s vectorised
+/// substring search, and does no per-row work for the rows that do not win (about
+/// 9,999 in 10,000): rows are counted with one vectorisable count of newlines,
+/// line numbers are only worked out for a winner (for its error, if any).
 pub fn draw(path: &Path, winning_number: u16) -> Result<(HashMap<AgencyId, Vec<String>>, u64), StorageError> {
+    const CHUNK: usize = 1 << 20;
+    let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
     let mut winners: HashMap<AgencyId, Vec<String>> = HashMap::new();
-    let mut rows = 0u64;
-    // A row wins when it ends in `,<number>`: check that cheaply, parse only winners.
-    let suffix = format!(",{winning_number}");
-    let suffix = suffix.as_bytes();
-    for_each_row(path, |line, row| {
-        rows += 1;
-        let row = row.strip_suffix(b"\r").unwrap_or(row);
-        if row.ends_with(suffix) {
+    let needle = format!(",{winning_number}");
+    let finder = memchr::memmem::Finder::new(needle.as_bytes());
+    let mut file = File::open(path).map_err(io_err)?;
+    let mut buf = vec![0u8; CHUNK];
+    // Rows before `buf[0]`; `end` bytes of `buf` hold data.
+    let (mut rows, mut end) = (0u64, 0usize);
+    loop {
+        let n = file.read(&mut buf[end..]).map_err(io_err)?;
+        let eof = n == 0;
+        end += n;
+        // Whole lines only; at the end of the file a last line without its newline counts too.
+        let whole = if eof {
+            end
+        } else {
+            match memchr::memrchr(b'\n', &buf[..end]) {
+                Some(p) => p + 1,
+                None if end == buf.len() => {
+                    return Err(StorageError::Corrupt {
+                        path: path.to_path_buf(),
+                        line: rows + 1,
+                        reason: "row longer than 1 MiB".into(),
+                    })
+                }
+                None => continue,
+            }
+        };
+        let data = &buf[..whole];
+        let (mut counted, mut rows_at) = (0usize, rows);
+        for at in finder.find_iter(data) {
+            let after = at + needle.len();
+            let ends_line = match data.get(after..) {
+                Some([]) => true,
+                Some([b'\n', ..]) | Some([b'\r', b'\n', ..]) => true,
+                Some([b'\r']) => eof,
+                _ => false,
+            };
+            if !ends_line {
+                continue;
+            }
+            let start = memchr::memrchr(b'\n', &data[..at]).map_or(0, |p| p + 1);
+            rows_at += count_newlines(&data[counted..start]);
+            counted = start;
+            let row = &data[start..after];
             let keys = parse_row_keys(row).map_err(|reason| StorageError::Corrupt {
                 path: path.to_path_buf(),
-                line,
+                line: rows_at + 1,
                 reason,
             })?;
             winners.entry(keys.agency).or_default().push(String::from_utf8_lossy(keys.document).into_owned());
         }
-        Ok(())
-    })?;
-    Ok((winners, rows))
+        rows += count_newlines(data);
+        if eof {
+            if whole > 0 && data[whole - 1] != b'\n' {
+                rows += 1;
+            }
+            return Ok((winners, rows));
+        }
+        buf.copy_within(whole..end, 0);
+        end -= whole;
+    }
+}
+
+/// Newlines in `data`: 64 bytes at a time summed in byte lanes (at most 64, no
+/// overflow), a shape the compiler turns into vector compares and adds.
+fn count_newlines(data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(64);
+    let mut n = 0u64;
+    for chunk in &mut chunks {
+        n += u64::from(chunk.iter().fold(0u8, |acc, &b| acc + u8::from(b == b'\n')));
+    }
+    n + chunks.remainder().iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `gen_data --agencies N --bets M --out DIR [--seed S] [--winning-number W]`
+//! `gen_data --agencies N --bets M --out DIR [--seed S] [--winning-number W] [--mix real|plain]`
 //!
 //! Writes `DIR/agency-{1..N}.csv` and `DIR/expected-winners.csv`, and prints one
 //! line per agency with its expected winners.
@@ -28,11 +28,15 @@ struct Args {
     /// The number that wins, for expected-winners.csv
     #[arg(long, value_name = "W", default_value_t = 7574, value_parser = clap::value_parser!(u16).range(0..=9999))]
     winning_number: u16,
+    /// Names and documents: `plain` (few names need quoting) or `real` (most names
+    /// non-ASCII, a few percent needing CSV quotes, more leading zeros)
+    #[arg(long, value_enum, default_value_t = datagen::Mix::Plain)]
+    mix: datagen::Mix,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match datagen::generate(&args.out, args.agencies, args.bets, args.seed, args.winning_number) {
+    match datagen::generate_mix(&args.out, args.agencies, args.bets, args.seed, args.winning_number, args.mix) {
         Ok(summaries) => {
             for s in summaries {
                 println!(

@@ -66,7 +66,7 @@ async fn session(
     cancel: &CancellationToken,
     progressed: &mut bool,
 ) -> Result<AgencyReport, ClientError> {
-    let mut reader = BetReader::open(&cfg.data_path)?;
+    let reader = BetReader::open(&cfg.data_path)?;
     check_cancel(cancel)?;
     let mut conn = AgencyConnection::connect(address, cancel).await?;
     let result = match &cfg.auth_key {
@@ -74,7 +74,7 @@ async fn session(
         None => Ok(()),
     };
     let result = match result {
-        Ok(()) => resume_and_stream(cfg, &mut reader, &mut conn, log, cancel, progressed).await,
+        Ok(()) => resume_and_stream(cfg, reader, &mut conn, log, cancel, progressed).await,
         Err(e) => Err(e),
     };
     conn.close().await;
@@ -82,9 +82,12 @@ async fn session(
     result
 }
 
+/// Takes the reader by value so the file is closed while the agency waits for
+/// the draw: a load generator holding 10,000 agencies needs one descriptor
+/// (the socket) per waiting agency, not two.
 async fn resume_and_stream(
     cfg: &ClientConfig,
-    reader: &mut BetReader,
+    mut reader: BetReader,
     conn: &mut AgencyConnection,
     log: &Logger,
     cancel: &CancellationToken,
@@ -109,7 +112,7 @@ async fn resume_and_stream(
         }
         if done {
             // "Done" is the server's word that every bet is stored: check it against the file.
-            auth::check_done_count(agency, stored, skipped, reader)?;
+            auth::check_done_count(agency, stored, skipped, &mut reader)?;
         } else if skipped < stored {
             return Err(ClientError::Unexpected(format!(
                 "the server holds {stored} bets of agency {agency} but {} has only {skipped} valid rows",
@@ -120,7 +123,7 @@ async fn resume_and_stream(
     }
     report.sent = stored;
     if !done {
-        stream_batches(agency, stored, reader, conn, cfg, &mut report, log, cancel, progressed).await?;
+        stream_batches(agency, stored, &mut reader, conn, cfg, &mut report, log, cancel, progressed).await?;
         info!(log, "action: apuestas_enviadas | result: success"; "cantidad" => report.sent,
             "rechazadas" => report.rejected_rows);
         check_cancel(cancel)?;
@@ -135,6 +138,7 @@ async fn resume_and_stream(
         }
     }
 
+    drop(reader);
     check_cancel(cancel)?;
     conn.send(&Request::WinnersRequest { agency }).await?;
     loop {

@@ -130,3 +130,39 @@ fn a_corrupt_row_is_reported_with_its_line() {
     let err = BetFile::open(&path).err().unwrap().to_string();
     assert!(err.contains(":2:") && err.contains("agency"), "{err}");
 }
+
+/// The draw's scan against a line-by-line reference: rows across 1 MiB reads,
+/// CRLF rows, numbers that only end in the winning one, a last row with no
+/// newline, and a bad winning row named by its line.
+#[test]
+fn draw_scan_matches_a_line_by_line_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    let mut rng = crate::datagen::Rng::new(9);
+    let mut text = String::new();
+    let mut expected: HashMap<AgencyId, Vec<String>> = HashMap::new();
+    let mut rows = 0u64;
+    while text.len() < 3 << 20 {
+        let agency = 1 + rng.below(7) as AgencyId;
+        let number = [7574, 17574, 757, 574, 7575, rng.below(10_000)][rng.index(6)];
+        let document = format!("{:08}", rng.below(100_000_000));
+        let end = if rng.below(3) == 0 { "\r\n" } else { "\n" };
+        text.push_str(&format!("{agency},\"Pé, \"\"x\"\"\",Ñu,{document},2000-02-29,{number}{end}"));
+        rows += 1;
+        if number == 7574 {
+            expected.entry(agency).or_default().push(document);
+        }
+    }
+    text.push_str("2,A,B,7574,2000-01-01,7574");
+    expected.entry(2).or_default().push("7574".into());
+    std::fs::write(&path, &text).unwrap();
+    let (winners, counted) = draw(&path, 7574).unwrap();
+    assert_eq!(counted, rows + 1);
+    assert_eq!(winners, expected);
+
+    std::fs::write(&path, format!("{text}\n1,A,B,12x,2000-01-01,7574\n")).unwrap();
+    match draw(&path, 7574) {
+        Err(StorageError::Corrupt { line, .. }) => assert_eq!(line, rows + 2),
+        other => panic!("expected a corrupt row, got {other:?}"),
+    }
+}

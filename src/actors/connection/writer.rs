@@ -14,6 +14,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
+/// A write buffer larger than this is dropped between bursts.
+const IDLE_CAPACITY: usize = 4096;
+
 /// Tells the actor its writer gave up (the peer stopped reading, or the socket failed).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -53,7 +56,8 @@ impl Writer {
         conn: Addr<Connection>,
         _drain: mpsc::Sender<()>,
     ) {
-        let mut buf = BytesMut::with_capacity(MAX_FRAME);
+        // Grown on the first answer: 10,000 idle connections must not hold 8 KiB each.
+        let mut buf = BytesMut::new();
         let outcome = self.write_all(&mut socket, &mut rx, &mut buf).await;
         let _ = tokio::time::timeout(self.deadline, socket.shutdown()).await;
         drop(socket);
@@ -87,8 +91,9 @@ impl Writer {
                 }
             }
             self.flush(socket, buf).await?;
-            if buf.capacity() > 8 * MAX_FRAME {
-                *buf = BytesMut::with_capacity(MAX_FRAME);
+            // Between bursts a connection keeps no large buffer (its acks are small).
+            if buf.capacity() > IDLE_CAPACITY {
+                *buf = BytesMut::new();
             }
         }
         Ok(())
