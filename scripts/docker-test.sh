@@ -10,21 +10,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 PROJECT=tp0
 NETWORK=tp0_testing_net
-if [ -n "${COMPOSE:-}" ]; then
-    read -r -a COMPOSE_CMD <<< "$COMPOSE"
-else
-    COMPOSE_CMD=(docker-compose)
-    docker compose version >/dev/null 2>&1 && COMPOSE_CMD=(docker compose)
-fi
 FLAVOURS=()
 command -v docker-compose >/dev/null 2>&1 && FLAVOURS+=("docker-compose")
 docker compose version >/dev/null 2>&1 && FLAVOURS+=("docker compose")
 WORK=$(mktemp -d -t loteria-docker.XXXXXX)
-PASSED=0
-FAILED=0
 DEADLINE=$(( $(date +%s) + 900 ))   # the whole test is bounded to 15 minutes
 
-compose() { (cd "$WORK" && timeout 120 "${COMPOSE_CMD[@]}" -p "$PROJECT" -f docker-compose-dev.yaml "$@"); }
+# shellcheck source=scripts/docker-lib.sh
+. "$ROOT/scripts/docker-lib.sh"
 
 cleanup() {
     docker rm -f tp0-mirror tp0-alter >/dev/null 2>&1
@@ -44,33 +37,7 @@ finish() {
 }
 trap finish EXIT
 
-ok()   { echo "  ok: $*"; PASSED=$((PASSED + 1)); }
-bad()  { echo "  FAIL: $*"; FAILED=$((FAILED + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
 out_of_time() { [ "$(date +%s)" -ge "$DEADLINE" ]; }
-
-# Waits until every clientK (1..N) has exited; bounded.
-wait_clients() {
-    local n=$1 limit=$(( $(date +%s) + ${2:-180} ))
-    while [ "$(date +%s)" -lt "$limit" ]; do
-        local running=0
-        for k in $(seq 1 "$n"); do
-            [ "$(docker inspect -f '{{.State.Status}}' "client$k" 2>/dev/null)" = exited ] || running=1
-        done
-        [ $running = 0 ] && return 0
-        sleep 0.5
-    done
-    return 1
-}
-exit_code() { docker inspect -f '{{.State.ExitCode}}' "$1" 2>/dev/null; }
-all_exit_zero() {
-    local c
-    for c in "$@"; do [ "$(exit_code "$c")" = 0 ] || { echo "    $c exit code: $(exit_code "$c")"; return 1; }; done
-}
-prepare_data() {   # $1: data dir to copy into $WORK/.data
-    rm -rf "$WORK/.data" && mkdir -p "$WORK/.data"
-    cp "$1"/agency-*.csv "$WORK/.data/"
-}
 
 echo "== docker-test: compose '${COMPOSE_CMD[*]}' (flavours: ${FLAVOURS[*]}), workdir $WORK"
 cleanup
@@ -106,13 +73,12 @@ sorteos=$(grep -c 'action: sorteo | result: success' "$WORK/logs1.txt")
 check "exactly one sorteo line ($sorteos)" [ "$sorteos" = 1 ]
 check "every client exited with code 0" all_exit_zero client1 client2 client3 client4 client5
 TOTAL=$(cat "$WORK"/.data/agency-*.csv | wc -l)
-stored() { docker exec server sh -c "wc -l < bets.csv" 2>&1 | tr -d ' '; }
-check "docker exec server sh -c 'wc -l < bets.csv' = $TOTAL ($(stored))" [ "$(stored)" = "$TOTAL" ]
+check "docker exec server sh -c 'wc -l < bets.csv' = $TOTAL ($(stored_in server))" [ "$(stored_in server)" = "$TOTAL" ]
 # A restart of the same container keeps the bets and the Dones.
 docker restart -t 10 server >/dev/null
-check "after docker restart the server still holds $TOTAL rows ($(stored))" [ "$(stored)" = "$TOTAL" ]
+check "after docker restart the server still holds $TOTAL rows ($(stored_in server))" [ "$(stored_in server)" = "$TOTAL" ]
 compose stop -t 10 server >/dev/null 2>&1; compose start server >/dev/null 2>&1
-check "after stop/start the server still holds $TOTAL rows ($(stored))" [ "$(stored)" = "$TOTAL" ]
+check "after stop/start the server still holds $TOTAL rows ($(stored_in server))" [ "$(stored_in server)" = "$TOTAL" ]
 limit=$(( $(date +%s) + 30 ))
 until docker logs server 2>&1 | grep -q 'action: open_store | result: success .*agencies_done: 5' || [ "$(date +%s)" -ge $limit ]; do sleep 0.2; done
 check "the restarted server reopened the store with all 5 agencies done" \
@@ -238,7 +204,7 @@ prepare_data "$WORK/next"
 (cd "$WORK" && "$GEN_COMPOSE" 2 --output docker-compose-dev.yaml >/dev/null 2>&1)
 compose up -d >/dev/null 2>&1
 check "the next deployment's agencies finished" wait_clients 2 120
-check "the next deployment stores only its own 1000 bets ($(stored))" [ "$(stored)" = 1000 ]
+check "the next deployment stores only its own 1000 bets ($(stored_in server))" [ "$(stored_in server)" = 1000 ]
 check "its agencies exited with code 0" all_exit_zero client1 client2
 compose stop -t 10 >/dev/null 2>&1
 compose down >/dev/null 2>&1

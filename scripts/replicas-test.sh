@@ -11,18 +11,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 PROJECT=tp0
 NETWORK=tp0_testing_net
-if [ -n "${COMPOSE:-}" ]; then
-    read -r -a COMPOSE_CMD <<< "$COMPOSE"
-else
-    COMPOSE_CMD=(docker-compose)
-    docker compose version >/dev/null 2>&1 && COMPOSE_CMD=(docker compose)
-fi
 WORK=$(mktemp -d -t loteria-replicas.XXXXXX)
-PASSED=0
-FAILED=0
 VOLUMES=()
 
-compose() { (cd "$WORK" && timeout 120 "${COMPOSE_CMD[@]}" -p "$PROJECT" -f docker-compose-dev.yaml "$@"); }
+# shellcheck source=scripts/docker-lib.sh
+. "$ROOT/scripts/docker-lib.sh"
 volume_of() { grep -o 'tp0_bets_[0-9a-f]*' "$WORK/docker-compose-dev.yaml" | head -1; }
 
 cleanup() {
@@ -43,29 +36,6 @@ finish() {
 }
 trap finish EXIT
 
-ok()   { echo "  ok: $*"; PASSED=$((PASSED + 1)); }
-bad()  { echo "  FAIL: $*"; FAILED=$((FAILED + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-
-wait_clients() {
-    local n=$1 limit=$(( $(date +%s) + ${2:-180} ))
-    while [ "$(date +%s)" -lt "$limit" ]; do
-        local running=0
-        for k in $(seq 1 "$n"); do
-            [ "$(docker inspect -f '{{.State.Status}}' "client$k" 2>/dev/null)" = exited ] || running=1
-        done
-        [ $running = 0 ] && return 0
-        sleep 0.5
-    done
-    return 1
-}
-exit_code() { docker inspect -f '{{.State.ExitCode}}' "$1" 2>/dev/null; }
-all_exit_zero() {
-    local c
-    for c in "$@"; do [ "$(exit_code "$c")" = 0 ] || { echo "    $c exit code: $(exit_code "$c")"; return 1; }; done
-}
-prepare_data() { rm -rf "$WORK/.data" && mkdir -p "$WORK/.data" && cp "$1"/agency-*.csv "$WORK/.data/"; }
-stored_in() { docker exec "$1" sh -c "wc -l < bets.csv" 2>/dev/null | tr -d ' '; }
 
 echo "== replicas-test: compose '${COMPOSE_CMD[*]}', workdir $WORK"
 cleanup
