@@ -29,7 +29,7 @@ use loteria::datagen;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -329,41 +329,61 @@ fn traced_child(pid: u32) -> u32 {
 
 // Children are reaped with wait4 (for their CPU accounting), not Child::wait.
 #[allow(clippy::zombie_processes)]
-fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bool, trace: Option<&Path>) -> SystemRun {
-    let store = dir.join("bets.csv");
+/// A central for one measured run: a fresh store and a fresh key per agency, as a
+/// deployment would have (the handshake is part of the measure). Returns the
+/// command (the caller adds what differs) and the keys.
+fn server_command(mut cmd: Command, dir: &Path, store_name: &str, agencies: u32) -> (Command, AgencyKeys) {
+    let store = dir.join(store_name);
     let _ = std::fs::remove_file(&store);
-    let _ = std::fs::remove_file(dir.join("bets.csv.done"));
-    // Fresh keys per run, as a deployment would have: the handshake is part of the measure.
+    let _ = std::fs::remove_file(dir.join(format!("{store_name}.done")));
     let keys = AgencyKeys::generate(agencies).expect("random keys");
-    let keys_path = dir.join("agency-keys.csv");
+    let keys_path = dir.join(format!("{store_name}.keys"));
     keys.write(&keys_path).expect("write the key file");
-    let mut server = traced(&program("BENCH_SERVER", SERVER_BIN), trace.map(|t| (t, "server.strace".to_string())))
-        .current_dir(dir)
+    cmd.current_dir(dir)
         .env("SERVER_PORT", "0")
         .env("SERVER_AGENCIES", agencies.to_string())
         .env("SERVER_STORAGE_PATH", &store)
         .env("SERVER_LISTEN_BACKLOG", "4096")
-        .env("SERVER_STORAGE_DURABLE", durable.to_string())
         .env("SERVER_AUTH_KEYS", &keys_path)
         .env_remove("SERVER_AUTH")
         .env_remove("SERVER_CONFIG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn server");
-    let pid = server.id();
-    let (line_tx, line_rx) = mpsc::channel::<String>();
-    let out = server.stdout.take().unwrap();
+        .stderr(Stdio::inherit());
+    (cmd, keys)
+}
+
+/// A started central: its lines that contain one of `keep` (the log itself is not
+/// buffered whole), and the port read from its start line.
+struct RunningServer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+    port: u16,
+}
+
+fn start_server(mut cmd: Command, keep: &'static [&'static str]) -> RunningServer {
+    let mut child = cmd.spawn().expect("spawn server");
+    let (tx, lines) = mpsc::channel::<String>();
+    let out = child.stdout.take().expect("piped stdout");
     let reader = std::thread::spawn(move || {
-        // Keep only the lines the benchmark reads: the log itself is not buffered whole.
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if line.contains("accept_connections") || line.contains("action: sorteo") || line.contains("close_store") {
-                let _ = line_tx.send(line);
+            if line.contains("accept_connections") || keep.iter().any(|k| line.contains(k)) {
+                let _ = tx.send(line);
             }
         }
     });
-    let first = line_rx.recv_timeout(Duration::from_secs(30)).expect("server start");
-    let port: u16 = first.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let first = lines.recv_timeout(Duration::from_secs(30)).expect("server start");
+    let port = first.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("port in the start line");
+    RunningServer { child, lines, reader, port }
+}
+
+fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bool, trace: Option<&Path>) -> SystemRun {
+    let server_bin = traced(&program("BENCH_SERVER", SERVER_BIN), trace.map(|t| (t, "server.strace".to_string())));
+    let (mut cmd, keys) = server_command(server_bin, dir, "bets.csv", agencies);
+    cmd.env("SERVER_STORAGE_DURABLE", durable.to_string());
+    let RunningServer { child: server, lines: line_rx, reader, port } =
+        start_server(cmd, &["action: sorteo", "close_store"]);
+    let pid = server.id();
 
     let started = Instant::now();
     let clients: Vec<u32> = (1..=agencies)
@@ -766,38 +786,11 @@ fn load_run(dir: &Path, agencies: u32, bets: u64) -> LoadRun {
     }
     // A socket and a data file per agency here, a socket per agency in the server.
     raise_nofile(2 * u64::from(agencies) + 1024);
-    let store = dir.join("bets-load.csv");
-    let _ = std::fs::remove_file(&store);
-    let _ = std::fs::remove_file(dir.join("bets-load.csv.done"));
-    let keys = AgencyKeys::generate(agencies).expect("random keys");
-    let keys_path = dir.join("agency-keys-load.csv");
-    keys.write(&keys_path).expect("write the key file");
-    let mut server = Command::new(program("BENCH_SERVER", SERVER_BIN))
-        .current_dir(dir)
-        .env("SERVER_PORT", "0")
-        .env("SERVER_AGENCIES", agencies.to_string())
-        .env("SERVER_STORAGE_PATH", &store)
-        .env("SERVER_LISTEN_BACKLOG", "4096")
-        .env("SERVER_MAX_CONNECTIONS", (u64::from(agencies) + 64).to_string())
-        .env("SERVER_AUTH_KEYS", &keys_path)
-        .env_remove("SERVER_AUTH")
-        .env_remove("SERVER_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn server");
+    let (mut cmd, keys) =
+        server_command(Command::new(program("BENCH_SERVER", SERVER_BIN)), dir, "bets-load.csv", agencies);
+    cmd.env("SERVER_MAX_CONNECTIONS", (u64::from(agencies) + 64).to_string());
+    let RunningServer { child: server, reader, port, .. } = start_server(cmd, &[]);
     let pid = server.id();
-    let out = server.stdout.take().unwrap();
-    let (port_tx, port_rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if line.contains("accept_connections") {
-                let _ = port_tx.send(line);
-            }
-        }
-    });
-    let first = port_rx.recv_timeout(Duration::from_secs(30)).expect("server start");
-    let port: u16 = first.rsplit(':').next().unwrap().trim().parse().unwrap();
     let peaks = PeakRss::watch(vec![pid]);
 
     let started = Instant::now();
