@@ -10,7 +10,6 @@ use loteria::auth::{AuthKey, NONCE_LEN};
 use loteria::bet::{Bet, Date};
 use loteria::datagen;
 use loteria::net::{NackCode, Request, Response, ServerCodec};
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -78,26 +77,13 @@ fn other_agencys_key_cannot_speak_for_it(port: u16, dir: &Path, own: u32, victim
     }
 }
 
-fn rows_per_agency(path: &Path) -> HashMap<String, Vec<Vec<String>>> {
-    let mut map: HashMap<String, Vec<Vec<String>>> = HashMap::new();
-    for row in stored_rows(path) {
-        map.entry(row[0].to_string()).or_default().push(row.iter().skip(1).map(str::to_string).collect());
-    }
-    map
-}
-
-fn file_rows(path: &Path) -> Vec<Vec<String>> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_path(path).unwrap();
-    reader.records().map(|r| r.unwrap().iter().map(str::to_string).collect()).collect()
-}
-
 /// Every agency's file stored exactly once and its own winners logged.
 fn assert_results_unchanged(dir: &Path, summaries: &[datagen::AgencySummary], clients: &[Proc]) {
-    let stored = rows_per_agency(&dir.join("bets.csv"));
+    let stored = stored_by_agency(&dir.join("bets.csv"));
     assert_eq!(stored.len(), summaries.len(), "only the honest agencies have rows: {:?}", stored.keys());
     for (summary, client) in summaries.iter().zip(clients) {
         let got = stored.get(&summary.agency.to_string()).cloned().unwrap_or_default();
-        assert!(got == file_rows(&summary.path), "agency {}: stored rows differ from its file", summary.agency);
+        assert!(got == input_rows(&summary.path), "agency {}: stored rows differ from its file", summary.agency);
         assert_eq!(winners_logged(client), Some(summary.winners), "{}", client.name);
     }
 }

@@ -7,7 +7,6 @@ mod util;
 use bytes::BytesMut;
 use loteria::datagen;
 use loteria::net::{ClientCodec, NackCode, Response};
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -48,20 +47,6 @@ fn patient_client(dir: &Path, id: u32, port: u16, data: &Path) -> Proc {
         ("CLI_RETRY_MAX_ATTEMPTS", "200".to_string()),
     ];
     start_client(dir, id, port, &data.join(format!("agency-{id}.csv")), &env)
-}
-
-/// The stored rows of each agency, in stored order, without the agency column.
-fn stored_by_agency(path: &Path) -> HashMap<String, Vec<Vec<String>>> {
-    let mut map: HashMap<String, Vec<Vec<String>>> = HashMap::new();
-    for row in stored_rows(path) {
-        map.entry(row[0].to_string()).or_default().push(row.iter().skip(1).map(str::to_string).collect());
-    }
-    map
-}
-
-fn input_rows(path: &Path) -> Vec<Vec<String>> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_path(path).unwrap();
-    reader.records().map(|r| r.unwrap().iter().map(str::to_string).collect()).collect()
 }
 
 /// Every agency's file is stored exactly once, in order, and winners match.

@@ -5,7 +5,6 @@
 mod util;
 
 use loteria::datagen;
-use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,11 +26,6 @@ fn replica(dir: &Path, port: u16, name: &str) -> Proc {
         .wait_for("action: accept_connections | result: in_progress", Duration::from_secs(20))
         .unwrap_or_else(|| panic!("{name} did not start:\n{}", server.lines.dump()));
     server
-}
-
-fn input_rows(path: &Path) -> Vec<Vec<String>> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_path(path).unwrap();
-    reader.records().map(|r| r.unwrap().iter().map(str::to_string).collect()).collect()
 }
 
 #[test]
@@ -90,11 +84,7 @@ fn three_replicas_one_killed_mid_ingest_store_every_bet_once() {
         let status = c.wait(RUN);
         assert!(status.success(), "{} failed:\n{}", c.name, c.lines.dump());
     }
-    let stored = stored_rows(&bets_file);
-    let mut by_agency: HashMap<String, Vec<Vec<String>>> = HashMap::new();
-    for row in &stored {
-        by_agency.entry(row[0].to_string()).or_default().push(row.iter().skip(1).map(str::to_string).collect());
-    }
+    let mut by_agency = stored_by_agency(&bets_file);
     for (summary, client) in summaries.iter().zip(&clients) {
         let want = input_rows(&summary.path);
         let got = by_agency.remove(&summary.agency.to_string()).unwrap_or_default();

@@ -222,6 +222,21 @@ pub fn stored_rows(path: &Path) -> Vec<csv::StringRecord> {
     reader.records().map(|r| r.expect("every stored row parses with 6 fields")).collect()
 }
 
+/// The stored rows of each agency, in stored order, without the agency column.
+pub fn stored_by_agency(path: &Path) -> std::collections::HashMap<String, Vec<Vec<String>>> {
+    let mut map: std::collections::HashMap<String, Vec<Vec<String>>> = std::collections::HashMap::new();
+    for row in stored_rows(path) {
+        map.entry(row[0].to_string()).or_default().push(row.iter().skip(1).map(str::to_string).collect());
+    }
+    map
+}
+
+/// The rows of an agency file (no header), field by field.
+pub fn input_rows(path: &Path) -> Vec<Vec<String>> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_path(path).unwrap();
+    reader.records().map(|r| r.unwrap().iter().map(str::to_string).collect()).collect()
+}
+
 /// The course's dataset beside the project, when it is there.
 pub fn course_dataset() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/tp0");
