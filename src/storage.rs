@@ -70,14 +70,28 @@ pub struct Recovered {
     pub repaired_bytes: u64,
 }
 
+/// Rows wait in [`BetFile`]'s buffer until this many bytes can go in one write.
+///
+/// One `write` per batch (about 4 KiB) cost the server a third of its CPU: on
+/// ext4 each append that ends inside a fresh page makes the kernel zero the
+/// rest of it (`ext4_block_write_begin` → `memset`), once per write. Writes of
+/// 64 KiB and more make that cost vanish (measured with `dd`: 215 MB in
+/// 4,300-byte writes, 0.24–0.8 s of system time; in 65,000-byte writes, 0.1 s).
+pub const WRITE_CHUNK: usize = 64 * 1024;
+
 /// Append-only writer over the bets file.
 pub struct BetFile {
     path: PathBuf,
     file: Box<dyn FileIo>,
-    /// One batch's rows, reused: a batch reaches the file in one `write` call.
-    buf: Vec<u8>,
-    /// Bytes of complete rows in the file: where the next row starts.
+    /// Rendered rows not yet handed to the OS: whole rows only, bounded by
+    /// [`WRITE_CHUNK`] plus one batch. They reach the file when the buffer is
+    /// full, and always before a sync, so "synced" still means "on the disk".
+    pending: Vec<u8>,
+    /// Bytes of complete rows in the file (not counting `pending`): where the
+    /// next write starts.
     len: u64,
+    /// Every append is written at once (relaxed acks: "stored" means handed to the OS).
+    write_through: bool,
     /// Bytes covered by the last successful `fdatasync`.
     synced_len: u64,
     /// A failed append could not be rolled back: the file may end in a torn row,
@@ -171,7 +185,8 @@ impl BetFile {
         let bet_file = BetFile {
             path: path.to_path_buf(),
             file: wrap(file),
-            buf: Vec::with_capacity(16 * 1024),
+            pending: Vec::new(),
+            write_through: false,
             len,
             synced_len: len,
             poisoned: false,
@@ -202,8 +217,11 @@ impl BetFile {
         self.poisoned.then(|| self.poisoned_error())
     }
 
-    /// Appends the rows of one batch with a single write (reaches the OS, not yet
-    /// the disk). On failure the file is cut back to its last complete row.
+    /// Appends the rows of one batch. They go to the OS with the rows before
+    /// them once [`WRITE_CHUNK`] bytes are waiting, or at the next [`flush`](Self::flush)
+    /// or [`sync`](Self::sync). A failed write takes back this batch's rows only:
+    /// the file is cut back to its last complete row, and the rows of earlier
+    /// batches stay waiting, in order, for the next write.
     pub fn append<'a>(
         &mut self,
         agency: AgencyId,
@@ -212,29 +230,53 @@ impl BetFile {
         if self.poisoned {
             return Err(self.poisoned_error());
         }
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
+        let before = self.pending.len();
         for bet in bets {
-            render_raw_row(&mut buf, agency, &bet);
+            render_raw_row(&mut self.pending, agency, &bet);
         }
-        let written = self.file.write_all(&buf);
-        let n = buf.len() as u64;
-        buf.clear();
-        buf.shrink_to(64 * 1024);
-        self.buf = buf;
-        match written {
+        if self.pending.len() < WRITE_CHUNK && !self.write_through {
+            return Ok(());
+        }
+        self.flush().inspect_err(|_| self.pending.truncate(before))
+    }
+
+    /// Hands every waiting row to the OS in one write. On failure the file is
+    /// cut back to its last complete row (or, if even that fails, poisoned) and
+    /// the rows keep waiting.
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        if self.poisoned {
+            return Err(self.poisoned_error());
+        }
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        match self.file.write_all(&self.pending) {
             Ok(()) => {
-                self.len += n;
+                self.len += self.pending.len() as u64;
+                self.pending.clear();
+                // One batch past a chunk at most; keep no more between bursts.
+                self.pending.shrink_to(2 * WRITE_CHUNK);
                 Ok(())
             }
             Err(source) => {
-                // Part of the batch may be in the file: cut it before anything else is written.
+                // Part of the rows may be in the file: cut them before anything else is written.
                 if self.file.set_len(self.len).is_err() {
                     self.poisoned = true;
                 }
                 Err(StorageError::Io { path: self.path.clone(), source })
             }
         }
+    }
+
+    /// Writes every append at once instead of in chunks (for acks that only
+    /// promise the OS has the rows).
+    pub fn set_write_through(&mut self, on: bool) {
+        self.write_through = on;
+    }
+
+    /// Whether rows are waiting to be written.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     fn poisoned_error(&self) -> StorageError {
@@ -249,9 +291,8 @@ impl BetFile {
     /// before anything is decided from them (their writer may have died before its
     /// own sync). The caller holds the exclusive lock.
     pub fn catch_up(&mut self, sync: bool, mut f: impl FnMut(AgencyId)) -> Result<CaughtUp, StorageError> {
-        if self.poisoned {
-            return Err(self.poisoned_error());
-        }
+        // Others' rows start where this process's end: its own must be in the file first.
+        self.flush()?;
         let (end, caught) = catch_up_lines(&self.path, &self.reader, self.file.as_mut(), self.len, |_, row| {
             f(parse_row_keys(row)?.agency);
             Ok(())
@@ -266,8 +307,9 @@ impl BetFile {
         Ok(caught)
     }
 
-    /// Forces the appended rows to the disk.
+    /// Forces the appended rows to the disk (writing the waiting ones first).
     pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.flush()?;
         self.file.sync_data().map_err(|source| StorageError::Io { path: self.path.clone(), source })?;
         self.synced_len = self.len;
         Ok(())

@@ -6,7 +6,8 @@ use super::*;
 impl BetStore {
     /// Reads the files into a fresh in-memory state (start, and every reopen).
     pub(super) fn load(&mut self, action: &str) -> Result<(), StorageError> {
-        let (file, recovered) = BetFile::open_with(&self.path, &self.wrap)?;
+        let (mut file, recovered) = BetFile::open_with(&self.path, &self.wrap)?;
+        file.set_write_through(!self.durable);
         let (journal, done) = DoneJournal::open_with(&self.path, &self.wrap)?;
         self.progress.clear();
         self.dirty.clear();

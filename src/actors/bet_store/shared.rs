@@ -78,7 +78,10 @@ impl BetStore {
         if let Some(e) = self.file.as_ref().and_then(BetFile::poisoned) {
             self.distrust(e.into());
         }
-        if self.cut_pending || self.dirty.iter().any(|a| self.progress.get(a).is_some_and(|p| p.written > p.synced)) {
+        if self.cut_pending
+            || self.file.as_ref().is_some_and(BetFile::has_pending)
+            || self.dirty.iter().any(|a| self.progress.get(a).is_some_and(|p| p.written > p.synced))
+        {
             return;
         }
         if let Some(since) = self.locked_since.take() {

@@ -216,16 +216,48 @@ async fn rows_parked_before_a_torn_unrecoverable_write_are_never_acked() {
     let path = dir.path().join("bets.csv");
     let (store, plan) = store_with_faults(&path);
     send(&store, 1, 0, 2).await.unwrap().unwrap();
-    // One burst: a batch is written and parked, the next write tears and cannot
-    // be cut back, and a third request makes the store reopen from the last sync.
-    plan.short_write_after(1, 30);
+    // One burst: two batches wait in the write buffer, parked; the write that
+    // carries them tears and cannot be cut back, so the store reopens from the
+    // last sync and neither is acked.
+    plan.short_write_next(30);
     plan.fail_set_len.store(true, Ordering::SeqCst);
-    let (parked, torn, after) = (send(&store, 1, 2, 2), send(&store, 2, 0, 2), send(&store, 3, 0, 1));
+    let (parked, torn) = (send(&store, 1, 2, 2), send(&store, 2, 0, 2));
     assert!(parked.await.unwrap().is_err(), "acked rows the reopen cut away");
     assert!(torn.await.unwrap().is_err());
-    after.await.unwrap().unwrap();
+    send(&store, 3, 0, 1).await.unwrap().unwrap();
     assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((2, false)));
     let mut want = expected(1, 2);
     want.extend(expected(3, 1));
     assert_eq!(rows(&path), want);
+}
+
+#[actix::test]
+async fn a_failed_chunk_write_takes_back_only_its_own_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    let (store, plan) = store_with_faults(&path);
+    // Batches big enough that one of them fills the write buffer: the write
+    // that fails carries earlier batches' rows too, and only the batch that
+    // triggered it is refused; the earlier ones are written at the sync.
+    let per_batch = 200;
+    let full = (storage::WRITE_CHUNK as u64 / (per_batch * 40)) + 2;
+    plan.short_write_next(100);
+    let sends: Vec<_> = (0..full).map(|i| send(&store, 1, i * per_batch, per_batch)).collect();
+    let mut refused = None;
+    let mut acked = 0u64;
+    for (i, s) in sends.into_iter().enumerate() {
+        match s.await.unwrap() {
+            Ok(stored) if refused.is_none() => acked += u64::from(stored.count),
+            Ok(_) => panic!("batch {i} after the refused one was stored out of order"),
+            Err(StoreError::Storage { kind, .. }) if refused.is_none() => {
+                assert_eq!(kind, io::ErrorKind::StorageFull);
+                refused = Some(i as u64);
+            }
+            Err(e) => assert!(refused.is_some(), "batch {i}: {e}"),
+        }
+    }
+    let refused = refused.expect("one batch filled the buffer and its write failed");
+    assert_eq!(acked, refused * per_batch);
+    assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((acked, false)));
+    assert_eq!(rows(&path), expected(1, acked), "every acked row once, nothing torn");
 }
