@@ -16,7 +16,7 @@ mod row;
 pub mod shared;
 
 pub use journal::DoneJournal;
-pub use row::{parse_row_keys, render_raw_row, render_row, RowKeys};
+pub use row::{parse_row_keys, render_raw_row, render_row, render_rows, RowKeys};
 
 use crate::bet::{AgencyId, RawBet};
 pub use file_io::{plain, FileIo, WrapFile};
@@ -231,9 +231,7 @@ impl BetFile {
             return Err(self.poisoned_error());
         }
         let before = self.pending.len();
-        for bet in bets {
-            render_raw_row(&mut self.pending, agency, &bet);
-        }
+        render_rows(&mut self.pending, agency, bets);
         if self.pending.len() < WRITE_CHUNK && !self.write_through {
             return Ok(());
         }

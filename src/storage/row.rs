@@ -11,27 +11,48 @@ pub fn render_row(out: &mut Vec<u8>, agency: AgencyId, bet: &BetRef<'_>) {
 }
 
 pub fn render_raw_row(out: &mut Vec<u8>, agency: AgencyId, bet: &RawBet<'_>) {
-    push_decimal(out, u64::from(agency));
-    out.push(b',');
-    push_text_field(out, bet.first_name);
-    out.push(b',');
-    push_text_field(out, bet.last_name);
-    out.push(b',');
-    out.extend_from_slice(bet.document);
-    out.push(b',');
-    let d = bet.birthdate;
-    push_padded(out, u32::from(d.year()), 4);
-    out.push(b'-');
-    push_padded(out, u32::from(d.month()), 2);
-    out.push(b'-');
-    push_padded(out, u32::from(d.day()), 2);
-    out.push(b',');
-    push_decimal(out, u64::from(bet.number));
-    out.push(b'\n');
+    render_rows(out, agency, std::iter::once(*bet));
+}
+
+/// Renders a batch of one agency's rows: the agency's digits are worked out
+/// once, and each row is put together in a few copies (this runs for every
+/// stored bet, on the store's thread).
+pub fn render_rows<'a>(out: &mut Vec<u8>, agency: AgencyId, bets: impl IntoIterator<Item = RawBet<'a>>) {
+    let mut prefix = [0u8; 11];
+    let digits = decimal(u64::from(agency), &mut prefix[..10]);
+    let prefix_len = digits + 1;
+    prefix.copy_within(10 - digits..10, 0);
+    prefix[digits] = b',';
+    let prefix = &prefix[..prefix_len];
+    for bet in bets {
+        // Room for the whole row at once: agency and number at most 11 + 4 bytes,
+        // the date 10, four commas and a newline, and a quoted name at most doubles.
+        out.reserve(prefix.len() + 2 * (bet.first_name.len() + bet.last_name.len()) + bet.document.len() + 24);
+        out.extend_from_slice(prefix);
+        push_text_field(out, bet.first_name);
+        out.push(b',');
+        push_text_field(out, bet.last_name);
+        out.push(b',');
+        out.extend_from_slice(bet.document);
+        // `,YYYY-MM-DD,` then the number and the newline.
+        let d = bet.birthdate;
+        let mut tail = [b',', 0, 0, 0, 0, b'-', 0, 0, b'-', 0, 0, b',', 0, 0, 0, 0, 0];
+        let (y, m, day) = (d.year(), d.month(), d.day());
+        tail[1..3].copy_from_slice(&two_digits((y / 100) as u8));
+        tail[3..5].copy_from_slice(&two_digits((y % 100) as u8));
+        tail[6..8].copy_from_slice(&two_digits(m));
+        tail[9..11].copy_from_slice(&two_digits(day));
+        let n = decimal(u64::from(bet.number), &mut tail[12..16]);
+        tail.copy_within(16 - n..16, 12);
+        tail[12 + n] = b'\n';
+        out.extend_from_slice(&tail[..13 + n]);
+    }
 }
 
 fn push_text_field(out: &mut Vec<u8>, s: &[u8]) {
-    if s.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+    // A fold, not `any`: no early exit, so the compiler checks many bytes at a time.
+    let special = s.iter().fold(false, |acc, &b| acc | matches!(b, b',' | b'"' | b'\n' | b'\r'));
+    if special {
         out.push(b'"');
         for &b in s {
             if b == b'"' {
@@ -45,28 +66,24 @@ fn push_text_field(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
-fn push_decimal(out: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+/// `v` (below 100) as two ASCII digits.
+fn two_digits(v: u8) -> [u8; 2] {
+    [b'0' + v / 10, b'0' + v % 10]
+}
+
+/// Writes `v` right-aligned at the end of `buf` (which must hold its digits);
+/// returns how many digits it has.
+fn decimal(mut v: u64, buf: &mut [u8]) -> usize {
+    let mut i = buf.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
+        buf[i] = b'0' + (v % 10) as u8;
         v /= 10;
-        if v == 0 {
+        if v == 0 || i == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
-}
-
-fn push_padded(out: &mut Vec<u8>, v: u32, width: usize) {
-    let mut digits = [b'0'; 4];
-    let mut v = v;
-    for slot in digits[..width].iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    out.extend_from_slice(&digits[..width]);
+    buf.len() - i
 }
 
 /// The fields of a stored row that the server needs, found without a full CSV parse.
