@@ -29,7 +29,7 @@ use super::bet_store::{BetStore, StoreError};
 use super::draw_coordinator::{DrawCoordinator, WinnersReady};
 use super::listener::Listener;
 use crate::net::frame::winners_pages;
-use crate::net::{NackCode, ProtocolError, Request, Response, ServerCodec, MAX_FRAME};
+use crate::net::{FrameReader, NackCode, ProtocolError, Request, Response, ServerCodec};
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use bytes::BytesMut;
@@ -41,16 +41,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::{Decoder, FramedRead};
+use tokio_util::codec::Decoder;
 use writer::Writer;
 
 /// Answers queued for one peer before it is considered not to be reading. One
 /// answer is one slot however many frames it has (all winners pages are one).
 const OUTBOX: usize = 64;
-/// A frame's worth: a smaller start (1 KiB was tried) saves memory per idle
-/// connection but tripled the server's reads per batch (tokio-util grows the
-/// buffer only by what one read needs), so reads stay a frame wide.
-const INITIAL_READ_CAPACITY: usize = MAX_FRAME;
 /// Answers that may wait behind an earlier, slower one (e.g. the winners).
 const MAX_WAITING_ANSWERS: usize = 64;
 
@@ -143,7 +139,7 @@ impl Connection {
         let writer = Writer::new(id, peer, deps.idle_timeout, listener, log.clone());
         Connection::create(move |ctx| {
             actix::spawn(writer.run(write, rx, ctx.address(), drain_guard));
-            let reading = Some(ctx.add_stream(FramedRead::with_capacity(read, IncomingCodec, INITIAL_READ_CAPACITY)));
+            let reading = Some(ctx.add_stream(FrameReader::new(read, IncomingCodec)));
             Connection {
                 peer,
                 session: Session::new(deps.agencies),

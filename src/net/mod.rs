@@ -5,7 +5,9 @@ mod decode;
 pub mod error;
 pub mod frame;
 mod nack;
+pub mod reader;
 
 pub use codec::{ClientCodec, ServerCodec};
 pub use error::ProtocolError;
 pub use frame::{NackCode, Request, Response, HEADER_LEN, MAX_FRAME, MAX_PAYLOAD};
+pub use reader::FrameReader;
