@@ -59,7 +59,7 @@ impl Writer {
         // Grown on the first answer: 10,000 idle connections must not hold 8 KiB each.
         let mut buf = BytesMut::new();
         let outcome = self.write_all(&mut socket, &mut rx, &mut buf).await;
-        let _ = tokio::time::timeout(self.deadline, socket.shutdown()).await;
+        let _ = Box::pin(tokio::time::timeout(self.deadline, socket.shutdown())).await;
         drop(socket);
         if let Err(error) = outcome {
             warn!(self.log, "action: send_response | result: fail"; "ip" => %self.peer, "error" => error);
@@ -104,7 +104,9 @@ impl Writer {
         if buf.is_empty() {
             return Ok(());
         }
-        match tokio::time::timeout(self.deadline, socket.write_all(buf)).await {
+        // Boxed, like the shutdown's: a timer lives only while a write does, so an
+        // idle connection's task stays small (10,000 of them are held at once).
+        match Box::pin(tokio::time::timeout(self.deadline, socket.write_all(buf))).await {
             Ok(Ok(())) => {
                 buf.clear();
                 Ok(())
