@@ -19,12 +19,18 @@ impl Batcher {
         Batcher { max_amount: max_amount.max(1), encoded: BytesMut::with_capacity(MAX_PAYLOAD), count: 0 }
     }
 
-    /// Whether `bet` still fits in this batch.
-    pub fn fits(&self, bet: &BetRef<'_>) -> bool {
-        self.count < self.max_amount && BATCH_OVERHEAD + self.encoded.len() + encoded_bet_len(bet) <= MAX_PAYLOAD
+    /// Adds `bet` if it still fits (by count and by frame size); `false` leaves
+    /// the batch as it was. Its size is computed once, here.
+    pub fn try_push(&mut self, bet: &BetRef<'_>) -> bool {
+        let fits =
+            self.count < self.max_amount && BATCH_OVERHEAD + self.encoded.len() + encoded_bet_len(bet) <= MAX_PAYLOAD;
+        if fits {
+            self.push(bet);
+        }
+        fits
     }
 
-    /// Adds a bet (call [`fits`](Self::fits) first; an empty batch takes any valid bet).
+    /// Adds a bet unconditionally: an empty batch takes any valid bet (one always fits a frame).
     pub fn push(&mut self, bet: &BetRef<'_>) {
         put_bet(&mut self.encoded, bet);
         self.count += 1;
@@ -75,10 +81,10 @@ mod tests {
         let one = bet(1);
         let mut b = Batcher::new(3);
         for _ in 0..3 {
-            assert!(b.fits(&one.as_ref()));
-            b.push(&one.as_ref());
+            assert!(b.try_push(&one.as_ref()));
         }
-        assert!(!b.fits(&one.as_ref()), "count limit");
+        assert!(!b.try_push(&one.as_ref()), "count limit");
+        assert_eq!(b.len(), 3);
         let mut frame = BytesMut::new();
         assert_eq!(b.take_frame(1, 0, &mut frame).unwrap(), 3);
         assert!(b.is_empty());
@@ -90,12 +96,12 @@ mod tests {
         let mut b = Batcher::new(1000);
         let (mut frames, mut total) = (Vec::new(), 0);
         for _ in 0..100 {
-            if !b.fits(&long.as_ref()) {
+            if !b.try_push(&long.as_ref()) {
                 let mut f = BytesMut::new();
                 total += b.take_frame(1, 0, &mut f).unwrap();
                 frames.push(f);
+                b.push(&long.as_ref());
             }
-            b.push(&long.as_ref());
         }
         let mut f = BytesMut::new();
         total += b.take_frame(1, 0, &mut f).unwrap();

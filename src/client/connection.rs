@@ -28,6 +28,11 @@ pub struct AgencyConnection {
     /// Frames queued and not yet written (at most [`COALESCE_BYTES`] plus a
     /// frame); reused so a batch costs no allocation.
     output: BytesMut,
+    /// Frames in `output`.
+    queued: usize,
+    /// Frames written whose answer has not come yet: while there is one, the
+    /// next answer is for it, so waiting for it needs no flush.
+    awaiting: usize,
 }
 
 impl AgencyConnection {
@@ -44,12 +49,15 @@ impl AgencyConnection {
             stream,
             input: BytesMut::with_capacity(MAX_FRAME),
             output: BytesMut::with_capacity(COALESCE_BYTES + MAX_FRAME),
+            queued: 0,
+            awaiting: 0,
         })
     }
 
     /// Queues the batch in `batcher` as bets `first_index..` and returns how
     /// many; the queued frames go out together once they reach
-    /// [`COALESCE_BYTES`], or at the next [`flush`](Self::flush), `send` or `recv`.
+    /// [`COALESCE_BYTES`], or at the next [`flush`](Self::flush) or `send`, or at
+    /// a `recv` that waits for the answer to a frame not written yet.
     pub async fn send_batch(
         &mut self,
         agency: AgencyId,
@@ -57,6 +65,7 @@ impl AgencyConnection {
         batcher: &mut Batcher,
     ) -> Result<u64, ClientError> {
         let count = batcher.take_frame(agency, first_index, &mut self.output)?;
+        self.queued += 1;
         if self.output.len() >= COALESCE_BYTES {
             self.flush().await?;
         }
@@ -68,21 +77,30 @@ impl AgencyConnection {
         if !self.output.is_empty() {
             self.stream.write_all(&self.output).await?;
             self.output.clear();
+            self.awaiting += std::mem::take(&mut self.queued);
         }
         Ok(())
     }
 
     pub async fn send(&mut self, request: &Request) -> Result<(), ClientError> {
         request.encode(&mut self.output)?;
+        self.queued += 1;
         self.flush().await
     }
 
     /// Reads the next answer; a `Nack` becomes [`ClientError::Refused`].
     pub async fn recv(&mut self) -> Result<Response, ClientError> {
-        // An answer can only come to what was sent.
-        self.flush().await?;
+        // An answer can only come to what was sent: with no written frame
+        // unanswered, the queued ones go out now. Otherwise they wait to be
+        // coalesced (one write per several batches instead of one each).
+        if self.awaiting == 0 {
+            self.flush().await?;
+        }
         loop {
             if let Some(item) = ClientCodec.decode(&mut self.input)? {
+                // A Winners answer may take several frames: counting each as an
+                // answer errs towards flushing early, never towards waiting forever.
+                self.awaiting = self.awaiting.saturating_sub(1);
                 return match item? {
                     Response::Nack { code, message, .. } => Err(ClientError::Refused { code, message }),
                     other => Ok(other),

@@ -1,76 +1,203 @@
 //! Reads an agency file row by row (never whole), validating each row and
 //! naming the file and line of a bad one.
+//!
+//! The file goes through one fixed buffer. A row with no quote is split on its
+//! commas where it lies in the buffer (the usual case: no copy, one UTF-8 check);
+//! any other row goes through [`quoted`], which follows the csv crate's rules.
+//! Rows are what the csv crate made of the file with `has_headers(false)` and
+//! `flexible(true)`: a UTF-8 BOM at the start is skipped, empty lines are skipped
+//! (but counted), `\n`, `\r\n` and a lone `\r` end a line, quoted fields may
+//! hold commas, quotes (`""`) and line breaks, and a last line needs no line end.
+//!
+//! A row longer than [`MAX_ROW_BYTES`] is refused (a bad row naming its line)
+//! and skipped: a valid bet is at most about 1.1 KiB even with every name
+//! character a quoted quote, so only padding could make a longer row valid, and
+//! refusing it keeps memory bounded.
+
+#[cfg(test)]
+mod differential;
+mod quoted;
+mod row;
 
 use super::ClientError;
-use crate::bet::{BetError, BetRef};
+use crate::bet::BetRef;
+use quoted::QuotedRecord;
+use row::Stop;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+
+/// Longest row accepted, line breaks inside quotes included, line end excluded.
+pub const MAX_ROW_BYTES: usize = 4096;
+/// Bytes read from the file at a time.
+const BUFFER_BYTES: usize = 64 * 1024;
+const BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// Streams bets out of an agency file (`first_name,last_name,document,birthdate,number`).
 pub struct BetReader {
     /// The file, for error messages.
     pub(super) path: PathBuf,
-    reader: csv::Reader<File>,
-    record: csv::ByteRecord,
-    /// Line of the next record; counted here because the csv crate's own count
-    /// lags by one on CRLF files.
+    file: File,
+    buf: Box<[u8]>,
+    /// Unread bytes are `buf[pos..end]`.
+    pos: usize,
+    end: usize,
+    eof: bool,
+    started: bool,
+    /// Line of the next record.
     line: u64,
+    /// The last line end seen was a `\r`: a `\n` right after it is the same line end.
+    last_was_cr: bool,
+    quoted: QuotedRecord,
+    max_row: usize,
 }
 
 impl BetReader {
     pub fn open(path: &Path) -> Result<BetReader, ClientError> {
+        BetReader::with_limits(path, BUFFER_BYTES, MAX_ROW_BYTES)
+    }
+
+    /// `buffer` bytes read at a time, rows up to `max_row` bytes.
+    fn with_limits(path: &Path, buffer: usize, max_row: usize) -> Result<BetReader, ClientError> {
         let file = File::open(path).map_err(|source| ClientError::DataFile { path: path.to_path_buf(), source })?;
-        let reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(file);
-        Ok(BetReader { path: path.to_path_buf(), reader, record: csv::ByteRecord::new(), line: 1 })
+        Ok(BetReader {
+            path: path.to_path_buf(),
+            file,
+            buf: vec![0; buffer.max(BOM.len())].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            eof: false,
+            started: false,
+            line: 1,
+            last_was_cr: false,
+            quoted: QuotedRecord::new(max_row),
+            max_row,
+        })
     }
 
     /// The next row: `Ok(Some(Ok(bet)))`, a bad row as `Ok(Some(Err(BadRow)))`,
     /// `Ok(None)` at the end, `Err` when the file cannot be read at all.
-    /// The bet borrows the reader's record: nothing is allocated per row.
+    /// The bet borrows the reader's buffer: nothing is allocated per row.
     pub fn next_bet(&mut self) -> Result<Option<Result<BetRef<'_>, ClientError>>, ClientError> {
+        if !self.start_of_row()? {
+            return Ok(None);
+        }
         let line = self.line;
-        let read = self.reader.read_byte_record(&mut self.record);
-        // A record spans one line plus any newlines quoted inside its fields.
-        self.line += 1 + self.record.iter().map(|f| f.iter().filter(|&&b| b == b'\n').count() as u64).sum::<u64>();
-        match read {
-            Ok(false) => return Ok(None),
-            Ok(true) => {}
-            Err(e) => {
-                return match e.kind() {
-                    csv::ErrorKind::Io(_) => {
-                        Err(ClientError::DataFile { path: self.path.clone(), source: io::Error::other(e.to_string()) })
-                    }
-                    _ => Ok(Some(Err(self.bad_row(line, e.to_string())))),
-                }
+        // One pass finds the row's line end (or a quote) and its commas,
+        // reading more while the line is incomplete.
+        let scanned = loop {
+            let scanned = row::scan(&self.buf[self.pos..self.end]);
+            let buffered = self.end - self.pos;
+            match scanned.stop {
+                Stop::LineEnd => break scanned,
+                Stop::NoEnd if self.eof => break scanned,
+                Stop::NoEnd if buffered <= self.max_row && buffered < self.buf.len() => self.fill()?,
+                Stop::NoEnd | Stop::Quote => return self.next_quoted(line),
             }
+        };
+        if scanned.len > self.max_row {
+            return self.next_quoted(line);
         }
-        if self.record.len() != 5 {
-            let reason = format!(
-                "expected 5 fields (first_name,last_name,document,birthdate,number), found {}",
-                self.record.len()
-            );
-            return Ok(Some(Err(self.bad_row(line, reason))));
+        let (start, stop) = (self.pos, self.pos + scanned.len);
+        if stop < self.end {
+            self.last_was_cr = self.buf[stop] == b'\r';
+            self.pos = stop + 1;
+        } else {
+            self.pos = stop;
         }
-        let mut fields = [""; 5];
-        for (i, raw) in self.record.iter().enumerate() {
-            match std::str::from_utf8(raw) {
-                Ok(s) => fields[i] = s,
-                Err(_) => {
-                    let name = ["first_name", "last_name", "document", "birthdate", "number"][i];
-                    return Ok(Some(Err(self.bad_row(line, format!("{name} is not valid UTF-8")))));
-                }
-            }
-        }
-        Ok(Some(
-            BetRef::parse(fields[0], fields[1], fields[2].trim(), fields[3].trim(), fields[4].trim())
-                .map_err(|e: BetError| self.bad_row(line, e.to_string())),
-        ))
+        self.line += 1;
+        let path = &self.path;
+        Ok(Some(row::parse_plain(&self.buf[start..stop], &scanned).map_err(|reason| bad_row(path, line, reason))))
     }
 
-    fn bad_row(&self, line: u64, reason: String) -> ClientError {
-        ClientError::BadRow { path: self.path.clone(), line, reason }
+    /// A row for the general parser: quoted, or longer than the fast path takes.
+    fn next_quoted(&mut self, line: u64) -> Result<Option<Result<BetRef<'_>, ClientError>>, ClientError> {
+        self.quoted.reset();
+        loop {
+            let (used, done) = self.quoted.feed(&self.buf[self.pos..self.end]);
+            self.pos += used;
+            if done {
+                self.last_was_cr = self.quoted.ended_on_cr;
+                break;
+            }
+            if self.eof {
+                self.quoted.finish();
+                break;
+            }
+            self.fill()?;
+        }
+        self.line += 1 + self.quoted.inner_lines;
+        let path = &self.path;
+        let row = if self.quoted.too_long() {
+            Err(format!("the row is longer than {} bytes", self.max_row))
+        } else {
+            match self.quoted.fields() {
+                Some(fields) => row::parse_fields(fields),
+                None => Err(row::field_count_reason(self.quoted.field_count())),
+            }
+        };
+        Ok(Some(row.map_err(|reason| bad_row(path, line, reason))))
     }
+
+    /// Skips the BOM and empty lines (counting them); false at the end of the file.
+    fn start_of_row(&mut self) -> Result<bool, ClientError> {
+        if !self.started {
+            while self.end < BOM.len() && !self.eof {
+                self.fill()?;
+            }
+            if self.buf[..self.end].starts_with(BOM) {
+                self.pos = BOM.len();
+            }
+            self.started = true;
+        }
+        loop {
+            while let Some(&b) = self.buf[self.pos..self.end].first() {
+                match b {
+                    b'\n' if self.last_was_cr => self.last_was_cr = false,
+                    b'\n' | b'\r' => {
+                        self.line += 1;
+                        self.last_was_cr = b == b'\r';
+                    }
+                    _ => {
+                        self.last_was_cr = false;
+                        return Ok(true);
+                    }
+                }
+                self.pos += 1;
+            }
+            if self.eof {
+                return Ok(false);
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Moves the unread bytes to the front and reads after them (`buf` has room).
+    fn fill(&mut self) -> Result<(), ClientError> {
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        loop {
+            match self.file.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(ClientError::DataFile { path: self.path.clone(), source }),
+            }
+        }
+    }
+}
+
+fn bad_row(path: &Path, line: u64, reason: String) -> ClientError {
+    ClientError::BadRow { path: path.to_path_buf(), line, reason }
 }
 
 #[cfg(test)]

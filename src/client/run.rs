@@ -193,15 +193,15 @@ async fn stream_batches(
         while !at_end && in_flight.len() < cfg.batch_window && !stopping {
             match reader.next_bet()? {
                 Some(Ok(bet)) => {
-                    if !batcher.fits(&bet) {
+                    if !batcher.try_push(&bet) {
                         if cancel.is_cancelled() {
                             break;
                         }
                         let count = conn.send_batch(agency, next_index, &mut batcher).await?;
                         in_flight.push_back((next_index, count));
                         next_index += count;
+                        batcher.push(&bet);
                     }
-                    batcher.push(&bet);
                 }
                 Some(Err(bad)) => {
                     error!(log, "action: apuesta_invalida | result: fail"; "error" => %bad);
