@@ -827,8 +827,12 @@ fn load_run(dir: &Path, agencies: u32, bets: u64) -> LoadRun {
             expected.entry(a.parse().expect("agency")).or_default().push(d.to_string());
         }
     }
-    // A socket and a data file per agency here, a socket per agency in the server.
-    raise_nofile(2 * u64::from(agencies) + 1024);
+    // Each agency reads its stream from memory (generated above, read back one
+    // file at a time): 10,000 agencies then need one descriptor each here (the
+    // socket) and one each in the server.
+    let streams: Vec<std::sync::Arc<[u8]>> =
+        summaries.iter().map(|s| std::fs::read(&s.path).expect("generated stream").into()).collect();
+    raise_nofile(u64::from(agencies) + 1024);
     let (mut cmd, keys) =
         server_command(Command::new(program("BENCH_SERVER", SERVER_BIN)), dir, "bets-load.csv", agencies);
     cmd.env("SERVER_MAX_CONNECTIONS", (u64::from(agencies) + 64).to_string());
@@ -844,7 +848,8 @@ fn load_run(dir: &Path, agencies: u32, bets: u64) -> LoadRun {
     let reports = local.block_on(&runtime, async {
         let tasks: Vec<_> = summaries
             .iter()
-            .map(|s| {
+            .zip(streams)
+            .map(|(s, stream)| {
                 let cfg = loteria::config::ClientConfig {
                     id: s.agency,
                     server_address: format!("127.0.0.1:{port}"),
@@ -858,9 +863,14 @@ fn load_run(dir: &Path, agencies: u32, bets: u64) -> LoadRun {
                     auth_key: keys.get(s.agency).cloned(),
                 };
                 let (log, cancel) = (log.clone(), cancel.clone());
-                tokio::task::spawn_local(
-                    async move { (cfg.id, loteria::client::run_agency(&cfg, &log, &cancel).await) },
-                )
+                let name = cfg.data_path.clone();
+                let open = move || {
+                    let rows = Box::new(std::io::Cursor::new(stream.clone()));
+                    Ok(loteria::client::BetReader::from_reader(name.clone(), rows, 4096))
+                };
+                tokio::task::spawn_local(async move {
+                    (cfg.id, loteria::client::run_agency_with(&cfg, &log, &cancel, open).await)
+                })
             })
             .collect();
         let mut reports = Vec::with_capacity(tasks.len());

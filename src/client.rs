@@ -28,5 +28,5 @@ pub use batcher::Batcher;
 pub use connection::{AgencyConnection, IN_FLIGHT_GRACE};
 pub use error::ClientError;
 pub use reader::BetReader;
-pub use run::{run_agency, AgencyReport};
+pub use run::{run_agency, run_agency_with, AgencyReport};
 pub use single::{bet_from_env, send_single_bet};

@@ -65,7 +65,7 @@ fn assert_exactly_once(dir: &Path, summaries: &[datagen::AgencySummary], clients
 fn sigkilled_server_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let summaries = datagen::generate(&data, 5, 60_000, 21, 7574).unwrap();
+    let summaries = datagen::generate(&data, 5, 200_000, 21, 7574).unwrap();
     let port = free_port();
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     println!("kill timing seed: {seed}");

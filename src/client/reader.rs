@@ -37,7 +37,9 @@ const BOM: &[u8] = b"\xef\xbb\xbf";
 pub struct BetReader {
     /// The file, for error messages.
     pub(super) path: PathBuf,
-    file: File,
+    /// Where the rows come from (the agency file, or a generated stream); let go
+    /// of at its end, so a finished agency waiting for the draw holds no file.
+    source: Box<dyn Read + Send>,
     buf: Box<[u8]>,
     /// Unread bytes are `buf[pos..end]`.
     pos: usize,
@@ -60,9 +62,20 @@ impl BetReader {
     /// `buffer` bytes read at a time, rows up to `max_row` bytes.
     fn with_limits(path: &Path, buffer: usize, max_row: usize) -> Result<BetReader, ClientError> {
         let file = File::open(path).map_err(|source| ClientError::DataFile { path: path.to_path_buf(), source })?;
-        Ok(BetReader {
-            path: path.to_path_buf(),
-            file,
+        Ok(BetReader::from_source(path.to_path_buf(), Box::new(file), buffer, max_row))
+    }
+
+    /// Rows from any source, named `name` in errors, read `buffer` bytes at a
+    /// time: the load generator's agencies read generated streams this way
+    /// (10,000 of them at once must not need 10,000 open files).
+    pub fn from_reader(name: PathBuf, source: Box<dyn Read + Send>, buffer: usize) -> BetReader {
+        BetReader::from_source(name, source, buffer, MAX_ROW_BYTES)
+    }
+
+    fn from_source(path: PathBuf, source: Box<dyn Read + Send>, buffer: usize, max_row: usize) -> BetReader {
+        BetReader {
+            path,
+            source,
             buf: vec![0; buffer.max(BOM.len())].into_boxed_slice(),
             pos: 0,
             end: 0,
@@ -72,7 +85,7 @@ impl BetReader {
             last_was_cr: false,
             quoted: QuotedRecord::new(max_row),
             max_row,
-        })
+        }
     }
 
     /// The next row: `Ok(Some(Ok(bet)))`, a bad row as `Ok(Some(Err(BadRow)))`,
@@ -180,9 +193,11 @@ impl BetReader {
             self.pos = 0;
         }
         loop {
-            match self.file.read(&mut self.buf[self.end..]) {
+            match self.source.read(&mut self.buf[self.end..]) {
                 Ok(0) => {
                     self.eof = true;
+                    // Closes the file now rather than when the agency's run ends.
+                    self.source = Box::new(io::empty());
                     return Ok(());
                 }
                 Ok(n) => {

@@ -29,13 +29,25 @@ pub async fn run_agency(
     log: &Logger,
     cancel: &CancellationToken,
 ) -> Result<AgencyReport, ClientError> {
+    run_agency_with(cfg, log, cancel, || BetReader::open(&cfg.data_path)).await
+}
+
+/// [`run_agency`] with the rows from `open` instead of `cfg.data_path` (called
+/// at every session: a reconnect reads from the start and skips what the
+/// server has). The load generator gives each agency a generated stream.
+pub async fn run_agency_with(
+    cfg: &ClientConfig,
+    log: &Logger,
+    cancel: &CancellationToken,
+    open: impl Fn() -> Result<BetReader, ClientError>,
+) -> Result<AgencyReport, ClientError> {
     let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max, cfg.retry_attempts);
     let mut sessions = 0;
     loop {
         sessions += 1;
         let mut progressed = false;
         let address = address_for_attempt(&cfg.server_address, sessions - 1);
-        let result = session(cfg, address, log, cancel, &mut progressed).await;
+        let result = session(cfg, address, &open, log, cancel, &mut progressed).await;
         if progressed {
             backoff.reset();
         }
@@ -62,11 +74,12 @@ pub fn address_for_attempt(addresses: &str, attempt: u32) -> &str {
 async fn session(
     cfg: &ClientConfig,
     address: &str,
+    open: &impl Fn() -> Result<BetReader, ClientError>,
     log: &Logger,
     cancel: &CancellationToken,
     progressed: &mut bool,
 ) -> Result<AgencyReport, ClientError> {
-    let reader = BetReader::open(&cfg.data_path)?;
+    let reader = open()?;
     check_cancel(cancel)?;
     let mut conn = AgencyConnection::connect(address, cancel).await?;
     let result = match &cfg.auth_key {

@@ -52,7 +52,7 @@ impl Writer {
     pub(super) async fn run(
         self,
         mut socket: OwnedWriteHalf,
-        mut rx: mpsc::Receiver<Vec<Response>>,
+        mut rx: mpsc::Receiver<Box<[Response]>>,
         conn: Addr<Connection>,
         _drain: mpsc::Sender<()>,
     ) {
@@ -74,7 +74,7 @@ impl Writer {
     async fn write_all(
         &self,
         socket: &mut OwnedWriteHalf,
-        rx: &mut mpsc::Receiver<Vec<Response>>,
+        rx: &mut mpsc::Receiver<Box<[Response]>>,
         buf: &mut BytesMut,
     ) -> Result<(), String> {
         while let Some(answer) = rx.recv().await {
