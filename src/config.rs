@@ -114,16 +114,20 @@ pub trait Settings: Sized {
 
 /// Turns a loaded configuration into a logger plus the `config` line, or logs
 /// why it failed (`action: config | result: fail`) and gives the exit code 2.
+///
+/// The [`LogWriter`](crate::logging::LogWriter) owns the thread that writes the
+/// log: finish it on every way out of the process, or the last lines may be lost.
 pub fn start_logging<C: Settings>(
     loaded: Result<(C, Vec<String>), ConfigError>,
-) -> Result<(C, slog::Logger), std::process::ExitCode> {
+) -> Result<(C, slog::Logger, crate::logging::LogWriter), std::process::ExitCode> {
     match loaded {
         Ok((cfg, unknown)) => {
-            let log = crate::logging::root(cfg.log_level());
+            let (log, writer) = crate::logging::root_with_writer(cfg.log_level());
             log_config(&log, &cfg.log_pairs(), &unknown);
-            Ok((cfg, log))
+            Ok((cfg, log, writer))
         }
         Err(e) => {
+            // One line, then exit: written synchronously, nothing to finish.
             let log = crate::logging::root(Level::Info);
             slog::error!(log, "action: config | result: fail"; "error" => %e);
             Err(std::process::ExitCode::from(2))

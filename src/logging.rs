@@ -3,25 +3,94 @@
 //! `YYYY-MM-DD HH:MM:SS LEVEL    action: x | result: success | key: value`
 //!
 //! slog-term's own formats put `", "` between pairs and use short level names, so
-//! this drain renders the line itself and uses slog-term only for the synchronized,
-//! flushed-per-record writer. A value can never add a field or a line: the course's
-//! parser splits on every `|`, escaped or not, so `|` inside a value becomes `¦`
-//! (U+00A6, broken bar), and line breaks become the two characters `\n` / `\r`.
+//! the drains render the line themselves. A value can never add a field or a line:
+//! the course's parser splits on every `|`, escaped or not, so `|` inside a value
+//! becomes `¦` (U+00A6, broken bar), and line breaks become the two characters
+//! `\n` / `\r`.
+//!
+//! The server logs one line per received batch, so a line costs one buffer and no
+//! per-pair strings, and the processes hand lines to one writer thread
+//! ([`writer`]) instead of paying a write(2) each.
+
+mod writer;
+
+#[cfg(test)]
+mod drain_tests;
+
+pub use writer::{LogWriter, CHUNK_BYTES, QUEUE_LINES};
 
 use slog::{Drain, Level, LevelFilter, Logger, OwnedKVList, Record, KV};
 use slog_term::{Decorator, PlainSyncDecorator};
+use std::cell::Cell;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
+use writer::LineSender;
 
-/// Renders records as course-style lines onto a synchronized writer.
+/// Most lines fit without growing the buffer.
+const LINE_CAPACITY: usize = 192;
+
+/// Renders records as course-style lines onto a synchronized writer, one write and
+/// flush per record (the fallback when no writer thread can be started).
 pub struct PipeDrain<W: Write> {
     out: PlainSyncDecorator<W>,
+    now: fn() -> SystemTime,
 }
 
 impl<W: Write> PipeDrain<W> {
     pub fn new(out: W) -> Self {
-        PipeDrain { out: PlainSyncDecorator::new(out) }
+        PipeDrain { out: PlainSyncDecorator::new(out), now: SystemTime::now }
+    }
+}
+
+impl<W: Write> Drain for PipeDrain<W> {
+    type Ok = ();
+    type Err = io::Error;
+
+    fn log(&self, record: &Record, values: &OwnedKVList) -> io::Result<()> {
+        let line = render_record((self.now)(), record)?;
+        self.out.with_record(record, values, |w| {
+            w.write_all(&line)?;
+            w.flush()
+        })
+    }
+}
+
+/// Renders records on the logging thread and queues them for the writer thread.
+pub struct QueuedDrain {
+    lines: LineSender,
+    now: fn() -> SystemTime,
+}
+
+impl QueuedDrain {
+    /// Starts a writer thread on `out`; the [`LogWriter`] must outlive the logging
+    /// (finish it before the process ends).
+    pub fn spawn<W: Write + Send + 'static>(out: W) -> io::Result<(QueuedDrain, LogWriter)> {
+        Self::spawn_with_clock(out, SystemTime::now)
+    }
+
+    fn spawn_with_clock<W: Write + Send + 'static>(
+        out: W,
+        now: fn() -> SystemTime,
+    ) -> io::Result<(QueuedDrain, LogWriter)> {
+        let (writer, lines) = LogWriter::spawn(out)?;
+        Ok((QueuedDrain { lines, now }, writer))
+    }
+}
+
+impl Drain for QueuedDrain {
+    type Ok = ();
+    type Err = io::Error;
+
+    fn log(&self, record: &Record, _values: &OwnedKVList) -> io::Result<()> {
+        let line = render_record((self.now)(), record)?;
+        if let Err(line) = self.lines.send(line) {
+            // The writer has finished (the process is ending): write it ourselves.
+            let mut out = io::stdout().lock();
+            out.write_all(&line)?;
+            out.flush()?;
+        }
+        Ok(())
     }
 }
 
@@ -50,29 +119,31 @@ pub fn parse_level(name: &str) -> Option<Level> {
     }
 }
 
-struct Pairs(Vec<(slog::Key, String)>);
-
-impl slog::Serializer for Pairs {
-    fn emit_arguments(&mut self, key: slog::Key, val: &fmt::Arguments) -> slog::Result {
-        self.0.push((key, val.to_string()));
-        Ok(())
-    }
-}
-
 /// Writes `value` so that it cannot break the line into fields or lines.
 pub fn escape_value(value: &str, out: &mut String) {
+    let _ = escape_to(value, out);
+}
+
+/// [`escape_value`] onto any `fmt::Write`; a value without anything to escape is
+/// copied in one piece.
+fn escape_to<W: fmt::Write + ?Sized>(value: &str, out: &mut W) -> fmt::Result {
+    // Bytes that may start something to escape: `\`, `|`, C0 controls, DEL, and
+    // 0xC2, the lead byte of the C1 controls (U+0080..U+009F).
+    let plain = !value.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\' || b == b'|' || b == 0xc2);
+    if plain {
+        return out.write_str(value);
+    }
     for c in value.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
-            '|' => out.push('¦'),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
+            '\\' => out.write_str("\\\\")?,
+            '|' => out.write_char('¦')?,
+            '\n' => out.write_str("\\n")?,
+            '\r' => out.write_str("\\r")?,
+            c if c.is_control() => write!(out, "\\u{{{:x}}}", c as u32)?,
+            c => out.write_char(c)?,
         }
     }
+    Ok(())
 }
 
 /// Renders one line (without the newline): the pure part of the drain, for tests.
@@ -87,34 +158,176 @@ pub fn render_line(now: SystemTime, level: Level, msg: &str, pairs: &[(String, S
     line
 }
 
-impl<W: Write> Drain for PipeDrain<W> {
-    type Ok = ();
-    type Err = io::Error;
+/// `fmt::Write` onto a byte buffer (the line is built as bytes so the pairs can be
+/// put back in order in place).
+struct Bytes<'a>(&'a mut Vec<u8>);
 
-    fn log(&self, record: &Record, values: &OwnedKVList) -> io::Result<()> {
-        let mut pairs = Pairs(Vec::new());
-        record.kv().serialize(record, &mut pairs).map_err(io::Error::other)?;
-        // slog hands the record's pairs over last-first.
-        let pairs: Vec<(String, String)> = pairs.0.into_iter().rev().map(|(k, v)| (k.to_string(), v)).collect();
-        let line = render_line(SystemTime::now(), record.level(), &record.msg().to_string(), &pairs);
-        self.out.with_record(record, values, |w| {
-            w.write_all(line.as_bytes())?;
-            w.write_all(b"\n")?;
-            w.flush()
-        })
+impl fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 
-/// The root logger: stdout, course format, records below `level` dropped.
+/// `fmt::Write` that escapes everything written through it.
+struct Escaped<'a>(Bytes<'a>);
+
+impl fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_to(s, &mut self.0)
+    }
+}
+
+/// Lengths of the rendered pairs, in the order slog emitted them.
+struct Segments {
+    inline: [usize; 16],
+    count: usize,
+    spill: Vec<usize>,
+}
+
+impl Segments {
+    fn push(&mut self, len: usize) {
+        match self.inline.get_mut(self.count) {
+            Some(slot) => *slot = len,
+            None => self.spill.push(len),
+        }
+        self.count += 1;
+    }
+
+    fn lens(&self) -> impl DoubleEndedIterator<Item = &usize> {
+        self.inline[..self.count.min(self.inline.len())].iter().chain(self.spill.iter())
+    }
+}
+
+/// Renders each pair as ` | key: value` straight into the line.
+struct PairWriter<'a> {
+    line: &'a mut Vec<u8>,
+    segments: Segments,
+}
+
+impl PairWriter<'_> {
+    fn pair(&mut self, key: slog::Key, value: impl FnOnce(&mut Escaped) -> fmt::Result) -> slog::Result {
+        let start = self.line.len();
+        self.line.extend_from_slice(b" | ");
+        self.line.extend_from_slice(key.as_bytes());
+        self.line.extend_from_slice(b": ");
+        value(&mut Escaped(Bytes(self.line)))?;
+        self.segments.push(self.line.len() - start);
+        Ok(())
+    }
+}
+
+impl slog::Serializer for PairWriter<'_> {
+    fn emit_arguments(&mut self, key: slog::Key, val: &fmt::Arguments) -> slog::Result {
+        self.pair(key, |out| out.write_fmt(*val))
+    }
+
+    fn emit_str(&mut self, key: slog::Key, val: &str) -> slog::Result {
+        self.pair(key, |out| out.write_str(val))
+    }
+}
+
+/// Renders `record` as one line with its newline, byte for byte what
+/// [`render_line`] gives for the same record.
+fn render_record(now: SystemTime, record: &Record) -> io::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(LINE_CAPACITY);
+    push_timestamp(&mut line, now);
+    line.push(b' ');
+    let level = level_name(record.level());
+    line.extend_from_slice(level.as_bytes());
+    line.resize(line.len() + 8usize.saturating_sub(level.len()), b' ');
+    line.push(b' ');
+    Bytes(&mut line).write_fmt(*record.msg()).map_err(io::Error::other)?;
+    let start = line.len();
+    let mut pairs = PairWriter { line: &mut line, segments: Segments { inline: [0; 16], count: 0, spill: Vec::new() } };
+    record.kv().serialize(record, &mut pairs).map_err(io::Error::other)?;
+    let segments = pairs.segments;
+    if segments.count > 1 {
+        // slog hands the record's pairs over last-first: reversing the whole run
+        // and then each pair puts them back in the order they were written.
+        let region = &mut line[start..];
+        region.reverse();
+        let mut at = 0;
+        for &len in segments.lens().rev() {
+            region[at..at + len].reverse();
+            at += len;
+        }
+    }
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// The root logger: stdout, course format, records below `level` dropped; each
+/// record written synchronously (one write per line).
 pub fn root(level: Level) -> Logger {
     let drain = PipeDrain::new(io::stdout());
     let drain = LevelFilter::new(drain, level).ignore_res();
     Logger::root(drain, slog::o!())
 }
 
+/// The processes' root logger: like [`root`], but lines go through one writer
+/// thread. Finish the [`LogWriter`] on every way out of the process; if the thread
+/// cannot be started, the logger writes synchronously and the writer is a no-op.
+pub fn root_with_writer(level: Level) -> (Logger, LogWriter) {
+    match QueuedDrain::spawn(io::stdout()) {
+        Ok((drain, writer)) => {
+            let drain = LevelFilter::new(drain, level).ignore_res();
+            (Logger::root(drain, slog::o!()), writer)
+        }
+        Err(_) => (root(level), LogWriter::none()),
+    }
+}
+
 /// A logger that discards everything (unit tests).
 pub fn discard() -> Logger {
     Logger::root(slog::Discard, slog::o!())
+}
+
+thread_local! {
+    /// The last second rendered on this thread and its text.
+    static STAMP: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// Appends [`format_timestamp`]'s text, computed once per second per thread.
+fn push_timestamp(out: &mut Vec<u8>, now: SystemTime) {
+    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let cached = STAMP
+        .try_with(|cell| {
+            let (at, text) = cell.get();
+            if at == secs {
+                return Some(text);
+            }
+            let text = stamp_digits(secs)?;
+            cell.set((secs, text));
+            Some(text)
+        })
+        .ok()
+        .flatten();
+    match cached {
+        Some(text) => out.extend_from_slice(&text),
+        None => out.extend_from_slice(format_timestamp(now).as_bytes()),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` as bytes; `None` past year 9999 (more than four digits).
+fn stamp_digits(secs: u64) -> Option<[u8; 19]> {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    let y = u32::try_from(y).ok().filter(|y| *y <= 9999)?;
+    let mut text = *b"0000-00-00 00:00:00";
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, y);
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, (rem / 3600) as u32);
+    put(14, 2, ((rem % 3600) / 60) as u32);
+    put(17, 2, (rem % 60) as u32);
+    Some(text)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC (containers run in UTC; no time-zone database needed).

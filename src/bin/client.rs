@@ -3,16 +3,23 @@
 
 use loteria::client::{self, ClientError};
 use loteria::config::{self, ClientConfig, Settings};
-use slog::{error, info};
+use slog::{error, info, Logger};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let (cfg, log) = match config::start_logging(ClientConfig::from_command_line()) {
+    let (cfg, log, log_writer) = match config::start_logging(ClientConfig::from_command_line()) {
         Ok(started) => started,
         Err(code) => return code,
     };
+    let code = run(&cfg, &log);
+    // Every way out of `run` ends here: the queued log lines reach stdout before exit.
+    log_writer.finish();
+    code
+}
 
+/// The agency's life; the runtime is gone when it returns.
+fn run(cfg: &ClientConfig, log: &Logger) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -28,8 +35,8 @@ fn main() -> ExitCode {
         }
         let env = |k: &str| std::env::var(k).ok();
         let outcome = match client::bet_from_env(&env) {
-            Ok(Some(bet)) => client::send_single_bet(&cfg, bet, &log, &cancel).await,
-            Ok(None) => client::run_agency(&cfg, &log, &cancel).await.map(|_| ()),
+            Ok(Some(bet)) => client::send_single_bet(cfg, bet, log, &cancel).await,
+            Ok(None) => client::run_agency(cfg, log, &cancel).await.map(|_| ()),
             Err(e) => Err(e),
         };
         match outcome {

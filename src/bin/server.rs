@@ -2,14 +2,22 @@
 
 use loteria::config::{self, ServerConfig, Settings};
 use loteria::server;
-use slog::{error, warn};
+use slog::{error, warn, Logger};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let (cfg, log) = match config::start_logging(ServerConfig::from_command_line()) {
+    let (cfg, log, log_writer) = match config::start_logging(ServerConfig::from_command_line()) {
         Ok(started) => started,
         Err(code) => return code,
     };
+    let code = run(&cfg, &log);
+    // Every way out of `run` ends here: the queued log lines reach stdout before exit.
+    log_writer.finish();
+    code
+}
+
+/// The server's life; the actor system and its runtime are gone when it returns.
+fn run(cfg: &ServerConfig, log: &Logger) -> ExitCode {
     if matches!(cfg.auth, config::ServerAuth::Off) {
         warn!(log, "action: auth | result: fail"; "mode" => "off",
             "warning" => "SERVER_AUTH=off: any peer can send, close or read for any agency; local experiments only");
@@ -18,7 +26,7 @@ fn main() -> ExitCode {
     let system = actix::System::new();
     let booted = system.block_on(async {
         let listener = server::bind(cfg.port, cfg.listen_backlog)?;
-        let handle = server::start(listener, &cfg, log.clone()).await?;
+        let handle = server::start(listener, cfg, log.clone()).await?;
         server::handle_signals(handle.supervisor.clone())?;
         Ok::<_, server::BootError>(handle)
     });
