@@ -522,3 +522,29 @@ fn batch_log_lines_follow_the_batches_and_count_each_bet_once() {
     stop_server(server);
     assert_eq!(stored_rows(&dir.path().join("bets.csv")).len(), 404);
 }
+
+#[test]
+fn the_widest_window_is_served_without_dropping_a_connection() {
+    // Windows go up to 256 batches, four times the server's in-flight limit per
+    // connection. Acks released by one sync used to come out of order often
+    // enough to trip the server's limits: it closed the connection, the agency
+    // reconnected and re-read its file, again and again.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, 3, 60_000, 29, 7574).unwrap();
+    let (server, port) = start_server(dir.path(), 3, &[]);
+    let wide = [("CLI_BATCH_WINDOW", "256".to_string()), ("CLI_BATCH_MAXAMOUNT", "20".to_string())];
+    let mut clients: Vec<Proc> =
+        (1..=3).map(|id| start_client(dir.path(), id, port, &data.join(format!("agency-{id}.csv")), &wide)).collect();
+    for c in &mut clients {
+        let status = c.wait(RUN);
+        assert!(status.success(), "{} failed:\n{}\nserver:\n{}", c.name, c.lines.dump(), server.lines.dump());
+    }
+    for (client, summary) in clients.iter().zip(&summaries) {
+        assert_eq!(winners_logged(client), Some(summary.winners), "{}", client.name);
+        assert_eq!(client.lines.count("action: reconnect"), 0, "{} reconnected:\n{}", client.name, client.lines.dump());
+    }
+    let server = stop_server(server);
+    assert_eq!(server.lines.count("result: fail"), 0, "server:\n{}", server.lines.dump());
+    assert_eq!(stored_rows(&dir.path().join("bets.csv")).len(), 180_000);
+}

@@ -44,11 +44,18 @@ use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 use writer::Writer;
 
-/// Answers queued for one peer before it is considered not to be reading. One
-/// answer is one slot however many frames it has (all winners pages are one).
+/// Writes queued for one peer before it is considered not to be reading. One
+/// slot holds every answer that became due at once (all winners pages, or a
+/// whole burst of acks released by one sync), so a burst never fills it.
 const OUTBOX: usize = 64;
-/// Answers that may wait behind an earlier, slower one (e.g. the winners).
-const MAX_WAITING_ANSWERS: usize = 64;
+/// Answers that may wait behind an earlier, slower one (e.g. the winners). Store
+/// replies released by one sync complete in the order actix polls them, not in
+/// request order: with an agency window above the in-flight limit (windows go
+/// up to 256), over a hundred acks were seen waiting for an earlier one, and a
+/// limit of 64 closed the connection again and again (each agency reconnected
+/// and re-read its file hundreds of times). The bound stays: a peer flooding
+/// requests behind its winners request is still closed.
+const MAX_WAITING_ANSWERS: usize = 4 * MAX_IN_FLIGHT;
 
 /// What every connection needs from the rest of the server.
 #[derive(Clone)]
@@ -160,13 +167,20 @@ impl Connection {
     /// logging each one's outcome as it leaves.
     fn answer(&mut self, seq: u64, answer: Answer, ctx: &mut Context<Self>) {
         self.session.record(seq, answer);
+        // Everything now due goes to the writer as one outbox item.
+        let mut due: Vec<Response> = Vec::new();
         while let Some(Answer { responses, outcome }) = self.session.next_answer() {
             if let Some(outcome) = outcome {
                 outcome.log(&self.log, self.peer);
             }
-            if !responses.is_empty() {
-                self.write(responses, ctx);
+            if due.is_empty() {
+                due = responses;
+            } else {
+                due.extend(responses);
             }
+        }
+        if !due.is_empty() {
+            self.write(due, ctx);
         }
         if self.session.held_back() > MAX_WAITING_ANSWERS {
             warn!(self.log, "action: send_response | result: fail"; "ip" => %self.peer,
