@@ -28,9 +28,14 @@ fn expected_winners(dir: &Path) -> HashMap<u32, Vec<String>> {
 /// Runs `agencies` clients over `data/agency-K.csv` against a fresh server and
 /// returns (server, clients) after all clients exited 0.
 fn full_run(dir: &Path, data: &Path, agencies: u32) -> (Proc, Vec<Proc>) {
+    full_run_with(dir, data, agencies, &[])
+}
+
+/// [`full_run`] with `env` added to every agency's environment.
+fn full_run_with(dir: &Path, data: &Path, agencies: u32, env: &[(&str, String)]) -> (Proc, Vec<Proc>) {
     let (server, port) = start_server(dir, agencies, &[]);
     let mut clients: Vec<Proc> =
-        (1..=agencies).map(|id| start_client(dir, id, port, &data.join(format!("agency-{id}.csv")), &[])).collect();
+        (1..=agencies).map(|id| start_client(dir, id, port, &data.join(format!("agency-{id}.csv")), env)).collect();
     for c in &mut clients {
         let status = c.wait(RUN);
         assert!(status.success(), "{} failed:\n{}\nserver:\n{}", c.name, c.lines.dump(), server.lines.dump());
@@ -532,14 +537,8 @@ fn the_widest_window_is_served_without_dropping_a_connection() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let summaries = datagen::generate(&data, 3, 60_000, 29, 7574).unwrap();
-    let (server, port) = start_server(dir.path(), 3, &[]);
     let wide = [("CLI_BATCH_WINDOW", "256".to_string()), ("CLI_BATCH_MAXAMOUNT", "20".to_string())];
-    let mut clients: Vec<Proc> =
-        (1..=3).map(|id| start_client(dir.path(), id, port, &data.join(format!("agency-{id}.csv")), &wide)).collect();
-    for c in &mut clients {
-        let status = c.wait(RUN);
-        assert!(status.success(), "{} failed:\n{}\nserver:\n{}", c.name, c.lines.dump(), server.lines.dump());
-    }
+    let (server, clients) = full_run_with(dir.path(), &data, 3, &wide);
     for (client, summary) in clients.iter().zip(&summaries) {
         assert_eq!(winners_logged(client), Some(summary.winners), "{}", client.name);
         assert_eq!(client.lines.count("action: reconnect"), 0, "{} reconnected:\n{}", client.name, client.lines.dump());
