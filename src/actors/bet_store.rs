@@ -406,11 +406,17 @@ impl Handler<Draw> for BetStore {
     type Result = Result<DrawOutcome, StoreError>;
 
     fn handle(&mut self, msg: Draw, ctx: &mut Context<Self>) -> Self::Result {
-        // Every write this actor accepted is already in the file (writes are
-        // synchronous); make it durable before reading it back. Under the lock, no
-        // other replica is mid-write, and a torn row a dead one left is cut.
+        // Every row this actor accepted is in the file or its write buffer; the
+        // sync writes the buffer and makes it all durable before it is read back.
+        // Under the lock, no other replica is mid-write, and a torn row a dead one
+        // left is cut.
         let result = self.ensure_open().and_then(|_| self.lock_and_catch_up()).and_then(|_| {
             self.sync_all()?;
+            if let Some(file) = self.file.as_mut() {
+                // Rows wait in the buffer only while an agency is dirty, so the sync
+                // above wrote them; this keeps the draw right if that ever changes.
+                file.flush()?;
+            }
             let (winners, rows) = storage::draw(&self.path, msg.winning_number)?;
             let winners = winners.into_iter().map(|(a, docs)| (a, Arc::new(docs))).collect();
             Ok(DrawOutcome { winners, rows })

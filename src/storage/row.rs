@@ -42,6 +42,8 @@ pub fn render_rows<'a>(out: &mut Vec<u8>, agency: AgencyId, bets: impl IntoItera
         tail[3..5].copy_from_slice(&two_digits((y % 100) as u8));
         tail[6..8].copy_from_slice(&two_digits(m));
         tail[9..11].copy_from_slice(&two_digits(day));
+        // Four digits at most: validation keeps numbers in 0..=9999.
+        debug_assert!(bet.number <= crate::bet::MAX_NUMBER);
         let n = decimal(u64::from(bet.number), &mut tail[12..16]);
         tail.copy_within(16 - n..16, 12);
         tail[12 + n] = b'\n';
