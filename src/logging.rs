@@ -146,18 +146,6 @@ fn escape_to<W: fmt::Write + ?Sized>(value: &str, out: &mut W) -> fmt::Result {
     Ok(())
 }
 
-/// Renders one line (without the newline): the pure part of the drain, for tests.
-pub fn render_line(now: SystemTime, level: Level, msg: &str, pairs: &[(String, String)]) -> String {
-    let mut line = String::with_capacity(96);
-    line.push_str(&format_timestamp(now));
-    let _ = write!(line, " {:<8} {}", level_name(level), msg);
-    for (k, v) in pairs {
-        let _ = write!(line, " | {k}: ");
-        escape_value(v, &mut line);
-    }
-    line
-}
-
 /// `fmt::Write` onto a byte buffer (the line is built as bytes so the pairs can be
 /// put back in order in place).
 struct Bytes<'a>(&'a mut Vec<u8>);
@@ -227,8 +215,8 @@ impl slog::Serializer for PairWriter<'_> {
     }
 }
 
-/// Renders `record` as one line with its newline, byte for byte what
-/// [`render_line`] gives for the same record.
+/// Renders `record` as one line with its newline (the tests compare it byte for
+/// byte with the renderer it replaced).
 fn render_record(now: SystemTime, record: &Record) -> io::Result<Vec<u8>> {
     let mut line = Vec::with_capacity(LINE_CAPACITY);
     push_timestamp(&mut line, now);
@@ -366,33 +354,51 @@ mod tests {
         assert_eq!(&format_timestamp(leap)[..10], "2000-02-29");
     }
 
+    /// Keeps every write, for reading the lines back.
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// A synchronous logger onto `sink` whose clock stands at the epoch.
+    fn at_epoch(sink: &Sink) -> Logger {
+        let drain = PipeDrain { out: PlainSyncDecorator::new(sink.clone()), now: || UNIX_EPOCH };
+        Logger::root(drain.ignore_res(), slog::o!())
+    }
+
     #[test]
     fn lines_have_padded_levels_and_escaped_values() {
-        let pairs = vec![("cantidad".to_string(), "3".to_string()), ("error".into(), "a | b\nc".into())];
-        let line = render_line(UNIX_EPOCH, Level::Info, "action: x | result: fail", &pairs);
-        assert_eq!(line, "1970-01-01 00:00:00 INFO     action: x | result: fail | cantidad: 3 | error: a ¦ b\\nc");
-        let fields: Vec<&str> = line.split(" | ").collect();
-        assert_eq!(fields.len(), 4);
-        assert!(render_line(UNIX_EPOCH, Level::Warning, "m", &[]).contains(" WARNING  m"));
+        let sink = Sink::default();
+        let log = at_epoch(&sink);
+        slog::info!(log, "action: x | result: fail"; "cantidad" => 3, "error" => "a | b\nc");
+        slog::warn!(log, "m");
+        let text = sink.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "1970-01-01 00:00:00 INFO     action: x | result: fail | cantidad: 3 | error: a ¦ b\\nc");
+        assert_eq!(lines[0].split(" | ").count(), 4);
+        assert_eq!(lines[1], "1970-01-01 00:00:00 WARNING  m");
     }
 
     #[test]
     fn drain_keeps_pair_order() {
-        #[derive(Clone, Default)]
-        struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl Write for Sink {
-            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
         let sink = Sink::default();
         let log = Logger::root(PipeDrain::new(sink.clone()).ignore_res(), slog::o!());
         slog::info!(log, "action: a | result: success"; "first" => 1, "second" => "two");
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let text = sink.text();
         assert!(text.ends_with("INFO     action: a | result: success | first: 1 | second: two\n"), "{text}");
     }
 

@@ -54,7 +54,7 @@ fn old_escape_value(value: &str, out: &mut String) {
     }
 }
 
-/// `render_line` as it was: part of the oracle.
+/// The line renderer the writer thread replaced, frozen as the oracle.
 fn old_render_line(now: SystemTime, level: Level, msg: &str, pairs: &[(String, String)]) -> String {
     let mut line = String::with_capacity(96);
     line.push_str(&format_timestamp(now));
