@@ -29,7 +29,17 @@ pub struct Date {
 
 impl Date {
     /// Builds a date if it exists on the calendar (years 1000..=9999).
+    #[inline]
     pub fn new(year: u16, month: u8, day: u8) -> Result<Date, BetError> {
+        // Every month has days 1..=28: most dates need no more (every decoded bet comes here).
+        if (1000..=9999).contains(&year) & (1..=12).contains(&month) & (1..=28).contains(&day) {
+            return Ok(Date { year, month, day });
+        }
+        Date::new_checked(year, month, day)
+    }
+
+    /// [`Date::new`]'s full rule, with its error.
+    fn new_checked(year: u16, month: u8, day: u8) -> Result<Date, BetError> {
         if !(1000..=9999).contains(&year) || !(1..=12).contains(&month) {
             return Err(BetError::InvalidDate(format!("{year:04}-{month:02}-{day:02}")));
         }
@@ -279,6 +289,29 @@ mod tests {
         assert!(Date::parse("2023-01-0a").is_err());
         assert!(Date::parse("+023-01-01").is_err());
         assert_eq!(Date::parse("1999-12-31").unwrap().to_string(), "1999-12-31");
+    }
+
+    /// The quick yes for days 1..=28 agrees with the full rule everywhere
+    /// around the edges (years, months, days out of range, leap years).
+    #[test]
+    fn the_quick_date_check_is_the_full_rule() {
+        for year in [0, 999, 1000, 1900, 1996, 2000, 2023, 2024, 9999, 10000, u16::MAX] {
+            for month in 0..=14 {
+                for day in (0..=33).chain([255]) {
+                    assert_eq!(
+                        Date::new(year, month, day),
+                        Date::new_checked(year, month, day),
+                        "{year}-{month}-{day}"
+                    );
+                }
+            }
+        }
+        assert!(Date::new(2024, 2, 29).is_ok());
+        assert!(Date::new(2023, 2, 29).is_err());
+        assert_eq!(
+            Date::new(2023, 2, 0).unwrap_err().to_string(),
+            "birthdate \"2023-02-00\" is not a real calendar date in YYYY-MM-DD form"
+        );
     }
 
     #[test]
