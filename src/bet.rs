@@ -32,21 +32,24 @@ impl Date {
     #[inline]
     pub fn new(year: u16, month: u8, day: u8) -> Result<Date, BetError> {
         // Every month has days 1..=28: most dates need no more (every decoded bet comes here).
-        if (1000..=9999).contains(&year) & (1..=12).contains(&month) & (1..=28).contains(&day) {
-            return Ok(Date { year, month, day });
+        if !((1000..=9999).contains(&year) & (1..=12).contains(&month) & (1..=28).contains(&day)) {
+            Date::check(year, month, day)?;
         }
-        Date::new_checked(year, month, day)
+        // Built here on both paths, so the date stays in registers (a date
+        // returned from the full check came back through memory, written in
+        // parts and read whole: a store-forwarding stall on every decoded bet).
+        Ok(Date { year, month, day })
     }
 
     /// [`Date::new`]'s full rule, with its error.
-    fn new_checked(year: u16, month: u8, day: u8) -> Result<Date, BetError> {
+    fn check(year: u16, month: u8, day: u8) -> Result<(), BetError> {
         if !(1000..=9999).contains(&year) || !(1..=12).contains(&month) {
             return Err(BetError::InvalidDate(format!("{year:04}-{month:02}-{day:02}")));
         }
         if day == 0 || day > days_in_month(year, month) {
             return Err(BetError::InvalidDate(format!("{year:04}-{month:02}-{day:02}")));
         }
-        Ok(Date { year, month, day })
+        Ok(())
     }
 
     /// Parses exactly `YYYY-MM-DD`.
@@ -298,11 +301,8 @@ mod tests {
         for year in [0, 999, 1000, 1900, 1996, 2000, 2023, 2024, 9999, 10000, u16::MAX] {
             for month in 0..=14 {
                 for day in (0..=33).chain([255]) {
-                    assert_eq!(
-                        Date::new(year, month, day),
-                        Date::new_checked(year, month, day),
-                        "{year}-{month}-{day}"
-                    );
+                    let full = Date::check(year, month, day).map(|()| Date { year, month, day });
+                    assert_eq!(Date::new(year, month, day), full, "{year}-{month}-{day}");
                 }
             }
         }

@@ -261,6 +261,7 @@ fn plainly_valid_name(bytes: &[u8]) -> bool {
 /// (80..BF); a continuation must follow a lead and a lead be followed by a
 /// continuation. These hold for a window at once, as bit masks: lane `i` is a
 /// continuation exactly where lane `i - 1` is a lead.
+#[inline(always)]
 fn plainly_valid_name_in(buf: &[u8], span: Span) -> bool {
     let len = usize::from(span.len);
     let start = span.start as usize;
