@@ -173,9 +173,20 @@ fn put_text_field(dst: &mut [u8], s: &[u8]) -> usize {
     at + 1
 }
 
-/// `v` (below 100) as two ASCII digits.
+/// `00` to `99`, looked up rather than worked out: four of them per row.
+const TWO_DIGITS: [[u8; 2]; 100] = {
+    let mut table = [[0; 2]; 100];
+    let mut v = 0;
+    while v < 100 {
+        table[v] = [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8];
+        v += 1;
+    }
+    table
+};
+
+/// `v` (below 100; a larger one is taken modulo 100) as two ASCII digits.
 fn two_digits(v: u8) -> [u8; 2] {
-    [b'0' + v / 10, b'0' + v % 10]
+    TWO_DIGITS[usize::from(v % 100)]
 }
 
 /// Writes `v` right-aligned at the end of `buf` (which must hold its digits);
