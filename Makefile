@@ -14,7 +14,7 @@ COMPOSE_CMD := $(shell if docker compose version >/dev/null 2>&1; then echo "doc
 COMPOSE := $(COMPOSE_CMD) -p $(PROJECT) -f $(COMPOSE_FILE)
 
 .PHONY: help deps build test lint unit docker-test demo static-binaries docker-image netcat-image data busybox \
-        compose-file docker-compose-up docker-compose-down docker-compose-logs bench bench-replicas clean
+        compose-file docker-compose-up docker-compose-down docker-compose-logs bench bench-replicas bench-hot-path clean
 
 help:
 	@echo "make deps                 install what the Docker part needs (busybox-static, Compose 1.29 and v2)"
@@ -25,6 +25,7 @@ help:
 	@echo "make docker-compose-down  stop with a 10 s grace period, show exit codes, remove containers, network and the replicas' store volume"
 	@echo "make bench                end-to-end benchmark against measured floors (BENCH_ARGS=--quick for a small run)"
 	@echo "make bench-replicas       the system with 1, 2 and 3 servers sharing one store, and the lock's cost"
+	@echo "make bench-hot-path       the server's per-bet CPU: decode + validate, and row rendering (a few seconds)"
 
 build:
 	cargo build --release
@@ -144,6 +145,10 @@ bench:
 # REPLICAS_ARGS: --quick, --agencies N, --bets M, --runs R, --servers 1,2,3
 bench-replicas:
 	cargo bench --bench replicas -- $(REPLICAS_ARGS)
+
+# HOT_PATH_ARGS: --bets N, --rounds R
+bench-hot-path:
+	cargo bench --bench hot_path -- $(HOT_PATH_ARGS)
 
 clean:
 	cargo clean
