@@ -68,7 +68,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let bets = arg(&args, "--bets", 1_000_000);
-    let rounds = arg(&args, "--rounds", 5);
+    let rounds = arg(&args, "--rounds", 5).max(1);
     let payloads = payloads();
     let batches = decode(&payloads);
     let per_pass: usize = batches.iter().map(BetBatch::len).sum();

@@ -294,15 +294,30 @@ mod tests {
         assert_eq!(Date::parse("1999-12-31").unwrap().to_string(), "1999-12-31");
     }
 
-    /// The quick yes for days 1..=28 agrees with the full rule everywhere
-    /// around the edges (years, months, days out of range, leap years).
+    /// `Date::new` (quick yes for days 1..=28, then the full rule) agrees with
+    /// an independent model of the calendar everywhere around the edges (years,
+    /// months, days out of range, leap years).
     #[test]
     fn the_quick_date_check_is_the_full_rule() {
+        let model = |year: u16, month: u8, day: u8| {
+            let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+            let days = match month {
+                1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+                4 | 6 | 9 | 11 => 30,
+                2 if leap => 29,
+                2 => 28,
+                _ => 0,
+            };
+            (1000..=9999).contains(&year) && (1..=days).contains(&day)
+        };
         for year in [0, 999, 1000, 1900, 1996, 2000, 2023, 2024, 9999, 10000, u16::MAX] {
             for month in 0..=14 {
                 for day in (0..=33).chain([255]) {
-                    let full = Date::check(year, month, day).map(|()| Date { year, month, day });
-                    assert_eq!(Date::new(year, month, day), full, "{year}-{month}-{day}");
+                    let got = Date::new(year, month, day);
+                    assert_eq!(got.is_ok(), model(year, month, day), "{year}-{month}-{day}");
+                    if let Ok(date) = got {
+                        assert_eq!((date.year(), date.month(), date.day()), (year, month, day));
+                    }
                 }
             }
         }

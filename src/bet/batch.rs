@@ -68,7 +68,7 @@ impl BetBatch {
     /// built and no field is scanned twice. Anything else takes [`push_checked`](Self::push_checked).
     fn plainly_valid(&self, slot: &BetSlot) -> bool {
         let buf = &self.buf[..];
-        // `&`, not `&&`: each check is cheap and branch-free, and a usual bet passes them all.
+        // `&`, not `&&`: each check is cheap, and a usual bet passes them all.
         plainly_valid_name_in(buf, slot.first_name)
             & plainly_valid_name_in(buf, slot.last_name)
             & plainly_valid_document_in(buf, slot.document)
@@ -253,8 +253,8 @@ fn plainly_valid_name(bytes: &[u8]) -> bool {
 /// two-byte UTF-8 characters from U+00C0 up (accented Latin letters: none is a
 /// control character or a space), with at least one byte that is not a space,
 /// at most [`MAX_NAME_BYTES`]. `false` does not mean invalid, only "ask the
-/// full rules" (`check_name`), which also say what is wrong (and refuse a span
-/// outside the buffer). The server checks every name of every batch, so this
+/// full rules" (`check_name`, after `push_checked` has refused a span outside
+/// the buffer), which also say what is wrong. The server checks every name of every batch, so this
 /// is its hottest check.
 ///
 /// Each byte must be printable ASCII, a lead (C3..DF) or a continuation
@@ -271,9 +271,12 @@ fn plainly_valid_name_in(buf: &[u8], span: Span) -> bool {
     let Some(&last) = name.last() else {
         return false;
     };
+    if len > MAX_NAME_BYTES {
+        return false;
+    }
     // A lead must not end the name: the lanes past it are masked out, so the
     // pair check below does not see its missing continuation.
-    let (mut bad, mut visible) = (len > MAX_NAME_BYTES || is_lead(last), false);
+    let (mut bad, mut visible) = (is_lead(last), false);
     // The lead bit of the byte before the window, moved to lane 0 (there is
     // none before the first byte, so a name cannot start with a continuation).
     let mut lead_before = 0;
