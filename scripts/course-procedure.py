@@ -20,6 +20,7 @@ passes. Bounded: each case waits at most CASE_TIMEOUT seconds.
 """
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -107,7 +108,7 @@ def run_case(work, name, agencies, max_amount, expected_batches=None):
     with open(os.path.join(ROOT, "config", "server.yaml")) as f:
         server_yaml = f.read().replace("level: INFO ", "level: DEBUG ")
     with open(os.path.join(ROOT, "config", "client.yaml")) as f:
-        client_yaml = f.read().replace("maxAmount: 100 ", f"maxAmount: {max_amount} ")
+        client_yaml = re.sub(r"maxAmount: [0-9]+ ", f"maxAmount: {max_amount} ", f.read())
     with open(os.path.join(work, "config", "server.yaml"), "w") as f:
         f.write(server_yaml)
     with open(os.path.join(work, "config", "client.yaml"), "w") as f:

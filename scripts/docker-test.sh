@@ -143,7 +143,7 @@ if out_of_time; then bad "out of time before step 5"; exit 1; fi
 # One bet per batch: the agencies take far longer than the stop below.
 "$GEN_DATA" --agencies 5 --bets 200000 --out "$WORK/big" > /dev/null
 prepare_data "$WORK/big"
-sed -i 's/^  maxAmount: 100 /  maxAmount: 1 /' "$WORK/config/client.yaml"
+sed -i 's/^  maxAmount: [0-9]* /  maxAmount: 1 /' "$WORK/config/client.yaml"
 compose up -d >/dev/null 2>&1
 limit=$(( $(date +%s) + 60 ))
 until docker logs --tail 3 server 2>/dev/null | grep -q apuesta_recibida || [ "$(date +%s)" -ge $limit ]; do sleep 0.2; done

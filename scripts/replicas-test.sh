@@ -53,7 +53,7 @@ prepare_data "$WORK/gen"
 mapfile -t EXPECTED < <(grep -o 'winners: [0-9]*' "$WORK/gen.txt" | grep -o '[0-9]*$')
 TOTAL=$(cat "$WORK"/.data/agency-*.csv | wc -l)
 # Small batches keep ingestion going long enough to kill a replica in the middle.
-sed -i 's/^  maxAmount: 100 /  maxAmount: 10 /; s/^  window: 32 /  window: 2 /' "$WORK/config/client.yaml"
+sed -i 's/^  maxAmount: [0-9]* /  maxAmount: 10 /; s/^  window: 32 /  window: 2 /' "$WORK/config/client.yaml"
 grep -q 'maxAmount: 10 ' "$WORK/config/client.yaml" && grep -q 'window: 2 ' "$WORK/config/client.yaml" ||
     bad "could not edit the client config"
 (cd "$WORK" && "$GEN_COMPOSE" 6 --servers 3 --output docker-compose-dev.yaml >/dev/null 2>&1)

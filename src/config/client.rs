@@ -14,7 +14,7 @@ Settings (YAML key, environment variable, default); the environment wins over th
   (no key)                  CLI_ID                      required: the agency's number
   server.address            CLI_SERVER_ADDRESS          server:12345
   data.path                 CLI_DATA_PATH               /data/agency-{id}.csv
-  batch.maxAmount           CLI_BATCH_MAXAMOUNT         100 (at most 1000)
+  batch.maxAmount           CLI_BATCH_MAXAMOUNT         1000 (the most; a batch also ends at 8 kB)
   batch.window              CLI_BATCH_WINDOW            32
   retry.initial_delay_ms    CLI_RETRY_INITIAL_DELAY_MS  100
   retry.max_delay_ms        CLI_RETRY_MAX_DELAY_MS      2000
@@ -74,8 +74,12 @@ impl Settings for ClientConfig {
                     false => Err("expected HOST:PORT, or several separated by commas".to_string()),
                 }
             })?;
-        let batch_max_amount =
-            src.get("batch.maxAmount", Some("CLI_BATCH_MAXAMOUNT"), 100, parse_int(1usize, MAX_BATCH_AMOUNT))?;
+        let batch_max_amount = src.get(
+            "batch.maxAmount",
+            Some("CLI_BATCH_MAXAMOUNT"),
+            MAX_BATCH_AMOUNT,
+            parse_int(1usize, MAX_BATCH_AMOUNT),
+        )?;
         let data_path =
             src.get("data.path", Some("CLI_DATA_PATH"), PathBuf::from("/data/agency-{id}.csv"), parse_path)?;
         let data_path = PathBuf::from(data_path.to_string_lossy().replace("{id}", &id.to_string()));
@@ -163,7 +167,7 @@ mod tests {
         let mut src = Source::from_parts("", env(&[("CLI_ID", "2"), ("CLI_DATA_PATH", "/x/agency-{id}.csv")])).unwrap();
         let (cfg, _) = ClientConfig::from_source(&mut src).unwrap();
         assert_eq!(cfg.data_path, PathBuf::from("/x/agency-2.csv"));
-        assert_eq!(cfg.batch_max_amount, 100);
+        assert_eq!(cfg.batch_max_amount, 1000);
         let mut src = Source::from_parts("", env(&[("CLI_ID", "0")])).unwrap();
         assert!(ClientConfig::from_source(&mut src).unwrap_err().to_string().contains("CLI_ID"));
     }
