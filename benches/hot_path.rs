@@ -3,22 +3,33 @@
 //! from a generated agency file, encoded into BATCH payloads of 100, then
 //! (1) decoded and validated with `Request::decode`, (2) rendered into rows with
 //! `storage::render_rows`, over and over until a million bets have gone
-//! through each. Figures (ns per bet, every round, then the best and the
-//! median) are printed, never asserted.
+//! through each. The agency's side is timed too: (3) `BetReader` reading a
+//! real-mix agency stream from memory (64 KiB at a time, as from its file),
+//! (4) `Batcher` encoding the bets read into BATCH frames. Figures (ns per bet
+//! or row, every round, then the best and the median) are printed, never
+//! asserted.
 
 use bytes::{Bytes, BytesMut};
-use loteria::bet::BetBatch;
+use loteria::bet::{Bet, BetBatch};
 use loteria::client::{Batcher, BetReader};
 use loteria::datagen::{self, Mix};
 use loteria::net::codec::split_frame;
 use loteria::net::Request;
 use std::hint::black_box;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Distinct bets: 100 batches of 100, a few hundred KiB, which stay in cache.
 const DISTINCT: u64 = 10_000;
 const PER_BATCH: usize = 100;
 const AGENCY: u32 = 7;
+/// Rows of the agency stream the reader goes through (about 4 MiB, as a file's
+/// pages would be in the page cache).
+const STREAM_ROWS: u64 = 100_000;
+/// What `BetReader::open` reads at a time.
+const READ_BUFFER: usize = 64 * 1024;
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -50,6 +61,50 @@ fn payloads() -> Vec<(u8, Bytes)> {
     frames
 }
 
+/// A real-mix agency file of `STREAM_ROWS` rows, as bytes.
+fn agency_stream() -> Arc<[u8]> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summaries = datagen::generate_mix(dir.path(), 1, STREAM_ROWS, 42, 7574, Mix::Real).expect("generate");
+    std::fs::read(&summaries[0].path).expect("generated stream").into()
+}
+
+/// Reads every row of `stream` with `BetReader`, taking each bet as the agency
+/// does (a match on the row); returns (rows, a checksum of every field).
+fn read_stream(stream: &Arc<[u8]>) -> (usize, u64) {
+    let source = Box::new(Cursor::new(stream.clone()));
+    let mut reader = BetReader::from_reader(PathBuf::from("agency-7.csv"), source, READ_BUFFER);
+    let (mut rows, mut sum) = (0usize, 0u64);
+    while let Some(row) = reader.next_bet().expect("read") {
+        match row {
+            Ok(bet) => {
+                let names = bet.first_name.len() + bet.last_name.len() + bet.document.len();
+                sum += names as u64 + u64::from(bet.birthdate.day()) + u64::from(bet.number);
+            }
+            Err(e) => panic!("not a valid row: {e}"),
+        }
+        rows += 1;
+    }
+    (rows, black_box(sum))
+}
+
+/// Encodes `bets` into BATCH frames of `PER_BATCH` with `Batcher`; returns the frames' bytes.
+fn encode(bets: &[Bet], frame: &mut BytesMut) -> usize {
+    let mut batcher = Batcher::new(PER_BATCH);
+    let (mut index, mut bytes) = (0u64, 0usize);
+    for bet in bets {
+        let bet = black_box(bet).as_ref();
+        if !batcher.try_push(&bet) {
+            frame.clear();
+            index += batcher.take_frame(AGENCY, index, frame).expect("frame") as u64;
+            bytes += black_box(&*frame).len();
+            batcher.push(&bet);
+        }
+    }
+    frame.clear();
+    batcher.take_frame(AGENCY, index, frame).expect("frame");
+    bytes + frame.len()
+}
+
 fn decode(payloads: &[(u8, Bytes)]) -> Vec<BetBatch> {
     payloads
         .iter()
@@ -79,7 +134,20 @@ fn main() {
         payloads.len()
     );
 
+    let stream = agency_stream();
+    let (stream_rows, _) = read_stream(&stream);
+    let stream_passes = (bets as usize).div_ceil(stream_rows).max(1);
+    let read_total = (stream_passes * stream_rows) as f64;
+    let bets_read: Vec<Bet> = batches.iter().flat_map(|b| b.iter().map(|bet| bet.to_bet())).collect();
+    println!(
+        "agency: a {} KiB stream of {stream_rows} real-mix rows, {stream_passes} passes = {read_total} rows per round; \
+         {per_pass} bets encoded {passes} times per round",
+        stream.len() / 1024
+    );
+
     let (mut decode_ns, mut render_ns) = (Vec::new(), Vec::new());
+    let (mut read_ns, mut encode_ns) = (Vec::new(), Vec::new());
+    let mut frame = BytesMut::with_capacity(2 * loteria::net::MAX_FRAME);
     let mut out = Vec::with_capacity(64 * 1024);
     for round in 1..=rounds {
         let start = Instant::now();
@@ -110,6 +178,25 @@ fn main() {
         );
         decode_ns.push(d);
         render_ns.push(r);
+
+        let start = Instant::now();
+        let mut rows = 0usize;
+        for _ in 0..stream_passes {
+            rows += black_box(read_stream(&stream)).0;
+        }
+        let read = start.elapsed().as_nanos() as f64 / rows as f64;
+        let start = Instant::now();
+        let mut bytes = 0usize;
+        for _ in 0..passes {
+            bytes += encode(&bets_read, &mut frame);
+        }
+        let e = start.elapsed().as_nanos() as f64 / total;
+        println!(
+            "round {round}: read (agency) {read:6.1} ns/row   encode (agency) {e:6.1} ns/bet ({} bytes/bet)",
+            bytes / total as usize
+        );
+        read_ns.push(read);
+        encode_ns.push(e);
     }
     let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
@@ -118,5 +205,12 @@ fn main() {
         median(decode_ns.clone()),
         best(&render_ns),
         median(render_ns.clone())
+    );
+    println!(
+        "read (agency): best {:.1} median {:.1} ns/row; encode (agency): best {:.1} median {:.1} ns/bet",
+        best(&read_ns),
+        median(read_ns.clone()),
+        best(&encode_ns),
+        median(encode_ns.clone())
     );
 }

@@ -64,6 +64,7 @@ mod tests {
     use super::*;
     use crate::bet::{Bet, Date};
     use crate::net::{Request, MAX_FRAME};
+    use proptest::prelude::*;
     use tokio_util::codec::Decoder;
 
     fn bet(name_len: usize) -> Bet {
@@ -73,6 +74,56 @@ mod tests {
             document: "1".into(),
             birthdate: Date::new(2000, 1, 1).unwrap(),
             number: 1,
+        }
+    }
+
+    /// `put_bet` as it was written before, field by field: the reference.
+    fn put_bet_by_fields(out: &mut BytesMut, bet: &BetRef<'_>) {
+        use bytes::BufMut;
+        for s in [bet.first_name, bet.last_name, bet.document] {
+            let len = s.len().min(u16::MAX as usize);
+            out.put_u16(len as u16);
+            out.put_slice(&s.as_bytes()[..len]);
+        }
+        out.put_u16(bet.birthdate.year());
+        out.put_u8(bet.birthdate.month());
+        out.put_u8(bet.birthdate.day());
+        out.put_u16(bet.number);
+    }
+
+    /// A field: mostly short text of any characters, now and then one longer
+    /// than a string length can say (the encoders cut it at `u16::MAX` bytes).
+    fn field() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => prop::collection::vec(any::<char>(), 0..20).prop_map(|c| c.into_iter().collect::<String>()),
+            1 => (65_530usize..65_542).prop_map(|n| "é".repeat(n / 2) + &"x".repeat(n % 2)),
+        ]
+    }
+
+    proptest! {
+        /// The same bytes as the reference, appended after whatever the
+        /// buffer held, whatever room it had.
+        #[test]
+        fn put_bet_writes_what_the_field_by_field_encoder_wrote(
+            fields in prop::collection::vec(field(), 3),
+            date in (1000u16..=9999, 1u8..=12, 1u8..=28),
+            number in any::<u16>(),
+            before in prop::collection::vec(any::<u8>(), 0..40),
+            room in 0usize..64,
+        ) {
+            let bet = BetRef {
+                first_name: &fields[0],
+                last_name: &fields[1],
+                document: &fields[2],
+                birthdate: Date::new(date.0, date.1, date.2).unwrap(),
+                number,
+            };
+            let mut out = BytesMut::with_capacity(before.len() + room);
+            out.extend_from_slice(&before);
+            let mut want = out.clone();
+            put_bet(&mut out, &bet);
+            put_bet_by_fields(&mut want, &bet);
+            prop_assert_eq!(&out[..], &want[..]);
         }
     }
 

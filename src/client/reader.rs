@@ -18,6 +18,8 @@
 mod differential;
 mod quoted;
 mod row;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 
 use super::ClientError;
 use crate::bet::BetRef;
@@ -119,8 +121,15 @@ impl BetReader {
             self.pos = stop;
         }
         self.line += 1;
+        let rest = &self.buf[start..self.end];
+        // Returned on its own, so the usual bet is written once, straight to
+        // the result: merged with the other outcome, it was copied through the
+        // stack, written in parts and read whole (a store-forwarding stall).
+        if let Some(bet) = row::quick_bet(rest, &scanned) {
+            return Ok(Some(Ok(bet)));
+        }
         let path = &self.path;
-        Ok(Some(row::parse_plain(&self.buf[start..stop], &scanned).map_err(|reason| bad_row(path, line, reason))))
+        Ok(Some(row::full_checks(rest, &scanned).map_err(|reason| bad_row(path, line, reason))))
     }
 
     /// A row for the general parser: quoted, or longer than the fast path takes.

@@ -6,6 +6,11 @@
 //! checks of the old reader, in its order (field count, UTF-8 per field, then
 //! [`BetRef::parse`] on the trimmed document, birthdate and number), so its
 //! reason is the same.
+//!
+//! On x86_64 both the pass and the UTF-8 check look at 64 bytes at once
+//! ([`super::simd`]) when that many are buffered and the row ends within them;
+//! [`scan_scalar`] and [`utf8`], byte by byte, are the reference they must
+//! equal, and take every other row.
 
 use crate::bet::{BetRef, Date, MAX_DOCUMENT_DIGITS, MAX_NAME_BYTES};
 
@@ -28,24 +33,28 @@ pub(super) enum Stop {
 }
 
 /// A quote-free stretch of a row, as one pass over its bytes found it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Line {
     /// Bytes before the stop.
     pub(super) len: usize,
     pub(super) stop: Stop,
-    /// Where the first four commas are.
-    commas: [usize; 4],
+    /// Where the first four commas are (0 for a comma not found).
+    pub(super) commas: [usize; 4],
     /// Commas in the line.
-    found: usize,
-    /// The byte classes of each of the first three fields, ORed together.
-    classes: [u8; 3],
+    pub(super) found: usize,
+    /// The byte classes of each of the first three fields, ORed together (0
+    /// for a field whose comma was not found).
+    pub(super) classes: [u8; 3],
 }
 
 /// Byte classes: the bytes that stop a plain field, and what the fast checks ask of the rest.
 const SPECIAL: u8 = 1;
-const CONTROL: u8 = 2;
-const PRINTABLE: u8 = 4;
-const NOT_DIGIT: u8 = 8;
+/// `b < 0x20`, `0x7f`, or `0xc2` (the lead of U+0080..U+00BF, among them the C1 controls).
+pub(super) const CONTROL: u8 = 2;
+/// `0x21..=0x7e`.
+pub(super) const PRINTABLE: u8 = 4;
+/// Anything but `0-9`.
+pub(super) const NOT_DIGIT: u8 = 8;
 static CLASSES: [u8; 256] = classes();
 
 const fn classes() -> [u8; 256] {
@@ -75,7 +84,18 @@ const fn classes() -> [u8; 256] {
 
 /// One pass over the start of a row: its line end or first quote, its commas,
 /// and what kind of bytes its first fields hold.
+#[inline]
 pub(super) fn scan(bytes: &[u8]) -> Line {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(line) = super::simd::scan(bytes) {
+        return line;
+    }
+    scan_scalar(bytes)
+}
+
+/// [`scan`] byte by byte: the reference, and the way for rows the wide scan
+/// does not take (longer than its window, near the end of what is buffered).
+pub(super) fn scan_scalar(bytes: &[u8]) -> Line {
     let mut line = Line { len: bytes.len(), stop: Stop::NoEnd, commas: [0; 4], found: 0, classes: [0; 3] };
     let mut class = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -110,23 +130,39 @@ pub(super) fn scan(bytes: &[u8]) -> Line {
     line
 }
 
-/// A row that is one stretch of bytes with no quotes (`text` is the line
-/// [`scan`] describes): fields are what lies between commas.
-pub(super) fn parse_plain<'a>(text: &'a [u8], line: &Line) -> Result<BetRef<'a>, String> {
+/// A row that is one stretch of bytes with no quotes: `line` is what [`scan`]
+/// found at the start of `rest`, and fields are what lies between commas
+/// (`rest` goes on after the row so that the UTF-8 check may look at 64 bytes).
+/// It is [`quick_bet`], or else [`full_checks`] (the wide scan's tests use it).
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(super) fn parse_plain<'a>(rest: &'a [u8], line: &Line) -> Result<BetRef<'a>, String> {
+    match quick_bet(rest, line) {
+        Some(bet) => Ok(bet),
+        None => full_checks(rest, line),
+    }
+}
+
+/// A plain row (as for [`parse_plain`]) through the checks of the old reader:
+/// its bet, or what is wrong with it.
+pub(super) fn full_checks<'a>(rest: &'a [u8], line: &Line) -> Result<BetRef<'a>, String> {
     if line.found != 4 {
         return Err(field_count_reason(line.found + 1));
     }
     let [c0, c1, c2, c3] = line.commas;
-    if let Some(bet) = valid_bet(text, line) {
-        return Ok(bet);
-    }
+    let text = &rest[..line.len];
     parse_fields([&text[..c0], &text[c0 + 1..c1], &text[c1 + 1..c2], &text[c2 + 1..c3], &text[c3 + 1..]])
 }
 
-/// The bet of a row that passes every check in the form nearly all rows have
-/// (no padding, no rare characters); `None` sends the row through the full
-/// checks, which then either accept it the same way or say what is wrong.
-fn valid_bet<'a>(line: &'a [u8], scanned: &Line) -> Option<BetRef<'a>> {
+/// The bet of a plain row (as for [`parse_plain`]) that passes every check in
+/// the form nearly all rows have (five fields, no padding, no rare
+/// characters); `None` leaves the row to [`full_checks`], which then either
+/// accepts it the same way or says what is wrong.
+#[inline]
+pub(super) fn quick_bet<'a>(rest: &'a [u8], scanned: &Line) -> Option<BetRef<'a>> {
+    if scanned.found != 4 {
+        return None;
+    }
+    let line = &rest[..scanned.len];
     let [c0, c1, c2, c3] = scanned.commas;
     // A name: within the length limit, not blank (it has a printable ASCII
     // character) and with no byte that may be part of a control character.
@@ -150,19 +186,38 @@ fn valid_bet<'a>(line: &'a [u8], scanned: &Line) -> Option<BetRef<'a>> {
     }
     // One UTF-8 check for the names and the document; commas are ASCII, so the
     // text splits at them.
-    let text = utf8(&line[..c2])?;
+    let text = names_text(rest, c2)?;
     Some(BetRef {
         first_name: text.get(..c0)?,
         last_name: text.get(c0 + 1..c1)?,
         document: text.get(c1 + 1..)?,
-        birthdate: Date::new(year, month as u8, day as u8).ok()?,
+        birthdate: birthdate(year, month, day)?,
         number: digits(number)?,
     })
+}
+
+/// `Date::new`, kept out of line so the date comes back in a register: in
+/// the reader, `Date::new` stayed a call whose result came back through
+/// memory, written in parts and read whole (a store-forwarding stall per row).
+#[inline(never)]
+fn birthdate(year: u16, month: u16, day: u16) -> Option<Date> {
+    Date::new(year, month as u8, day as u8).ok()
 }
 
 /// ASCII digits (at most four) as a number.
 fn digits(text: &[u8]) -> Option<u16> {
     text.iter().try_fold(0u16, |n, &b| b.is_ascii_digit().then(|| n * 10 + u16::from(b - b'0')))
+}
+
+/// `rest[..end]` as text, if it is UTF-8: 64 bytes at a time when `rest` has
+/// them and `end` is inside them, byte by byte otherwise.
+#[inline]
+fn names_text(rest: &[u8], end: usize) -> Option<&str> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(window) = rest.first_chunk() {
+        return super::simd::utf8(window, end);
+    }
+    utf8(rest.get(..end)?)
 }
 
 /// `bytes` as text, if it is UTF-8. Rows are nearly always ASCII with some
