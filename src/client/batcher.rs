@@ -12,11 +12,38 @@ pub struct Batcher {
     /// The bets pushed so far, in their wire form.
     encoded: BytesMut,
     count: usize,
+    /// The bet that did not fit the batch being built ([`push_or_carry`](Self::push_or_carry)),
+    /// in its wire form: it opens the next batch. Empty when there is none.
+    carry: BytesMut,
 }
 
 impl Batcher {
     pub fn new(max_amount: usize) -> Self {
-        Batcher { max_amount: max_amount.max(1), encoded: BytesMut::with_capacity(MAX_PAYLOAD), count: 0 }
+        Batcher {
+            max_amount: max_amount.max(1),
+            encoded: BytesMut::with_capacity(MAX_PAYLOAD),
+            count: 0,
+            carry: BytesMut::new(),
+        }
+    }
+
+    /// Adds `bet`, or, when the batch is full, keeps it (encoded) for the next
+    /// batch and returns `false`: the batch is then ready, and the caller takes
+    /// its frame before pushing again. The bet is copied either way, so the
+    /// caller need not hold on to it (nor to the buffer it borrows from) while
+    /// it sends.
+    pub fn push_or_carry(&mut self, bet: &BetRef<'_>) -> bool {
+        debug_assert!(self.carry.is_empty(), "a full batch takes no more bets");
+        if self.try_push(bet) {
+            return true;
+        }
+        put_bet(&mut self.carry, bet);
+        false
+    }
+
+    /// A bet is carried: the batch is full and ready to go.
+    pub fn is_full(&self) -> bool {
+        !self.carry.is_empty()
     }
 
     /// Adds `bet` if it still fits (by count and by frame size); `false` leaves
@@ -44,7 +71,8 @@ impl Batcher {
         self.count == 0
     }
 
-    /// Writes the batch as one frame and empties the builder.
+    /// Writes the batch as one frame and empties the builder; a carried bet
+    /// becomes the first of the next batch.
     pub fn take_frame(
         &mut self,
         agency: AgencyId,
@@ -55,6 +83,11 @@ impl Batcher {
         encode_batch(out, agency, first_index, count, &self.encoded)?;
         self.encoded.clear();
         self.count = 0;
+        if !self.carry.is_empty() {
+            self.encoded.extend_from_slice(&self.carry);
+            self.carry.clear();
+            self.count = 1;
+        }
         Ok(count)
     }
 }
@@ -124,6 +157,44 @@ mod tests {
             put_bet(&mut out, &bet);
             put_bet_by_fields(&mut want, &bet);
             prop_assert_eq!(&out[..], &want[..]);
+        }
+    }
+
+    /// Bets pushed with `push_or_carry`, a frame taken each time it says the
+    /// batch is full (and once at the end), arrive in order, each once, in
+    /// frames within both limits.
+    #[test]
+    fn a_carried_bet_opens_the_next_batch() {
+        let bets: Vec<Bet> = (0..60).map(|i| bet([1, 40, 250][i % 3] + i % 6)).collect();
+        for max_amount in [1, 2, 7, 1000] {
+            let mut b = Batcher::new(max_amount);
+            let mut frames = Vec::new();
+            let mut next_index = 0;
+            for one in &bets {
+                if !b.push_or_carry(&one.as_ref()) {
+                    assert!(b.is_full());
+                    let mut f = BytesMut::new();
+                    next_index += b.take_frame(1, next_index as u64, &mut f).unwrap();
+                    assert!(!b.is_full() && b.len() == 1, "the carried bet opens the next batch");
+                    frames.push(f);
+                }
+            }
+            let mut f = BytesMut::new();
+            b.take_frame(1, next_index as u64, &mut f).unwrap();
+            frames.push(f);
+            let mut got = Vec::new();
+            for mut f in frames {
+                assert!(f.len() <= MAX_FRAME);
+                match crate::net::ServerCodec.decode(&mut f).unwrap().unwrap().unwrap() {
+                    Request::Batch { first_index, bets, .. } => {
+                        assert_eq!(first_index as usize, got.len());
+                        assert!((1..=max_amount).contains(&bets.len()), "{} bets", bets.len());
+                        got.extend(bets.to_bets());
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(got, bets, "max_amount {max_amount}");
         }
     }
 

@@ -174,6 +174,33 @@ async fn resume_and_stream(
     Ok(report)
 }
 
+/// Reads rows into `batcher` until its batch is full (`Ok(false)`; the row
+/// that did not fit is carried into the next batch) or the file ends
+/// (`Ok(true)`), logging and counting bad rows. Not `async`, so the row, which
+/// borrows the reader's buffer, never lives in the agency's future: kept there
+/// across the send, every row was copied into it and read back (a tenth of
+/// the agency's CPU in a profile).
+fn fill_batch(
+    reader: &mut BetReader,
+    batcher: &mut Batcher,
+    report: &mut AgencyReport,
+    log: &Logger,
+) -> Result<bool, ClientError> {
+    while !batcher.is_full() {
+        match reader.next_bet()? {
+            Some(Ok(bet)) => {
+                batcher.push_or_carry(&bet);
+            }
+            Some(Err(bad)) => {
+                error!(log, "action: apuesta_invalida | result: fail"; "error" => %bad);
+                report.rejected_rows += 1;
+            }
+            None => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
 fn check_cancel(cancel: &CancellationToken) -> Result<(), ClientError> {
     if cancel.is_cancelled() {
         Err(ClientError::Cancelled)
@@ -204,24 +231,13 @@ async fn stream_batches(
         // The signal is checked once per batch: a token check per row would cost more than the row.
         let stopping = cancel.is_cancelled();
         while !at_end && in_flight.len() < cfg.batch_window && !stopping {
-            match reader.next_bet()? {
-                Some(Ok(bet)) => {
-                    if !batcher.try_push(&bet) {
-                        if cancel.is_cancelled() {
-                            break;
-                        }
-                        let count = conn.send_batch(agency, next_index, &mut batcher).await?;
-                        in_flight.push_back((next_index, count));
-                        next_index += count;
-                        batcher.push(&bet);
-                    }
-                }
-                Some(Err(bad)) => {
-                    error!(log, "action: apuesta_invalida | result: fail"; "error" => %bad);
-                    report.rejected_rows += 1;
-                }
-                None => at_end = true,
+            at_end = fill_batch(reader, &mut batcher, report, log)?;
+            if at_end || cancel.is_cancelled() {
+                break;
             }
+            let count = conn.send_batch(agency, next_index, &mut batcher).await?;
+            in_flight.push_back((next_index, count));
+            next_index += count;
         }
         if at_end && !batcher.is_empty() && in_flight.len() < cfg.batch_window && !stopping {
             let count = conn.send_batch(agency, next_index, &mut batcher).await?;
