@@ -303,6 +303,9 @@ fn auth_a_burst_of_wrong_keys_from_one_address_is_slowed_and_bounded() {
         }
     }
     // Bounded work: each attempt was checked at most once, the throttled ones not at all.
+    let (wrong, unchecked) =
+        ("error: wrong proof, closing", "error: too many failed attempts from this address, not checked");
+    server.lines.wait_for_count(&[wrong, unchecked], BURST, Duration::from_secs(5));
     let checked = server.lines.count("error: wrong proof, closing");
     let unchecked = server.lines.count("error: too many failed attempts from this address, not checked");
     assert_eq!(checked + unchecked, BURST, "{}", server.lines.dump());

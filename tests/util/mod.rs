@@ -56,6 +56,24 @@ impl Lines {
         }
     }
 
+    /// Waits (bounded) until at least `n` lines contain one of `needles`, and
+    /// returns how many do. The server logs through a writer thread that lets
+    /// lines gather for a moment, so a line can show up a little after the
+    /// answer it goes with.
+    pub fn wait_for_count(&self, needles: &[&str], n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let (store, cv) = &*self.0;
+        let mut guard = store.lock().unwrap();
+        loop {
+            let found = guard.iter().filter(|l| needles.iter().any(|k| l.contains(k))).count();
+            let now = Instant::now();
+            if found >= n || now >= deadline {
+                return found;
+            }
+            guard = cv.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
     pub fn dump(&self) -> String {
         self.all().join("\n")
     }
