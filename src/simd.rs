@@ -12,7 +12,7 @@
 pub(crate) use core::arch::x86_64::__m128i;
 use core::arch::x86_64::{
     _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
-    _mm_set1_epi8,
+    _mm_set1_epi8, _mm_storeu_si128,
 };
 
 const _: () = assert!(cfg!(target_feature = "sse2"), "x86_64 without SSE2");
@@ -35,6 +35,15 @@ pub(crate) fn load16(bytes: &[u8; 16]) -> __m128i {
     // SAFETY: `bytes` is a `&[u8; 16]`, so its pointer is valid for reading
     // 16 bytes, and `_mm_loadu_si128` has no alignment requirement.
     unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) }
+}
+
+/// Writes the 16 bytes of `v` to `dst`.
+#[inline]
+#[target_feature(enable = "sse2")]
+pub(crate) fn store16(dst: &mut [u8; 16], v: __m128i) {
+    // SAFETY: `dst` is a `&mut [u8; 16]`, so its pointer is valid for writing
+    // 16 bytes, and `_mm_storeu_si128` has no alignment requirement.
+    unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), v) }
 }
 
 /// The bits (bit `i` for byte `i` of the window) of the lanes that `class`
@@ -122,7 +131,11 @@ mod tests {
             let m = unsafe { mask(&load(&window), |v| between(v, b'a', b'y')) };
             assert_eq!(m, 1 << at);
         }
+        let mut out = [0u8; 16];
         let bytes: [u8; 16] = core::array::from_fn(|i| i as u8 * 17);
+        // SAFETY: as above.
+        unsafe { store16(&mut out, load16(&bytes)) };
+        assert_eq!(out, bytes);
         // SAFETY: as above.
         // 0x88, 0x99, 0xaa and 0xbb, at 8..=11, are the bytes 0x80..=0xbf.
         assert_eq!(unsafe { mask16(less(load16(&bytes), 0xc0)) }, 0b0000_1111_0000_0000);
