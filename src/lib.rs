@@ -12,6 +12,8 @@
 //! - [`server`]: boots the actor system on a bound listener.
 //! - [`client`]: the agency: CSV reader, batcher, connection, backoff, run.
 //! - [`datagen`]: deterministic synthetic agency files (and the tests' random generator).
+//! - `simd` (x86_64): SSE2 loads, byte comparisons and one-bit-per-byte masks,
+//!   shared by the agency's row scan and the server's bet checks and row rendering.
 
 pub mod actors;
 pub mod auth;
@@ -22,6 +24,8 @@ pub mod datagen;
 pub mod logging;
 pub mod net;
 pub mod server;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 pub mod storage;
 
 /// The course's port.

@@ -90,65 +90,169 @@ fn number_line(n: u16) -> (u64, usize) {
     (word, digits + 1)
 }
 
-/// Copies `src` to the start of `dst` with a few fixed-size moves (two
-/// overlapping words for the usual short field, no call to `memcpy`), and says
+/// Copies `src` to the start of `dst` (which has room for it) and says
 /// whether it holds a byte the csv crate quotes for (comma, quote, line
-/// break), looking at the words as they pass; returns its length too.
-#[inline(always)]
-fn put(dst: &mut [u8], src: &[u8]) -> (usize, bool) {
-    let n = src.len();
-    let special = match n {
-        0 => false,
-        1..4 => {
-            // The first, middle and last bytes cover 1 to 3 bytes.
-            let (a, b, c) = (src[0], src[n / 2], src[n - 1]);
-            dst[0] = a;
-            dst[n / 2] = b;
-            dst[n - 1] = c;
-            special(u64::from_le_bytes([a, b, c, 0, 0, 0, 0, 0]))
-        }
-        4..8 => {
-            let (a, b) = (word::<4>(src, 0), word::<4>(src, n - 4));
-            dst[..4].copy_from_slice(&a);
-            dst[n - 4..n].copy_from_slice(&b);
-            // Zero bytes are never special.
-            special(u64::from(u32::from_le_bytes(a)) | u64::from(u32::from_le_bytes(b)) << 32)
-        }
-        8..=16 => {
-            let (a, b) = (word::<8>(src, 0), word::<8>(src, n - 8));
-            dst[..8].copy_from_slice(&a);
-            dst[n - 8..n].copy_from_slice(&b);
-            special(u64::from_le_bytes(a)) | special(u64::from_le_bytes(b))
-        }
-        _ => {
-            dst[..n].copy_from_slice(src);
-            // Whole words, then the last word (overlapping: it only looks).
-            let words = src.chunks_exact(8).map(|w| word::<8>(w, 0));
-            words.chain([word::<8>(src, n - 8)]).fold(false, |acc, w| acc | special(u64::from_le_bytes(w)))
-        }
-    };
-    (n, special)
+/// break); returns its length too. With SSE2 on x86_64 ([`wide::put`]:
+/// fixed-size moves, no call to `memcpy`, the quote check on the moved
+/// vectors), byte by byte elsewhere ([`scalar::put`], the reference the wide
+/// copy is tested against).
+#[cfg(target_arch = "x86_64")]
+use wide::put;
+
+#[cfg(not(target_arch = "x86_64"))]
+use scalar::put;
+
+/// [`put`] byte by byte: the way on targets without SSE2 and the reference.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+mod scalar {
+    pub(super) fn put(dst: &mut [u8], src: &[u8]) -> (usize, bool) {
+        dst[..src.len()].copy_from_slice(src);
+        (src.len(), src.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')))
+    }
 }
 
-/// `N` bytes of `src` from `at` (which the caller keeps within it).
-fn word<const N: usize>(src: &[u8], at: usize) -> [u8; N] {
-    src.get(at..at + N).and_then(|w| <[u8; N]>::try_from(w).ok()).unwrap_or([0; N])
-}
+/// [`put`] with SSE2: a short field is moved as two overlapping words (one
+/// to three bytes, four to seven, eight to sixteen) that are also put side
+/// by side in one vector for the quote check; a longer one in 16-byte
+/// vectors, the last one overlapping. No move writes past the field, and
+/// none reads past `src`.
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    use crate::simd::{__m128i, eq, load16, mask16, or, store16};
+    use core::arch::x86_64::{_mm_set_epi64x, _mm_setzero_si128};
 
-/// `b` in every byte.
-const fn splat(b: u8) -> u64 {
-    u64::from_le_bytes([b; 8])
-}
+    #[inline(always)]
+    pub(super) fn put(dst: &mut [u8], src: &[u8]) -> (usize, bool) {
+        let n = src.len();
+        let quoted = match n {
+            0 => false,
+            1..4 => {
+                // The first, middle and last bytes cover 1 to 3 bytes.
+                let (a, b, c) = (src[0], src[n / 2], src[n - 1]);
+                dst[0] = a;
+                dst[n / 2] = b;
+                dst[n - 1] = c;
+                // Zero bytes are never quoted for.
+                quoted_words(u64::from(u32::from_le_bytes([a, b, c, 0])), 0)
+            }
+            4..8 => {
+                let (a, b) = (word::<4>(src, 0), word::<4>(src, n - 4));
+                dst[..4].copy_from_slice(&a);
+                dst[n - 4..n].copy_from_slice(&b);
+                quoted_words(u64::from(u32::from_le_bytes(a)) | u64::from(u32::from_le_bytes(b)) << 32, 0)
+            }
+            8..=16 => {
+                let (a, b) = (word::<8>(src, 0), word::<8>(src, n - 8));
+                dst[..8].copy_from_slice(&a);
+                dst[n - 8..n].copy_from_slice(&b);
+                quoted_words(u64::from_le_bytes(a), u64::from_le_bytes(b))
+            }
+            // SAFETY: needs only SSE2, which this target has (see the assertion in `crate::simd`).
+            _ => unsafe { copy_long(dst, src) },
+        };
+        (n, quoted)
+    }
 
-/// Top bit set in the bytes of `x` that are zero (no carry crosses a byte).
-fn zero_bytes(x: u64) -> u64 {
-    !(((x & splat(0x7f)) + splat(0x7f)) | x) & splat(0x80)
-}
+    /// Whether a byte of `a` or `b` is one the csv crate quotes for.
+    #[inline(always)]
+    fn quoted_words(a: u64, b: u64) -> bool {
+        // SAFETY: needs only SSE2, which this target has (see the assertion in `crate::simd`).
+        unsafe { mask16(quoted(_mm_set_epi64x(b as i64, a as i64))) != 0 }
+    }
 
-/// Whether a byte of `x` is a comma, a double quote, `\n` or `\r`.
-fn special(x: u64) -> bool {
-    let found = zero_bytes(x ^ splat(b',')) | zero_bytes(x ^ splat(b'"'));
-    found | zero_bytes(x ^ splat(b'\n')) | zero_bytes(x ^ splat(b'\r')) != 0
+    /// All ones in the bytes of `v` the csv crate quotes for.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn quoted(v: __m128i) -> __m128i {
+        or(or(eq(v, b','), eq(v, b'"')), or(eq(v, b'\n'), eq(v, b'\r')))
+    }
+
+    /// [`put`] of more than 16 bytes: whole vectors, then the last 16 bytes
+    /// (overlapping); whether one is quoted for.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn copy_long(dst: &mut [u8], src: &[u8]) -> bool {
+        let n = src.len();
+        let mut found = _mm_setzero_si128();
+        let mut at = 0;
+        while at + 16 < n {
+            found = or(found, move16(dst, src, at));
+            at += 16;
+        }
+        found = or(found, move16(dst, src, n.saturating_sub(16)));
+        mask16(found) != 0
+    }
+
+    /// Copies the 16 bytes of `src` at `at` to `dst` at `at`; returns their quote mask.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn move16(dst: &mut [u8], src: &[u8], at: usize) -> __m128i {
+        let v = load16(&word::<16>(src, at));
+        // `dst` has room for `src`: the slice is 16 bytes, so the conversion holds.
+        if let Ok(dst) = <&mut [u8; 16]>::try_from(&mut dst[at..at + 16]) {
+            store16(dst, v);
+        }
+        quoted(v)
+    }
+
+    /// `N` bytes of `src` from `at` (which the caller keeps within it).
+    #[inline(always)]
+    fn word<const N: usize>(src: &[u8], at: usize) -> [u8; N] {
+        src.get(at..at + N).and_then(|w| <[u8; N]>::try_from(w).ok()).unwrap_or([0; N])
+    }
+
+    /// The SSE2 copy against the byte-by-byte one: same bytes written, same
+    /// answer, for every length across the 8- and 16-byte moves and each
+    /// quoted byte at every place (the last lane of a vector included).
+    #[cfg(test)]
+    mod tests {
+        use super::super::scalar;
+        use super::*;
+        use proptest::prelude::*;
+
+        fn check(src: &[u8], fill: u8) {
+            let (mut wide, mut byte) = ([fill; 400], [fill; 400]);
+            let got = put(&mut wide, src);
+            assert_eq!(got, scalar::put(&mut byte, src), "{src:?}");
+            assert_eq!(&wide[..src.len()], src);
+        }
+
+        #[test]
+        fn a_quoted_byte_is_found_at_every_place() {
+            for n in 0..=80 {
+                let plain: Vec<u8> = b"Zo\xc3\xab x'".iter().copied().cycle().take(n).collect();
+                check(&plain, 0xee);
+                for at in 0..n {
+                    for b in [b',', b'"', b'\n', b'\r', b'\0', b';', 0xac, 0xa2, 0x8a, 0x8d] {
+                        let mut src = plain.clone();
+                        src[at] = b;
+                        check(&src, b',');
+                    }
+                }
+            }
+        }
+
+        /// Mostly name bytes, some quoted for, any byte now and then; the
+        /// lengths around the moves' edges weighted.
+        fn field() -> impl Strategy<Value = Vec<u8>> {
+            let edges = vec![0usize, 1, 3, 4, 7, 8, 15, 16, 17, 31, 32, 33, 47, 48, 49, 64, 65];
+            let len = prop_oneof![prop::sample::select(edges), 0..=300usize];
+            let byte = prop_oneof![
+                8 => prop::sample::select(b"ab \xc3\xa9".to_vec()),
+                1 => prop::sample::select(b",\"\n\r".to_vec()),
+                1 => any::<u8>(),
+            ];
+            len.prop_flat_map(move |len| prop::collection::vec(byte.clone(), len))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn copies_and_answers_as_byte_by_byte(src in field(), fill in any::<u8>()) {
+                check(&src, fill);
+            }
+        }
+    }
 }
 
 /// Writes a name at the start of `dst`, in quotes (inner quotes doubled) only
@@ -278,10 +382,11 @@ mod tests {
     }
 
     /// Names of every length class the renderer copies differently (empty,
-    /// 1..4, 4..8, 8..=16, longer), with the bytes the csv crate quotes for
-    /// at any place, and any byte now and then.
+    /// 1..4, 4..8, 8..=16, longer, the edges of its 16-byte moves weighted),
+    /// with the bytes the csv crate quotes for at any place, and any byte now and then.
     fn name() -> impl Strategy<Value = Vec<u8>> {
-        let len = prop_oneof![1 => 0usize..4, 1 => 4usize..8, 2 => 8usize..=16, 1 => 17usize..300];
+        let edges = prop::sample::select(vec![15usize, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65]);
+        let len = prop_oneof![1 => 0usize..4, 1 => 4usize..8, 2 => 8usize..=16, 1 => edges, 1 => 17usize..300];
         len.prop_flat_map(|len| {
             let byte = prop_oneof![
                 8 => prop::sample::select(b"abcXYZ '-.;|".to_vec()),

@@ -1,7 +1,7 @@
 //! [`row::scan`](super::row::scan) 64 bytes at a time, with SSE2 (part of
 //! every x86_64 CPU, so nothing is detected at run time).
 //!
-//! Four 16-byte loads give, for each class of bytes asked about, one bit per
+//! Four 16-byte loads ([`crate::simd`]; rows average about 41 bytes) give, for each class of bytes asked about, one bit per
 //! byte of the window (a `u64`). The row ends at the first quote or line end
 //! (the lowest bit of their mask), the commas are the set bits of the comma
 //! mask below it, and a field's classes are whether its bits meet each class
@@ -11,62 +11,8 @@
 //! check, which these must equal (property-tested below).
 
 use super::row::{Line, Stop, CONTROL, NOT_DIGIT, PRINTABLE};
-use core::arch::x86_64::{
-    __m128i, _mm_add_epi8, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
-    _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-};
-
-/// Bytes looked at in one go; rows average about 41.
-pub(super) const WINDOW: usize = 64;
-
-// The functions below that use vectors are marked as needing SSE2, which is
-// what lets them call the intrinsics safely. Every x86_64 target has it (it is
-// part of the architecture's baseline); this keeps a build without it from
-// compiling, so the calls into them from unmarked code are sound.
-const _: () = assert!(cfg!(target_feature = "sse2"), "x86_64 without SSE2");
-
-/// The window as four vectors of 16 bytes.
-#[inline]
-#[target_feature(enable = "sse2")]
-fn load(window: &[u8; WINDOW]) -> [__m128i; 4] {
-    let (chunks, _) = window.as_chunks::<16>();
-    // SAFETY: each `chunk` is a `&[u8; 16]`, so its pointer is valid for
-    // reading 16 bytes, and `_mm_loadu_si128` has no alignment requirement.
-    [0, 1, 2, 3].map(|i| unsafe { _mm_loadu_si128(chunks[i].as_ptr().cast()) })
-}
-
-/// The bits (bit `i` for byte `i` of the window) of the lanes that `class`
-/// sets to all ones.
-#[inline]
-#[target_feature(enable = "sse2")]
-fn mask(v: &[__m128i; 4], class: impl Fn(__m128i) -> __m128i) -> u64 {
-    let lanes = |i: usize| u64::from(_mm_movemask_epi8(class(v[i])) as u16);
-    lanes(0) | lanes(1) << 16 | lanes(2) << 32 | lanes(3) << 48
-}
-
-#[inline]
-#[target_feature(enable = "sse2")]
-fn splat(b: u8) -> __m128i {
-    _mm_set1_epi8(b as i8)
-}
-
-#[inline]
-#[target_feature(enable = "sse2")]
-fn eq(v: __m128i, b: u8) -> __m128i {
-    _mm_cmpeq_epi8(v, splat(b))
-}
-
-/// Signed `lo < v < hi` (0x80..=0xff are -128..=-1).
-#[inline]
-#[target_feature(enable = "sse2")]
-fn between(v: __m128i, lo: u8, hi: u8) -> __m128i {
-    _mm_and_si128(_mm_cmpgt_epi8(v, splat(lo)), _mm_cmplt_epi8(v, splat(hi)))
-}
-
-/// Bits `start..end` (`start <= end < 64`).
-fn span(start: usize, end: usize) -> u64 {
-    (1u64 << end) - (1u64 << start)
-}
+use crate::simd::{between, bits, eq, less, load, mask, or, splat, WINDOW};
+use core::arch::x86_64::{_mm_add_epi8, _mm_cmpeq_epi8, _mm_min_epu8};
 
 /// The classes the scan asks about, one bit per byte of the window.
 struct ScanMasks {
@@ -87,17 +33,17 @@ impl ScanMasks {
     fn of(window: &[u8; WINDOW]) -> ScanMasks {
         let v = load(window);
         ScanMasks {
-            stops: mask(&v, |v| _mm_or_si128(_mm_or_si128(eq(v, b'"'), eq(v, b'\r')), eq(v, b'\n'))),
+            stops: mask(&v, |v| or(or(eq(v, b'"'), eq(v, b'\r')), eq(v, b'\n'))),
             commas: mask(&v, |v| eq(v, b',')),
             control: mask(&v, |v| {
                 // Unsigned `v <= 0x1f` is `min(v, 0x1f) == v`.
                 let low = _mm_cmpeq_epi8(_mm_min_epu8(v, splat(0x1f)), v);
-                _mm_or_si128(_mm_or_si128(low, eq(v, 0x7f)), eq(v, 0xc2))
+                or(or(low, eq(v, 0x7f)), eq(v, 0xc2))
             }),
             printable: mask(&v, |v| between(v, 0x20, 0x7f)),
             // Adding 0x80 - 0x30 takes 0x30..=0x39 to -128..=-119 (0x89), and
             // nothing else below -118 (0x8a).
-            digits: mask(&v, |v| _mm_cmplt_epi8(_mm_add_epi8(v, splat(0x50)), splat(0x8a))),
+            digits: mask(&v, |v| less(_mm_add_epi8(v, splat(0x50)), 0x8a)),
         }
     }
 
@@ -114,14 +60,14 @@ impl ScanMasks {
 #[inline]
 pub(super) fn scan(bytes: &[u8]) -> Option<Line> {
     let window = bytes.first_chunk()?;
-    // SAFETY: needs only SSE2, which this target has (see the assertion on top).
+    // SAFETY: needs only SSE2, which this target has (see the assertion in `crate::simd`).
     let m = unsafe { ScanMasks::of(window) };
     if m.stops == 0 {
         return None;
     }
     let len = m.stops.trailing_zeros() as usize;
     let stop = if window[len] == b'"' { Stop::Quote } else { Stop::LineEnd };
-    let mut left = m.commas & span(0, len);
+    let mut left = m.commas & bits(0, len);
     let found = left.count_ones() as usize;
     let (mut commas, mut classes) = ([0; 4], [0; 3]);
     let mut start = 0;
@@ -132,7 +78,7 @@ pub(super) fn scan(bytes: &[u8]) -> Option<Line> {
         let comma = left.trailing_zeros() as usize;
         *slot = comma;
         if let Some(class) = classes.get_mut(k) {
-            *class = m.classes(span(start, comma));
+            *class = m.classes(bits(start, comma));
         }
         start = comma + 1;
         left &= left - 1;
@@ -145,7 +91,7 @@ pub(super) fn scan(bytes: &[u8]) -> Option<Line> {
 /// `std::str::from_utf8` otherwise.
 pub(super) fn utf8(window: &[u8; WINDOW], end: usize) -> Option<&str> {
     let bytes = window.get(..end)?;
-    // SAFETY: needs only SSE2, which this target has (see the assertion on top).
+    // SAFETY: needs only SSE2, which this target has (see the assertion in `crate::simd`).
     if unsafe { Utf8Masks::of(window) }.two_byte(end) {
         // SAFETY: `two_byte` found in the masks of `window[..end]`, which is
         // `bytes`, only ASCII bytes and pairs of a lead 0xc2..=0xdf followed by
@@ -174,7 +120,7 @@ impl Utf8Masks {
         Utf8Masks {
             high: mask(&v, |v| v),
             // Signed, 0x80..=0xbf are -128..=-65 and 0xc2..=0xdf are -62..=-33.
-            continuation: mask(&v, |v| _mm_cmplt_epi8(v, splat(0xc0))),
+            continuation: mask(&v, |v| less(v, 0xc0)),
             lead2: mask(&v, |v| between(v, 0xc1, 0xe0)),
         }
     }
@@ -185,7 +131,7 @@ impl Utf8Masks {
         if end >= WINDOW {
             return false;
         }
-        let below = span(0, end);
+        let below = bits(0, end);
         let (lead, continuation) = (self.lead2 & below, self.continuation & below);
         // Every byte >= 0x80 a lead or a continuation (the two never overlap),
         // every continuation right after a lead and every lead right before a
@@ -349,7 +295,7 @@ mod tests {
         ) {
             let bytes = &window[..end];
             prop_assert_eq!(utf8(&window, end), std::str::from_utf8(bytes).ok());
-            // SAFETY: this target has SSE2 (see the assertion on top).
+            // SAFETY: this target has SSE2 (see the assertion in `crate::simd`).
             let masks = unsafe { Utf8Masks::of(&window) };
             prop_assert_eq!(masks.two_byte(end), end < WINDOW && two_byte_model(bytes));
         }
@@ -364,7 +310,7 @@ mod tests {
                 window[i] = b;
             }
             let want = |yes: bool| if yes { at.iter().fold(0u64, |m, &i| m | 1 << i) } else { 0 };
-            // SAFETY: this target has SSE2 (see the assertion on top).
+            // SAFETY: this target has SSE2 (see the assertion in `crate::simd`).
             let (m, u) = unsafe { (ScanMasks::of(&window), Utf8Masks::of(&window)) };
             assert_eq!(m.stops, want(matches!(b, b'"' | b'\r' | b'\n')), "{b:#x}");
             assert_eq!(m.commas, want(b == b','), "{b:#x}");
