@@ -25,7 +25,7 @@ help:
 	@echo "make docker-compose-down  stop with a 10 s grace period, show exit codes, remove containers, network and the replicas' store volume"
 	@echo "make bench                end-to-end benchmark against measured floors (BENCH_ARGS=--quick for a small run)"
 	@echo "make bench-replicas       the system with 1, 2 and 3 servers sharing one store, and the lock's cost"
-	@echo "make bench-hot-path       the server's per-bet CPU: decode + validate, and row rendering (a few seconds)"
+	@echo "make bench-hot-path       per-bet CPU: the server's decode + validate and row rendering, the agency's CSV read and encoding"
 
 build:
 	cargo build --release
