@@ -407,29 +407,35 @@ const DRAW_CHUNK: usize = 512 << 10;
 /// halved the draw over 5,000,000 rows. The second half's line numbers are moved
 /// on by the first half's rows, and its winners come after the first half's.
 pub fn draw(path: &Path, winning_number: u16) -> Result<(Winners, u64), StorageError> {
-    draw_split(path, winning_number, SPLIT_AT_LEAST)
+    draw_split(path, winning_number, SPLIT_AT_LEAST, DRAW_CHUNK)
 }
 
-/// [`draw`], splitting files of at least `split_at_least` bytes (tests split small ones).
-fn draw_split(path: &Path, winning_number: u16, split_at_least: u64) -> Result<(Winners, u64), StorageError> {
+/// [`draw`], splitting files of at least `split_at_least` bytes and reading
+/// `chunk` bytes at a time (tests split small files and read them in small chunks).
+fn draw_split(
+    path: &Path,
+    winning_number: u16,
+    split_at_least: u64,
+    chunk: usize,
+) -> Result<(Winners, u64), StorageError> {
     let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
-    let split = if len >= split_at_least { line_start_after(&file, len / 2).map_err(io_err)? } else { None };
+    let split = if len >= split_at_least { line_start_after(&file, len / 2, chunk).map_err(io_err)? } else { None };
     let Some(cut) = split.filter(|&cut| cut < len) else {
-        return draw_range(&file, path, 0, len, winning_number);
+        return draw_range(&file, path, 0, len, winning_number, chunk);
     };
     let (first, second) = std::thread::scope(|scope| {
         let second = std::thread::Builder::new()
             .name("draw".into())
-            .spawn_scoped(scope, || draw_range(&file, path, cut, len, winning_number));
-        let first = draw_range(&file, path, 0, cut, winning_number);
+            .spawn_scoped(scope, || draw_range(&file, path, cut, len, winning_number, chunk));
+        let first = draw_range(&file, path, 0, cut, winning_number, chunk);
         let second = match second {
             Ok(handle) => {
                 handle.join().unwrap_or_else(|_| Err(io_err(io::Error::other("the draw's second thread panicked"))))
             }
             // No thread to be had: the same work, one half after the other.
-            Err(_) => draw_range(&file, path, cut, len, winning_number),
+            Err(_) => draw_range(&file, path, cut, len, winning_number, chunk),
         };
         (first, second)
     });
@@ -445,12 +451,12 @@ fn draw_split(path: &Path, winning_number: u16, split_at_least: u64) -> Result<(
 }
 
 /// Where the first line that starts at or after `at` starts (`None` when no line
-/// end is found within a chunk: the file is then drawn whole, which reports it).
-fn line_start_after(file: &File, at: u64) -> io::Result<Option<u64>> {
+/// end is found within `chunk` bytes: the file is then drawn whole, which reports it).
+fn line_start_after(file: &File, at: u64, chunk: usize) -> io::Result<Option<u64>> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; chunk.min(64 * 1024)];
     let mut pos = at;
-    while pos - at < DRAW_CHUNK as u64 {
+    while pos - at < chunk as u64 {
         let n = file.read_at(&mut buf, pos)?;
         if n == 0 {
             return Ok(None);
@@ -471,13 +477,14 @@ fn draw_range(
     from: u64,
     end_of_range: u64,
     winning_number: u16,
+    chunk: usize,
 ) -> Result<(Winners, u64), StorageError> {
     use std::os::unix::fs::FileExt;
     let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
     let mut winners: Winners = HashMap::new();
     let needle = format!(",{winning_number}");
     let finder = memchr::memmem::Finder::new(needle.as_bytes());
-    let mut buf = vec![0u8; DRAW_CHUNK];
+    let mut buf = vec![0u8; chunk];
     // Rows before `buf[0]`; `end` bytes of `buf` hold data; `pos` is where the next read starts.
     let (mut rows, mut end, mut pos) = (0u64, 0usize, from);
     loop {
@@ -496,7 +503,7 @@ fn draw_range(
                     return Err(StorageError::Corrupt {
                         path: path.to_path_buf(),
                         line: rows + 1,
-                        reason: format!("row longer than {} KiB", DRAW_CHUNK >> 10),
+                        reason: format!("row longer than {chunk} bytes"),
                     })
                 }
                 None => continue,

@@ -49,8 +49,10 @@ impl Batcher {
     /// Adds `bet` if it still fits (by count and by frame size); `false` leaves
     /// the batch as it was. Its size is computed once, here.
     pub fn try_push(&mut self, bet: &BetRef<'_>) -> bool {
-        let fits =
-            self.count < self.max_amount && BATCH_OVERHEAD + self.encoded.len() + encoded_bet_len(bet) <= MAX_PAYLOAD;
+        // A carried bet goes first: nothing joins a full batch.
+        let fits = self.carry.is_empty()
+            && self.count < self.max_amount
+            && BATCH_OVERHEAD + self.encoded.len() + encoded_bet_len(bet) <= MAX_PAYLOAD;
         if fits {
             self.push(bet);
         }
@@ -58,7 +60,9 @@ impl Batcher {
     }
 
     /// Adds a bet unconditionally: an empty batch takes any valid bet (one always fits a frame).
+    /// Not to a full batch (a carried bet would then come after it).
     pub fn push(&mut self, bet: &BetRef<'_>) {
+        assert!(self.carry.is_empty(), "a full batch takes no more bets: take its frame first");
         put_bet(&mut self.encoded, bet);
         self.count += 1;
     }

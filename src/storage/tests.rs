@@ -159,6 +159,10 @@ fn draw_scan_matches_a_line_by_line_reference() {
     let (winners, counted) = draw(&path, 7574).unwrap();
     assert_eq!(counted, rows + 1);
     assert_eq!(winners, expected);
+    // The same in two halves, and in two halves read 4 KiB at a time.
+    for chunk in [DRAW_CHUNK, 4096] {
+        assert_eq!(draw_split(&path, 7574, 1, chunk).unwrap(), (expected.clone(), rows + 1));
+    }
 
     std::fs::write(&path, format!("{text}\n1,A,B,12x,2000-01-01,7574\n")).unwrap();
     match draw(&path, 7574) {
@@ -201,14 +205,19 @@ fn the_draw_in_two_halves_is_the_draw_in_one() {
             text.push_str("2,A,B,7574,2000-01-01,7574");
         }
         std::fs::write(&path, &text).unwrap();
-        let whole = draw_split(&path, 7574, u64::MAX);
-        let halves = draw_split(&path, 7574, 1);
-        match (whole, halves) {
-            (Ok(a), Ok(b)) => assert_eq!(a, b, "seed {seed}"),
-            (Err(StorageError::Corrupt { line: a, .. }), Err(StorageError::Corrupt { line: b, .. })) => {
-                assert_eq!(a, b, "seed {seed}")
+        // Chunks smaller than the file (rows cut between reads in both halves),
+        // and smaller than some rows (each half says so at the same line).
+        for chunk in [DRAW_CHUNK, 256, 48] {
+            let whole = draw_split(&path, 7574, u64::MAX, chunk);
+            let halves = draw_split(&path, 7574, 1, chunk);
+            match (whole, halves) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "seed {seed}, chunk {chunk}"),
+                (
+                    Err(StorageError::Corrupt { line: a, reason: ra, .. }),
+                    Err(StorageError::Corrupt { line: b, reason: rb, .. }),
+                ) => assert_eq!((a, ra), (b, rb), "seed {seed}, chunk {chunk}"),
+                (a, b) => panic!("seed {seed}, chunk {chunk}: {a:?} vs {b:?}"),
             }
-            (a, b) => panic!("seed {seed}: {a:?} vs {b:?}"),
         }
     }
 }

@@ -214,7 +214,7 @@ fn digits(text: &[u8]) -> Option<u16> {
 #[inline]
 fn names_text(rest: &[u8], end: usize) -> Option<&str> {
     #[cfg(target_arch = "x86_64")]
-    if let Some(window) = rest.first_chunk() {
+    if let Some(window) = rest.first_chunk().filter(|_| end < crate::simd::WINDOW) {
         return super::simd::utf8(window, end);
     }
     utf8(rest.get(..end)?)
@@ -296,6 +296,20 @@ mod tests {
         )) {
             proptest::prop_assert_eq!(utf8(&bytes), std::str::from_utf8(&bytes).ok());
         }
+    }
+
+    /// Names and document longer together than the wide check's window still
+    /// take the quick path (byte by byte), with 64 bytes and more buffered.
+    #[test]
+    fn a_row_with_long_names_takes_the_quick_path() {
+        let row = "María de los Ángeles Iturralde,Fernández de la Cruz y Echeverría,00000042,1990-01-31,7574\n";
+        let mut buffer = row.as_bytes().to_vec();
+        buffer.extend_from_slice(&[b'x'; 80]);
+        let line = scan(&buffer);
+        assert_eq!(line.stop, Stop::LineEnd);
+        assert!(line.commas[2] >= 64, "names and document span {} bytes", line.commas[2]);
+        let bet = quick_bet(&buffer, &line).expect("the quick path takes it");
+        assert_eq!((bet.last_name, bet.document, bet.number), ("Fernández de la Cruz y Echeverría", "00000042", 7574));
     }
 
     #[test]
