@@ -11,8 +11,8 @@
 
 pub(crate) use core::arch::x86_64::__m128i;
 use core::arch::x86_64::{
-    _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
-    _mm_set1_epi8, _mm_storeu_si128,
+    _mm_add_epi8, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8,
+    _mm_or_si128, _mm_set1_epi8, _mm_storeu_si128,
 };
 
 const _: () = assert!(cfg!(target_feature = "sse2"), "x86_64 without SSE2");
@@ -96,6 +96,23 @@ pub(crate) fn less(v: __m128i, b: u8) -> __m128i {
 #[target_feature(enable = "sse2")]
 pub(crate) fn or(a: __m128i, b: __m128i) -> __m128i {
     _mm_or_si128(a, b)
+}
+
+/// All ones in the ASCII digits of `v`.
+#[inline]
+#[target_feature(enable = "sse2")]
+pub(crate) fn digits(v: __m128i) -> __m128i {
+    // Adding 0x80 - 0x30 takes 0x30..=0x39 to -128..=-119 (0x89), and nothing
+    // else below -118 (0x8a).
+    less(_mm_add_epi8(v, splat(0x50)), 0x8a)
+}
+
+/// All ones in the UTF-8 continuation bytes (0x80..=0xbf) of `v`.
+#[inline]
+#[target_feature(enable = "sse2")]
+pub(crate) fn continuations(v: __m128i) -> __m128i {
+    // Signed, 0x80..=0xbf are -128..=-65.
+    less(v, 0xc0)
 }
 
 /// Bits `start..end` of a mask (`start <= end <= 64`; none when they meet).

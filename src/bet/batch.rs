@@ -258,8 +258,8 @@ mod scalar {
 #[cfg(target_arch = "x86_64")]
 mod wide {
     use super::{BetSlot, Span, MAX_DOCUMENT_DIGITS, MAX_NAME_BYTES};
-    use crate::simd::{between, bits, eq, less, load, load16, mask, mask16, or, splat, WINDOW};
-    use core::arch::x86_64::{__m128i, _mm_add_epi8};
+    use crate::simd::{between, bits, continuations, digits, eq, load, load16, mask, mask16, or, WINDOW};
+    use core::arch::x86_64::__m128i;
 
     /// What the quick name rule asks of each byte of a window, one bit per byte.
     struct NameClasses {
@@ -277,26 +277,16 @@ mod wide {
         #[inline]
         #[target_feature(enable = "sse2")]
         fn of(v: &[__m128i; 4]) -> NameClasses {
-            // Signed, 0x80..=0xbf are -128..=-65 and 0xc3..=0xdf are -61..=-33;
-            // 0x20..=0x7e are the bytes above 0x1f and below 0x7f.
+            // Signed, 0xc3..=0xdf are -61..=-33; 0x20..=0x7e are the bytes
+            // above 0x1f and below 0x7f.
             let lead = |v: __m128i| between(v, 0xc2, 0xe0);
-            let continuation = |v: __m128i| less(v, 0xc0);
             NameClasses {
-                allowed: mask(v, |v| or(or(between(v, 0x1f, 0x7f), lead(v)), continuation(v))),
+                allowed: mask(v, |v| or(or(between(v, 0x1f, 0x7f), lead(v)), continuations(v))),
                 lead: mask(v, lead),
-                continuation: mask(v, continuation),
+                continuation: mask(v, |v| continuations(v)),
                 space: mask(v, |v| eq(v, b' ')),
             }
         }
-    }
-
-    /// All ones in the ASCII digits of `v`.
-    #[inline]
-    #[target_feature(enable = "sse2")]
-    fn digits(v: __m128i) -> __m128i {
-        // Adding 0x80 - 0x30 takes 0x30..=0x39 to -128..=-119 (0x89), and
-        // nothing else below -118 (0x8a).
-        less(_mm_add_epi8(v, splat(0x50)), 0x8a)
     }
 
     /// The name classes and the digits of a window.

@@ -150,6 +150,7 @@ pub fn put_bet(out: &mut BytesMut, bet: &BetRef<'_>) {
     // Cut as `put_str` cuts (validated fields are far shorter).
     let fields = [bet.first_name, bet.last_name, bet.document].map(|s| &s.as_bytes()[..s.len().min(u16::MAX as usize)]);
     let len = fields.iter().map(|f| 2 + f.len()).sum::<usize>() + 6;
+    debug_assert_eq!(len, encoded_bet_len(bet));
     out.reserve(len);
     let start = out.len();
     // `reserve` made room for `len` more bytes, so this slice is never cut short.
@@ -159,7 +160,8 @@ pub fn put_bet(out: &mut BytesMut, bet: &BetRef<'_>) {
         let dst = &mut spare[written..written + bytes.len()];
         // SAFETY: `dst` is an exclusive slice of exactly `bytes.len()` bytes
         // (of `MaybeUninit<u8>`, which any byte may be written to), so it
-        // holds the copy and cannot overlap `bytes`.
+        // holds the copy and cannot overlap `bytes`. (`write_copy_of_slice`
+        // would say this safely, but is newer than the crate's MSRV, 1.88.)
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.as_mut_ptr().cast::<u8>(), bytes.len()) };
         written += bytes.len();
     };

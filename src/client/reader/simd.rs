@@ -11,8 +11,8 @@
 //! check, which these must equal (property-tested below).
 
 use super::row::{Line, Stop, CONTROL, NOT_DIGIT, PRINTABLE};
-use crate::simd::{between, bits, eq, less, load, mask, or, splat, WINDOW};
-use core::arch::x86_64::{_mm_add_epi8, _mm_cmpeq_epi8, _mm_min_epu8};
+use crate::simd::{between, bits, continuations, digits, eq, load, mask, or, splat, WINDOW};
+use core::arch::x86_64::{_mm_cmpeq_epi8, _mm_min_epu8};
 
 /// The classes the scan asks about, one bit per byte of the window.
 struct ScanMasks {
@@ -41,9 +41,7 @@ impl ScanMasks {
                 or(or(low, eq(v, 0x7f)), eq(v, 0xc2))
             }),
             printable: mask(&v, |v| between(v, 0x20, 0x7f)),
-            // Adding 0x80 - 0x30 takes 0x30..=0x39 to -128..=-119 (0x89), and
-            // nothing else below -118 (0x8a).
-            digits: mask(&v, |v| less(_mm_add_epi8(v, splat(0x50)), 0x8a)),
+            digits: mask(&v, |v| digits(v)),
         }
     }
 
@@ -119,8 +117,8 @@ impl Utf8Masks {
         let v = load(window);
         Utf8Masks {
             high: mask(&v, |v| v),
-            // Signed, 0x80..=0xbf are -128..=-65 and 0xc2..=0xdf are -62..=-33.
-            continuation: mask(&v, |v| less(v, 0xc0)),
+            continuation: mask(&v, |v| continuations(v)),
+            // Signed, 0xc2..=0xdf are -62..=-33.
             lead2: mask(&v, |v| between(v, 0xc1, 0xe0)),
         }
     }
