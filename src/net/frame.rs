@@ -150,7 +150,6 @@ pub fn put_bet(out: &mut BytesMut, bet: &BetRef<'_>) {
     // Cut as `put_str` cuts (validated fields are far shorter).
     let fields = [bet.first_name, bet.last_name, bet.document].map(|s| &s.as_bytes()[..s.len().min(u16::MAX as usize)]);
     let len = fields.iter().map(|f| 2 + f.len()).sum::<usize>() + 6;
-    debug_assert_eq!(len, encoded_bet_len(bet));
     out.reserve(len);
     let start = out.len();
     // `reserve` made room for `len` more bytes, so this slice is never cut short.
