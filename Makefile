@@ -13,30 +13,46 @@ STATIC := target/$(TARGET)/release
 COMPOSE_CMD := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo docker-compose; fi)
 COMPOSE := $(COMPOSE_CMD) -p $(PROJECT) -f $(COMPOSE_FILE)
 
-.PHONY: help deps build test lint unit docker-test demo static-binaries docker-image netcat-image data busybox \
+.PHONY: help deps rust-deps docker-deps build test lint unit docker-test demo static-binaries docker-image netcat-image data \
         compose-file docker-compose-up docker-compose-down docker-compose-logs bench bench-replicas bench-hot-path clean
 
 help:
-	@echo "make deps                 install what the Docker part needs (busybox-static, Compose 1.29 and v2)"
-	@echo "make demo                 whole system as local processes (no Docker)"
-	@echo "make test                 fmt, clippy, unit + integration tests, Docker end-to-end when an engine answers"
-	@echo "make docker-compose-up    build images, make .data/agency-K.csv, start SERVERS=$(SERVERS) server(s) + CLIENTS=$(CLIENTS) agencies"
+	@echo "make docker-compose-up    build images, make .data/agency-K.csv, start SERVERS=$(SERVERS) server(s) + CLIENTS=$(CLIENTS) agencies (installs what Docker needs)"
 	@echo "make docker-compose-logs  follow the logs (| grep sorteo)"
 	@echo "make docker-compose-down  stop with a 10 s grace period, show exit codes, remove containers, network and the replicas' store volume"
+	@echo "make demo                 the whole system as local processes (no Docker; CLIENTS=$(CLIENTS) BETS=$(BETS))"
+	@echo "make test                 everything: lint, unit and integration tests, Docker end to end (installs what it needs)"
+	@echo "make lint                 cargo fmt --check, clippy -D warnings, cargo doc with no warnings, the files' line bounds"
+	@echo "make unit                 cargo test (and the course dataset test when ../shared/datasets/tp0 is there)"
+	@echo "make docker-test          the Docker end-to-end tests under both Compose flavours"
+	@echo "make deps                 install what the tests and Docker need (scripts/install-deps.sh; idempotent)"
+	@echo "make build                cargo build --release"
+	@echo "make compose-file         write $(COMPOSE_FILE) for CLIENTS and SERVERS (gen_compose)"
+	@echo "make data                 .data/agency-K.csv for K in 1..CLIENTS (dataset.zip or generated)"
 	@echo "make bench                end-to-end benchmark against measured floors (BENCH_ARGS=--quick for a small run)"
-	@echo "make bench-replicas       the system with 1, 2 and 3 servers sharing one store, and the lock's cost"
-	@echo "make bench-hot-path       per-bet CPU: the server's decode + validate and row rendering, the agency's CSV read and encoding"
+	@echo "make bench-replicas       the system with 1, 2 and 3 servers sharing one store"
+	@echo "make bench-hot-path       per-bet CPU of the server's and the agency's hot paths"
+	@echo "make clean                cargo clean and remove $(COMPOSE_FILE)"
 
 build:
 	cargo build --release
 
-# Installs are only here and in .ci/run, never inside a build target.
+# What a fresh machine lacks is installed by these (idempotent, printing what they
+# install); the targets that need it depend on them.
 deps:
-	bash scripts/install-deps.sh
+	@bash scripts/install-deps.sh all
 
-lint:
+rust-deps:
+	@bash scripts/install-deps.sh rust
+
+docker-deps:
+	@bash scripts/install-deps.sh docker
+
+lint: rust-deps
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+	bash scripts/check-bounds.sh
 
 # The course dataset test is #[ignore]d because it needs ../shared/datasets/tp0: it
 # runs here when that folder exists, and REQUIRE_DATASET or CI (set by .ci/run) make
@@ -50,7 +66,14 @@ unit:
 	fi
 
 # REQUIRE_DOCKER=1 (set by .ci/run) turns a missing engine into a failure.
-test: lint unit
+# The installs run first, so a missing piece stops the run at once, not after the Rust tests.
+test: rust-deps
+	@if docker info >/dev/null 2>&1; then \
+		bash scripts/install-deps.sh docker; \
+	elif [ -n "$$REQUIRE_DOCKER" ]; then \
+		echo "make test: no Docker engine answers, and REQUIRE_DOCKER is set"; exit 1; \
+	fi
+	$(MAKE) --no-print-directory lint unit
 	@if docker info >/dev/null 2>&1; then \
 		$(MAKE) --no-print-directory docker-test; \
 	elif [ -n "$$REQUIRE_DOCKER" ]; then \
@@ -62,7 +85,7 @@ test: lint unit
 # Every Docker test runs with each Compose flavour (Debian's 1.29 and v2); CI
 # (REQUIRE_DOCKER=1) needs both. Then the repeated run, INTEGRATION_RUNS times.
 INTEGRATION_RUNS ?= 5
-docker-test: docker-image netcat-image
+docker-test: docker-deps docker-image netcat-image
 	cargo build --release --quiet --bin gen_compose --bin gen_data
 	@flavours=0; \
 	for flavour in "docker-compose" "docker compose"; do \
@@ -82,27 +105,24 @@ demo:
 
 # ---- Docker -----------------------------------------------------------------
 
+# Stripped by rustc itself (no strip(1) needed), without the release profile's debug info.
 static-binaries:
-	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(TARGET) --bin server --bin client
-
-# Debian's static busybox gives the images (and the netcat check) a shell.
-busybox:
-	@[ -f /bin/busybox ] && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic' || \
-		{ echo "no static /bin/busybox: run 'make deps' (Debian's busybox-static)" >&2; exit 1; }
+	RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
+		cargo build --release --target $(TARGET) --bin server --bin client
 
 # Build contexts hold only the stripped binaries and busybox, so images are a few MB.
-docker-image: static-binaries busybox
+docker-image: docker-deps static-binaries
 	rm -rf target/docker/server target/docker/client
 	mkdir -p target/docker/server target/docker/client
-	strip -o target/docker/server/server $(STATIC)/server
-	strip -o target/docker/client/client $(STATIC)/client
+	cp $(STATIC)/server target/docker/server/server
+	cp $(STATIC)/client target/docker/client/client
 	cp /bin/busybox target/docker/server/busybox
 	cp /bin/busybox target/docker/client/busybox
 	docker build -q -t server:latest -f docker/server.Dockerfile target/docker/server
 	docker build -q -t client:latest -f docker/client.Dockerfile target/docker/client
 
 # A static busybox for validar-echo-server.sh (Debian's busybox-static).
-netcat-image: busybox
+netcat-image: docker-deps
 	@if ! docker image inspect loteria-netcat:latest >/dev/null 2>&1; then \
 		rm -rf target/docker/netcat && mkdir -p target/docker/netcat && cp /bin/busybox target/docker/netcat/busybox; \
 		docker build -q -t loteria-netcat:latest -f docker/netcat.Dockerfile target/docker/netcat; \

@@ -149,3 +149,6 @@ pub fn log_config(log: &slog::Logger, pairs: &[(&'static str, String)], unknown:
         slog::warn!(log, "action: config | result: success"; "ignored_key" => key, "reason" => "unknown key");
     }
 }
+
+#[cfg(test)]
+mod readme_tests;

@@ -18,6 +18,9 @@ pub struct Source {
     file_path: Option<PathBuf>,
     lookup: EnvLookup,
     used: std::collections::BTreeSet<String>,
+    /// Every (key, variable) the settings asked for, `-` where there is none:
+    /// what the README's configuration tables are checked against.
+    asked: std::collections::BTreeSet<(String, String)>,
 }
 
 impl Source {
@@ -31,14 +34,20 @@ impl Source {
             if must_exist {
                 return Err(ConfigError::Missing(path));
             }
-            return Ok(Source { file: BTreeMap::new(), file_path: None, lookup: env, used: Default::default() });
+            return Ok(Source {
+                file: BTreeMap::new(),
+                file_path: None,
+                lookup: env,
+                used: Default::default(),
+                asked: Default::default(),
+            });
         }
         let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
         let file = flatten_yaml(&text).map_err(|e| match e {
             FlattenError::Yaml(source) => ConfigError::Yaml { path: path.clone(), source },
             FlattenError::NotAMapping => ConfigError::NotAMapping(path.clone()),
         })?;
-        Ok(Source { file, file_path: Some(path), lookup: env, used: Default::default() })
+        Ok(Source { file, file_path: Some(path), lookup: env, used: Default::default(), asked: Default::default() })
     }
 
     /// Reads `explicit` (must exist) or `default_path` (may be absent), with the
@@ -50,12 +59,19 @@ impl Source {
     /// An in-memory source (tests).
     pub fn from_parts(yaml: &str, env: EnvLookup) -> Result<Source, ConfigError> {
         let file = flatten_yaml(yaml).map_err(|_| ConfigError::NotAMapping(PathBuf::from("<memory>")))?;
-        Ok(Source { file, file_path: Some(PathBuf::from("<memory>")), lookup: env, used: Default::default() })
+        Ok(Source {
+            file,
+            file_path: Some(PathBuf::from("<memory>")),
+            lookup: env,
+            used: Default::default(),
+            asked: Default::default(),
+        })
     }
 
     /// The raw value of `key`: the env var wins over the file.
     pub(super) fn raw(&mut self, key: &'static str, var: Option<&'static str>) -> Option<(String, Origin)> {
         self.used.insert(key.to_string());
+        self.asked.insert((key.to_string(), var.unwrap_or("-").to_string()));
         if let Some(var) = var {
             if let Some(v) = (self.lookup)(var) {
                 return Some((v, Origin::Env(var)));
@@ -87,8 +103,15 @@ impl Source {
     }
 
     /// Reads an env var directly (keys that have no file form).
-    pub(super) fn env(&self, var: &str) -> Option<String> {
+    pub(super) fn env(&mut self, var: &str) -> Option<String> {
+        self.asked.insert(("-".to_string(), var.to_string()));
         (self.lookup)(var)
+    }
+
+    /// Every (key, variable) asked for so far, `-` for a missing half.
+    #[cfg(test)]
+    pub(super) fn asked(&self) -> &std::collections::BTreeSet<(String, String)> {
+        &self.asked
     }
 }
 
