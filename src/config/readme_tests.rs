@@ -68,6 +68,16 @@ fn check<S: Settings + std::fmt::Debug>(heading: &str, base: &[(&str, &str)]) {
     let rows = table(heading);
     let documented: BTreeSet<(String, String)> = rows.iter().map(|r| (r.key.clone(), r.var.clone())).collect();
     assert_eq!(documented, asked, "README's `### {heading}` (left) and the code (right) name different settings");
+    let helped: BTreeSet<(String, String)> = S::SETTINGS_HELP
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(|l| {
+            let l = l.replace("(no key)", "-");
+            let mut words = l.split_whitespace();
+            (words.next().unwrap_or_default().to_string(), words.next().unwrap_or_default().to_string())
+        })
+        .collect();
+    assert_eq!(helped, asked, "`{} --help` (left) and the code (right) name different settings", S::PROGRAM);
 
     for row in rows.iter().filter(|r| r.default.is_some()) {
         let default = row.default.as_deref().unwrap();
