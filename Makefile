@@ -144,8 +144,11 @@ data:
 		for k in $$(seq 1 $(CLIENTS)); do [ -f .data/agency-$$k.csv ] || { cp .data/generated/agency-$$k.csv .data/; echo "generated .data/agency-$$k.csv"; }; done; \
 	fi
 
+# .env names the project for Compose (both flavours read it), so the course's plain
+# `docker compose -f docker-compose-dev.yaml logs` finds what make started, in any folder.
 compose-file:
 	cargo run --release --quiet --bin gen_compose -- $(CLIENTS) --servers $(SERVERS) --output $(COMPOSE_FILE)
+	@grep -qs '^COMPOSE_PROJECT_NAME=' .env || echo 'COMPOSE_PROJECT_NAME=$(PROJECT)' >> .env
 
 docker-compose-up: docker-image data compose-file
 	$(COMPOSE) up -d
