@@ -880,6 +880,7 @@ fn load_run(dir: &Path, agencies: u32, bets: u64) -> LoadRun {
                     retry_max: Duration::from_millis(2000),
                     retry_attempts: 30,
                     auth_key: keys.get(s.agency).cloned(),
+                    tls: None,
                 };
                 let (log, cancel) = (log.clone(), cancel.clone());
                 let name = cfg.data_path.clone();
