@@ -1,4 +1,4 @@
-//! `gen_pki [--dir DIR] [--stem NAME] [--servers M] [--days N]`: a deployment's
+//! `gen_pki [--dir DIR] [--stem NAME] [--servers M] [--name HOST]... [--days N]`: a deployment's
 //! CA and the central's certificate and key, for local runs (`make demo`) and
 //! anyone wiring the programs by hand; gen_compose makes the same for compose.
 
@@ -20,6 +20,10 @@ struct Args {
     /// Replicas the certificate names (server1..serverM)
     #[arg(long, value_name = "M", default_value_t = 1)]
     servers: u32,
+    /// Another name the central is reached by (a host name or IP address, e.g.
+    /// when the central spans machines); repeatable
+    #[arg(long = "name", value_name = "HOST")]
+    names: Vec<String>,
     /// Days the certificates are valid
     #[arg(long, value_name = "N", default_value_t = pki::DEFAULT_VALID_DAYS,
           value_parser = clap::value_parser!(i64).range(1..=3650))]
@@ -29,8 +33,15 @@ struct Args {
 fn main() -> ExitCode {
     let args = <Args as clap::Parser>::parse();
     let validity = pki::Validity { from_day: -1, until_day: args.days };
-    let made =
-        pki::issue(&pki::server_names(args.servers), validity).and_then(|p| pki::write(&p, &args.dir, &args.stem));
+    let mut names = pki::server_names(args.servers);
+    for name in &args.names {
+        if let Err(e) = loteria::net::tls::parse_server_name(name) {
+            eprintln!("gen_pki: --name {e}");
+            return ExitCode::from(2);
+        }
+        names.push(name.clone());
+    }
+    let made = pki::issue(&names, validity).and_then(|p| pki::write(&p, &args.dir, &args.stem));
     match made {
         Ok(files) => {
             println!(
