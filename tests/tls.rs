@@ -343,3 +343,23 @@ fn bad_certificate_files_are_configuration_errors_naming_the_file() {
     assert_eq!(agency.wait(Duration::from_secs(10)).code(), Some(2));
     assert!(agency.lines.dump().contains(&missing.display().to_string()));
 }
+
+#[test]
+fn an_agency_turned_away_by_the_connection_limit_retries_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, 1, 100, 9, 7574).unwrap();
+    let (server, port) = tls_server(dir.path(), 1, &[("SERVER_MAX_CONNECTIONS", "1".to_string())]);
+    // A plain Echo peer holds the only slot.
+    let mut holder = raw(port);
+    holder.write_all(b"\x01\x00\x00\x00\x02hi").unwrap();
+    assert_eq!(read_reply(&mut holder, &mut BytesMut::new()), Some(Response::Echo("hi".into())));
+    let retry = [("CLI_RETRY_INITIAL_DELAY_MS", "50".to_string()), ("CLI_RETRY_MAX_DELAY_MS", "100".to_string())];
+    let mut agency = tls_client(dir.path(), 1, port, &data, &retry);
+    assert!(server.lines.wait_for("too many connections", Duration::from_secs(10)).is_some());
+    drop(holder);
+    assert!(agency.wait(RUN).success(), "{}\nserver:\n{}", agency.lines.dump(), server.lines.dump());
+    assert!(agency.lines.count("action: reconnect") >= 1, "{}", agency.lines.dump());
+    assert_eq!(agency.lines.count("action: tls_handshake | result: fail"), 0, "{}", agency.lines.dump());
+    assert_eq!(winners_logged(&agency), Some(summaries[0].winners));
+}

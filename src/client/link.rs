@@ -11,6 +11,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+/// The most a TLS handshake may take before the attempt counts as a failed connection.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The agency's socket, with or without TLS.
 pub enum AgencyStream {
     Plain(TcpStream),
@@ -42,12 +45,19 @@ pub async fn open(
     };
     let name = tls.name_for(address).map_err(|reason| rejected(reason, crate::net::tls::host_of(address)))?;
     let shown = name.to_str().into_owned();
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connector().connect(name, stream));
     let stream = tokio::select! {
-        r = tls.connector().connect(name, stream) => r.map_err(|e| match rustls_error(&e) {
-            // The central did not prove itself (or spoke no TLS): retrying cannot help.
-            Some(tls_error) => rejected(tls_error.to_string(), &shown),
-            None => ClientError::Connect { address: address.to_string(), source: e },
-        })?,
+        r = handshake => match r {
+            Ok(r) => r.map_err(|e| match rustls_error(&e) {
+                // The central did not prove itself (or spoke no TLS): retrying cannot help.
+                Some(tls_error) => rejected(tls_error.to_string(), &shown),
+                None => ClientError::Connect { address: address.to_string(), source: e },
+            })?,
+            Err(_) => {
+                let source = io::Error::new(io::ErrorKind::TimedOut, "the TLS handshake took too long");
+                return Err(ClientError::Connect { address: address.to_string(), source });
+            }
+        },
         _ = cancel.cancelled() => return Err(ClientError::Cancelled),
     };
     let material = binding(stream.get_ref().1).map_err(|e| rejected(format!("no keying material: {e}"), &shown))?;
