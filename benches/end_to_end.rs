@@ -22,7 +22,7 @@
 //!
 //! Options (`cargo bench --bench end_to_end -- --help`): `--quick`, `--agencies N`,
 //! `--bets M`, `--runs R`, `--windows 1,32`, `--mix real,plain`, `--no-relaxed`, `--no-tls`,
-//! `--no-strace`, `--json FILE`, `--keep DIR`. Figures are printed, never asserted.
+//! `--no-strace`, `--no-load`, `--load-tls`, `--json FILE`, `--keep DIR`. Figures are printed, never asserted.
 
 use loteria::auth::AgencyKeys;
 use loteria::config::DEFAULT_BATCH_WINDOW;
@@ -93,6 +93,9 @@ struct Options {
     /// Skip the load generator
     #[arg(long)]
     no_load: bool,
+    /// The load generator's agencies speak TLS 1.3 (the deployments' way)
+    #[arg(long)]
+    load_tls: bool,
     /// Passed by `cargo bench`
     #[arg(long, hide = true)]
     bench: bool,
@@ -546,7 +549,7 @@ fn main() {
     json.push(']');
     let mut load_figures = None;
     if !o.no_load {
-        let load = load_run(&dir, o.load_agencies(), o.load_bets);
+        let load = load_run(&dir, o.load_agencies(), o.load_bets, o.load_tls);
         json.push_str(&format!(
             ",\"load\":{{\"agencies\":{},\"bets_per_agency\":{},\"seconds\":{:.3},\"server_rss_kib\":{},\
              \"right_winners\":{},\"retried\":{}}}",
@@ -930,10 +933,13 @@ fn raise_nofile(wanted: u64) {
 /// must get exactly the winners of its own file.
 // The server is reaped with wait4, not Child::wait.
 #[allow(clippy::zombie_processes)]
-fn load_run(dir: &Path, agencies: u32, bets: u64) -> LoadRun {
+fn load_run(dir: &Path, agencies: u32, bets: u64, tls: bool) -> LoadRun {
     let data = dir.join("data-load");
     println!();
-    println!("load generator: {agencies} agencies x {bets} bets at once from one process (generating, not timed)");
+    let link = if tls { "TLS 1.3" } else { "plain TCP" };
+    println!(
+        "load generator: {agencies} agencies x {bets} bets at once from one process, {link} (generating, not timed)"
+    );
     let summaries = datagen::generate_mix(&data, agencies, bets, 7574, 7574, datagen::Mix::Real).expect("generate");
     let mut expected: std::collections::HashMap<u32, Vec<String>> = std::collections::HashMap::new();
     for line in std::fs::read_to_string(data.join("expected-winners.csv")).expect("expected winners").lines() {
@@ -950,6 +956,12 @@ fn load_run(dir: &Path, agencies: u32, bets: u64) -> LoadRun {
     let (mut cmd, keys) =
         server_command(Command::new(program("BENCH_SERVER", SERVER_BIN)), dir, "bets-load.csv", agencies);
     cmd.env("SERVER_MAX_CONNECTIONS", (u64::from(agencies) + 64).to_string());
+    let agency_tls = tls.then(|| {
+        let made = loteria::pki::issue(&loteria::pki::server_names(1), Default::default()).expect("make the PKI");
+        let files = loteria::pki::write(&made, &dir.join(".keys"), "load").expect("write the PKI");
+        cmd.env("SERVER_TLS_CERT", &files.server_cert).env("SERVER_TLS_KEY", &files.server_key);
+        loteria::net::tls::AgencyTls::load(&files.ca_cert, None).expect("load the CA")
+    });
     let RunningServer { child: server, reader, port, .. } = start_server(cmd, &[]);
     let pid = server.id();
     let peaks = PeakRss::watch(vec![pid]);
@@ -975,7 +987,7 @@ fn load_run(dir: &Path, agencies: u32, bets: u64) -> LoadRun {
                     retry_max: Duration::from_millis(2000),
                     retry_attempts: 30,
                     auth_key: keys.get(s.agency).cloned(),
-                    tls: None,
+                    tls: agency_tls.clone(),
                 };
                 let (log, cancel) = (log.clone(), cancel.clone());
                 let name = cfg.data_path.clone();
