@@ -85,6 +85,8 @@ impl AgencyConnection {
     pub async fn flush(&mut self) -> Result<(), ClientError> {
         if !self.output.is_empty() {
             self.stream.write_all(&self.output).await?;
+            // On TLS, records left in rustls by a full socket go out only on a flush.
+            self.stream.flush().await?;
             self.output.clear();
             self.awaiting += std::mem::take(&mut self.queued);
         }

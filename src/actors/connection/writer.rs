@@ -111,7 +111,13 @@ impl Writer {
         }
         // Boxed, like the shutdown's: a timer lives only while a write does, so an
         // idle connection's task stays small (10,000 of them are held at once).
-        match Box::pin(tokio::time::timeout(self.deadline, socket.write_all(buf))).await {
+        // The flush matters on TLS: write_all may leave records in rustls when the
+        // socket is full, and nothing else would push them out (a no-op on plain TCP).
+        let write = async {
+            socket.write_all(buf).await?;
+            socket.flush().await
+        };
+        match Box::pin(tokio::time::timeout(self.deadline, write)).await {
             Ok(Ok(())) => {
                 buf.clear();
                 Ok(())
