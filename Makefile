@@ -161,7 +161,7 @@ docker-compose-down:
 docker-compose-logs:
 	$(COMPOSE) logs -f
 
-# BENCH_ARGS: --quick, --agencies N, --bets M, --runs R, --windows 1,32, --mix real,plain, --no-strace, --no-load, --load-agencies N, --json FILE
+# BENCH_ARGS: --quick, --agencies N, --bets M, --runs R, --windows 1,32, --mix real,plain, --no-relaxed, --no-tls, --no-strace, --no-load, --load-agencies N, --load-tls, --json FILE
 bench:
 	cargo bench --bench end_to_end -- $(BENCH_ARGS)
 

@@ -13,8 +13,16 @@
 //! are never printed. The file is named after the compose file because each
 //! compose file carries its own generation's keys: generating a second compose file
 //! in the same directory must not invalidate the first.
+//!
+//! Each run also makes the deployment's PKI beside the keys (`loteria::pki`): a
+//! fresh CA and the central's certificate for `server`, `server1`..`serverM`,
+//! `localhost` and `127.0.0.1` (`.keys/<name>.server.pem`, key `.server.key`
+//! 0600), mounted read-only into the server; every agency gets only the CA
+//! certificate (`.keys/<name>.ca.pem` at `/tls/ca.pem`). The CA's key is never
+//! written: nothing can be issued under this CA after the run (docs/tls.md).
 
 use loteria::auth::AgencyKeys;
+use loteria::pki;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -76,6 +84,20 @@ fn keys_file_name(output: &std::path::Path) -> String {
     format!("{}{KEYS_SUFFIX}", if safe.is_empty() { "compose" } else { &safe })
 }
 
+/// The deployment's name in its key and PKI files: the compose file's stem.
+fn deployment_stem(output: &std::path::Path) -> String {
+    let name = keys_file_name(output);
+    name.strip_suffix(KEYS_SUFFIX).unwrap_or(&name).to_string()
+}
+
+/// Makes the deployment's CA and server certificate and writes them into
+/// `.keys/` beside the compose file (the CA's key is dropped, never written).
+fn write_pki(output: &std::path::Path, servers: u32) -> Result<pki::PkiFiles, pki::PkiError> {
+    let base = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let made = pki::issue(&pki::server_names(servers), pki::Validity::default())?;
+    pki::write(&made, &base.join(KEYS_DIR), &deployment_stem(output))
+}
+
 /// Writes the server's key file beside the compose file (`.keys/`, 0700; file 0600).
 fn write_keys(output: &std::path::Path, keys: &AgencyKeys) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -122,6 +144,8 @@ struct Deployment<'a> {
     servers: u32,
     keys: &'a AgencyKeys,
     keys_file: &'a str,
+    /// The stem of the PKI files in `.keys/` (`<stem>.ca.pem`, `.server.pem`, `.server.key`).
+    tls_stem: &'a str,
     /// Names the shared store's volume (replicas only): a new generation, a new store.
     id: &'a str,
 }
@@ -141,6 +165,7 @@ fn render(template: &str, d: &Deployment) -> Result<String, String> {
         text.replace("{{agencies}}", &d.agencies.to_string())
             .replace("{{servers}}", &d.servers.to_string())
             .replace("{{keys_file}}", d.keys_file)
+            .replace("{{tls_stem}}", d.tls_stem)
             .replace("{{deployment}}", d.id)
             .replace("{{server_deps}}", &deps.join("\n"))
     };
@@ -221,8 +246,15 @@ fn main() -> ExitCode {
         }
     };
     let keys_file = keys_file_name(&args.output);
-    let deployment =
-        Deployment { agencies: args.agencies, servers: args.servers, keys: &keys, keys_file: &keys_file, id: &id };
+    let tls_stem = deployment_stem(&args.output);
+    let deployment = Deployment {
+        agencies: args.agencies,
+        servers: args.servers,
+        keys: &keys,
+        keys_file: &keys_file,
+        tls_stem: &tls_stem,
+        id: &id,
+    };
     let rendered = match render(&template, &deployment) {
         Ok(r) => r,
         Err(e) => {
@@ -234,6 +266,13 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             eprintln!("gen_compose: cannot write the agency keys beside {}: {e}", args.output.display());
+            return ExitCode::from(1);
+        }
+    };
+    let pki_files = match write_pki(&args.output, args.servers) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("gen_compose: {e}");
             return ExitCode::from(1);
         }
     };
@@ -251,10 +290,12 @@ fn main() -> ExitCode {
         m => format!("{m} servers sharing the volume tp0_bets_{id}"),
     };
     println!(
-        "gen_compose: wrote {} with {servers}, {} agencies and fresh keys in {}",
+        "gen_compose: wrote {} with {servers}, {} agencies and fresh keys in {}; TLS: CA {}, server certificate {}",
         args.output.display(),
         args.agencies,
-        keys_path.display()
+        keys_path.display(),
+        pki_files.ca_cert.display(),
+        pki_files.server_cert.display()
     );
     prepare_data_folder(&args.output, args.agencies);
     ExitCode::SUCCESS
@@ -290,7 +331,9 @@ mod tests {
     }
 
     fn render_n(template: &str, n: u32, m: u32, keys: &AgencyKeys) -> Result<String, String> {
-        render(template, &Deployment { agencies: n, servers: m, keys, keys_file: "dc.agency-keys.csv", id: "0a1b2c" })
+        let d =
+            Deployment { agencies: n, servers: m, keys, keys_file: "dc.agency-keys.csv", tls_stem: "dc", id: "0a1b2c" };
+        render(template, &d)
     }
 
     #[test]
@@ -384,6 +427,19 @@ mod tests {
             let server = &doc["services"]["server"];
             let env = server["environment"].as_sequence().unwrap();
             assert!(env.iter().any(|v| v.as_str() == Some("SERVER_AUTH_KEYS=/keys/dc.agency-keys.csv")));
+            assert!(env.iter().any(|v| v.as_str() == Some("SERVER_TLS_CERT=/keys/dc.server.pem")));
+            assert!(env.iter().any(|v| v.as_str() == Some("SERVER_TLS_KEY=/keys/dc.server.key")));
+            for id in 1..=n {
+                let client = &doc["services"][format!("client{id}").as_str()];
+                let env = client["environment"].as_sequence().unwrap();
+                assert!(env.iter().any(|v| v.as_str() == Some("CLI_TLS_CA=/tls/ca.pem")), "client{id}");
+                // Only the CA certificate, read-only: never the keys directory.
+                let mounts = client["volumes"].as_sequence().unwrap();
+                assert!(mounts.iter().any(|v| v["source"].as_str() == Some("./.keys/dc.ca.pem")
+                    && v["target"].as_str() == Some("/tls/ca.pem")
+                    && v["read_only"].as_bool() == Some(true)));
+                assert!(!mounts.iter().any(|v| v["source"].as_str() == Some("./.keys")), "client{id}");
+            }
             let volumes = server["volumes"].as_sequence().unwrap();
             assert!(volumes.iter().any(|v| v["source"].as_str() == Some("./.keys")
                 && v["target"].as_str() == Some("/keys")
@@ -398,6 +454,27 @@ mod tests {
                 assert_eq!(volume["type"].as_str(), Some("bind"), "{volume:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_pki_goes_beside_the_keys_without_the_ca_key_and_names_every_replica() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("docker-compose-dev.yaml");
+        let files = write_pki(&output, 3).unwrap();
+        assert_eq!(files, pki::PkiFiles::in_dir(&dir.path().join(".keys"), "docker-compose-dev"));
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&dir.path().join(".keys")), mode(&files.server_key)), (0o700, 0o600));
+        // The pair loads, the agencies' CA loads, and no file holds a second private key.
+        loteria::net::tls::ServerTls::load(&files.server_cert, &files.server_key).unwrap();
+        let tls = loteria::net::tls::AgencyTls::load(&files.ca_cert, None).unwrap();
+        assert_eq!(tls.name_for("server:12345").unwrap().to_str(), "server");
+        let keys = std::fs::read_dir(dir.path().join(".keys")).unwrap().map(|e| e.unwrap().path());
+        let private: Vec<_> = keys.filter(|p| std::fs::read_to_string(p).unwrap().contains("PRIVATE KEY")).collect();
+        assert_eq!(private, vec![files.server_key.clone()], "the CA's key was written");
+        let first_ca = std::fs::read_to_string(&files.ca_cert).unwrap();
+        write_pki(&output, 3).unwrap();
+        assert_ne!(std::fs::read_to_string(&files.ca_cert).unwrap(), first_ca, "a new generation, a new CA");
     }
 
     #[test]

@@ -13,15 +13,16 @@
 //!   (stop-and-wait) and the default window.
 //!
 //! It also runs the default window with relaxed acks (`storage.durable: false`)
-//! to show what durability costs.
+//! to show what durability costs, and the default window over TLS 1.3 (a fresh
+//! deployment PKI per run) beside the same run in plain TCP, wall time and CPU.
 //!
 //! Per side (agencies, server) it reports CPU seconds per million bets (user and
 //! system), fdatasyncs, and (unless `--no-strace`) the syscalls per batch of one
 //! extra run under `strace -f -c`.
 //!
 //! Options (`cargo bench --bench end_to_end -- --help`): `--quick`, `--agencies N`,
-//! `--bets M`, `--runs R`, `--windows 1,32`, `--mix real,plain`, `--no-relaxed`,
-//! `--no-strace`, `--json FILE`, `--keep DIR`. Figures are printed, never asserted.
+//! `--bets M`, `--runs R`, `--windows 1,32`, `--mix real,plain`, `--no-relaxed`, `--no-tls`,
+//! `--no-strace`, `--no-load`, `--load-tls`, `--json FILE`, `--keep DIR`. Figures are printed, never asserted.
 
 use loteria::auth::AgencyKeys;
 use loteria::config::DEFAULT_BATCH_WINDOW;
@@ -72,6 +73,9 @@ struct Options {
     /// Skip the default window with relaxed (not fsynced) acks
     #[arg(long)]
     no_relaxed: bool,
+    /// Skip the default window over TLS (side by side with plain TCP)
+    #[arg(long)]
+    no_tls: bool,
     /// Data mixes to measure, each with its own floors (`real`: names like real
     /// files, most non-ASCII, some needing CSV quotes; `plain`: the tests' data)
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [datagen::Mix::Real, datagen::Mix::Plain])]
@@ -89,6 +93,9 @@ struct Options {
     /// Skip the load generator
     #[arg(long)]
     no_load: bool,
+    /// The load generator's agencies speak TLS 1.3 (the deployments' way)
+    #[arg(long)]
+    load_tls: bool,
     /// Passed by `cargo bench`
     #[arg(long, hide = true)]
     bench: bool,
@@ -396,10 +403,28 @@ fn start_server(mut cmd: Command, keep: &'static [&'static str]) -> RunningServe
     RunningServer { child, lines, reader, port }
 }
 
-fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bool, trace: Option<&Path>) -> SystemRun {
+/// How one measured system run is set up.
+#[derive(Clone, Copy)]
+struct Setup {
+    window: usize,
+    durable: bool,
+    /// TLS 1.3 with a fresh deployment PKI (made before the clock starts).
+    tls: bool,
+}
+
+fn run_system(dir: &Path, data: &Path, agencies: u32, setup: Setup, trace: Option<&Path>) -> SystemRun {
+    let Setup { window, durable, tls } = setup;
     let server_bin = traced(&program("BENCH_SERVER", SERVER_BIN), trace.map(|t| (t, "server.strace".to_string())));
     let (mut cmd, keys) = server_command(server_bin, dir, "bets.csv", agencies);
     cmd.env("SERVER_STORAGE_DURABLE", durable.to_string());
+    let pki = tls.then(|| {
+        let made = loteria::pki::issue(&loteria::pki::server_names(1), Default::default()).expect("make the PKI");
+        loteria::pki::write(&made, &dir.join(".keys"), "bench").expect("write the PKI")
+    });
+    match &pki {
+        Some(files) => cmd.env("SERVER_TLS_CERT", &files.server_cert).env("SERVER_TLS_KEY", &files.server_key),
+        None => cmd.env_remove("SERVER_TLS_CERT").env_remove("SERVER_TLS_KEY"),
+    };
     let RunningServer { child: server, lines: line_rx, reader, port } =
         start_server(cmd, &["action: sorteo", "close_store"]);
     let pid = server.id();
@@ -416,6 +441,8 @@ fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bo
                 .env("CLI_LOG_LEVEL", "WARNING")
                 .env("CLI_AUTH_KEY", keys.get(id).expect("a key per agency").to_hex())
                 .env_remove("CLI_CONFIG")
+                .env_remove("CLI_TLS_SERVER_NAME")
+                .envs(pki.iter().map(|f| ("CLI_TLS_CA", f.ca_cert.as_os_str())))
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("spawn client")
@@ -522,7 +549,7 @@ fn main() {
     json.push(']');
     let mut load_figures = None;
     if !o.no_load {
-        let load = load_run(&dir, o.load_agencies(), o.load_bets);
+        let load = load_run(&dir, o.load_agencies(), o.load_bets, o.load_tls);
         json.push_str(&format!(
             ",\"load\":{{\"agencies\":{},\"bets_per_agency\":{},\"seconds\":{:.3},\"server_rss_kib\":{},\
              \"right_winners\":{},\"retried\":{}}}",
@@ -553,6 +580,27 @@ struct MixSummary {
     draw_ms: f64,
     server_rss_kib: u64,
     agency_rss_kib: u64,
+    /// TLS on beside off, when both ran.
+    tls: Option<TlsCost>,
+}
+
+/// The default window's medians with TLS and without.
+struct TlsCost {
+    plain_s: f64,
+    tls_s: f64,
+    plain_cpu_s: f64,
+    tls_cpu_s: f64,
+}
+
+impl TlsCost {
+    /// Percent more wall time with TLS.
+    fn wall_cost(&self) -> f64 {
+        (self.tls_s / self.plain_s - 1.0) * 100.0
+    }
+    /// Percent more CPU (server plus agencies) with TLS.
+    fn cpu_cost(&self) -> f64 {
+        (self.tls_cpu_s / self.plain_cpu_s - 1.0) * 100.0
+    }
 }
 
 /// The issue's targets beside this run's figures (printed, never asserted).
@@ -569,6 +617,16 @@ fn print_targets(o: &Options, mixes: &[(datagen::Mix, MixSummary)], load: Option
             m.ratio,
             met(m.ratio <= 1.0)
         );
+    }
+    for (mix, m) in mixes {
+        if let Some(t) = &m.tls {
+            let (wall, cpu) = (t.wall_cost(), t.cpu_cost());
+            println!("| {mix} mix: TLS 1.3 costs <= 10 % wall time | {wall:+.1} % | {} |", met(wall <= 10.0));
+            println!(
+                "| {mix} mix: TLS 1.3 costs <= 15 % CPU (server + agencies) | {cpu:+.1} % | {} |",
+                met(cpu <= 15.0)
+            );
+        }
     }
     if let Some((_, m)) = mixes.first() {
         println!("| draw over {bets} stored bets <= 150 ms | {:.0} ms | {} |", m.draw_ms, met(m.draw_ms <= 150.0));
@@ -606,31 +664,37 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
     let mut compute = Stat { name: "one-process floor (csv crate reads, writes rows, 1 fsync)".into(), secs: vec![] };
     let mut io = Stat { name: "I/O floor (files copied into one, 1 fsync)".into(), secs: vec![] };
     let mut transport = Stat { name: "transport floor (file bytes over loopback TCP, 1 fsync)".into(), secs: vec![] };
-    // (label, window, durable acks, figures)
-    let mut systems: Vec<(String, usize, bool, Stat, Vec<SystemRun>)> = o
+    // (label, setup, figures)
+    let mut systems: Vec<(String, Setup, Stat, Vec<SystemRun>)> = o
         .windows
         .iter()
         .map(|w| {
             let label = format!("window {w}{}", if *w == 1 { " (stop-and-wait)" } else { "" });
-            (label.clone(), *w, true, Stat { name: format!("system, {label}"), secs: vec![] }, vec![])
+            let setup = Setup { window: *w, durable: true, tls: false };
+            (label.clone(), setup, Stat { name: format!("system, {label}"), secs: vec![] }, vec![])
         })
         .collect();
     if !o.no_relaxed {
         let label = format!("window {DEFAULT_BATCH_WINDOW}, relaxed acks (no fdatasync)");
-        systems.push((
-            label.clone(),
-            DEFAULT_BATCH_WINDOW,
-            false,
-            Stat { name: format!("system, {label}"), secs: vec![] },
-            vec![],
-        ));
+        let setup = Setup { window: DEFAULT_BATCH_WINDOW, durable: false, tls: false };
+        systems.push((label.clone(), setup, Stat { name: format!("system, {label}"), secs: vec![] }, vec![]));
+    }
+    if !o.no_tls {
+        if !systems.iter().any(|(_, s, _, _)| s.window == DEFAULT_BATCH_WINDOW && s.durable && !s.tls) {
+            let label = format!("window {DEFAULT_BATCH_WINDOW}");
+            let setup = Setup { window: DEFAULT_BATCH_WINDOW, durable: true, tls: false };
+            systems.push((label.clone(), setup, Stat { name: format!("system, {label}"), secs: vec![] }, vec![]));
+        }
+        let label = format!("window {DEFAULT_BATCH_WINDOW}, TLS 1.3");
+        let setup = Setup { window: DEFAULT_BATCH_WINDOW, durable: true, tls: true };
+        systems.push((label.clone(), setup, Stat { name: format!("system, {label}"), secs: vec![] }, vec![]));
     }
     for run in 1..=o.runs {
         compute.secs.push(compute_floor(&files, &dir.join("floor.csv")).as_secs_f64());
         io.secs.push(io_floor(&files, &dir.join("io.bin")).as_secs_f64());
         transport.secs.push(transport_floor(&files, &dir.join("transport.bin")).as_secs_f64());
-        for (_, window, durable, stat, runs) in systems.iter_mut() {
-            let r = run_system(dir, &data, o.agencies, *window, *durable, None);
+        for (_, setup, stat, runs) in systems.iter_mut() {
+            let r = run_system(dir, &data, o.agencies, *setup, None);
             stat.secs.push(r.elapsed.as_secs_f64());
             runs.push(r);
         }
@@ -654,7 +718,7 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
     println!("|---|---|---|---|---|---|");
     let (cf, tf) = (compute.median(), transport.median());
     let mut rows = vec![compute.clone(), io.clone(), transport.clone()];
-    rows.extend(systems.iter().map(|(_, _, _, s, _)| s.clone()));
+    rows.extend(systems.iter().map(|(_, _, s, _)| s.clone()));
     for s in &rows {
         println!(
             "| {} | {:.3} | {:.3}–{:.3} | {:.0} | {:.2} | {:.2} |",
@@ -674,7 +738,7 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
          | server CPU s/M bets (user + sys) | agencies CPU s/M bets (user + sys) | batches | fdatasyncs |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for (label, _, _, _, runs) in &systems {
+    for (label, _, _, runs) in &systems {
         let mut draws: Vec<f64> = runs.iter().map(|r| r.draw_ms).collect();
         draws.sort_by(|a, b| a.total_cmp(b));
         let (su, ss) = (
@@ -704,15 +768,47 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
     if !o.no_strace {
         strace_report(dir, &data, o.agencies);
     }
-    let default = systems.iter().find(|(_, w, durable, _, _)| *w == DEFAULT_BATCH_WINDOW && *durable);
+    let find =
+        |tls: bool| systems.iter().find(|(_, s, _, _)| s.window == DEFAULT_BATCH_WINDOW && s.durable && s.tls == tls);
+    let tls = match (find(false), find(true)) {
+        (Some((_, _, plain_stat, plain)), Some((_, _, tls_stat, tls))) => {
+            let cpu = |runs: &[SystemRun]| {
+                median_f64(
+                    runs.iter()
+                        .map(|r| r.server_cpu.user + r.server_cpu.sys + r.agency_cpu.user + r.agency_cpu.sys)
+                        .collect(),
+                )
+            };
+            let t = TlsCost {
+                plain_s: plain_stat.median(),
+                tls_s: tls_stat.median(),
+                plain_cpu_s: cpu(plain),
+                tls_cpu_s: cpu(tls),
+            };
+            println!();
+            println!(
+                "TLS 1.3 beside plain TCP (window {DEFAULT_BATCH_WINDOW}, durable acks, medians of {} runs):",
+                o.runs
+            );
+            println!("| link | wall s | CPU s (server + agencies) | CPU s/M bets |");
+            println!("|---|---|---|---|");
+            println!("| plain TCP | {:.3} | {:.3} | {:.3} |", t.plain_s, t.plain_cpu_s, t.plain_cpu_s * per_m);
+            println!("| TLS 1.3 | {:.3} | {:.3} | {:.3} |", t.tls_s, t.tls_cpu_s, t.tls_cpu_s * per_m);
+            println!("| TLS cost | {:+.1} % | {:+.1} % | |", t.wall_cost(), t.cpu_cost());
+            Some(t)
+        }
+        _ => None,
+    };
+    let default = find(false);
     let summary = match default {
-        Some((_, _, _, stat, runs)) => MixSummary {
+        Some((_, _, stat, runs)) => MixSummary {
             ratio: stat.median() / cf,
             draw_ms: median_f64(runs.iter().map(|r| r.draw_ms).collect()),
             server_rss_kib: runs.iter().map(|r| r.server_rss_kib).max().unwrap_or(0),
             agency_rss_kib: runs.iter().map(|r| r.agency_rss_kib).max().unwrap_or(0),
+            tls,
         },
-        None => MixSummary { ratio: f64::NAN, draw_ms: f64::NAN, server_rss_kib: 0, agency_rss_kib: 0 },
+        None => MixSummary { ratio: f64::NAN, draw_ms: f64::NAN, server_rss_kib: 0, agency_rss_kib: 0, tls },
     };
 
     let mut json = format!("{{\"mix\":\"{mix}\",\"measurements\":[");
@@ -727,7 +823,7 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
         ));
     }
     json.push_str("],\"system\":[");
-    for (i, (label, window, durable, _, runs)) in systems.iter().enumerate() {
+    for (i, (label, setup, _, runs)) in systems.iter().enumerate() {
         let items: Vec<String> = runs
             .iter()
             .map(|r| {
@@ -749,11 +845,12 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
             })
             .collect();
         json.push_str(&format!(
-            "{}{{\"label\":\"{}\",\"window\":{},\"durable\":{},\"runs\":[{}]}}",
+            "{}{{\"label\":\"{}\",\"window\":{},\"durable\":{},\"tls\":{},\"runs\":[{}]}}",
             if i > 0 { "," } else { "" },
             label,
-            window,
-            durable,
+            setup.window,
+            setup.durable,
+            setup.tls,
             items.join(",")
         ));
     }
@@ -771,7 +868,8 @@ fn strace_report(dir: &Path, data: &Path, agencies: u32) {
     let trace = dir.join("strace");
     let _ = std::fs::remove_dir_all(&trace);
     std::fs::create_dir_all(&trace).expect("strace folder");
-    let r = run_system(dir, data, agencies, DEFAULT_BATCH_WINDOW, true, Some(&trace));
+    let setup = Setup { window: DEFAULT_BATCH_WINDOW, durable: true, tls: false };
+    let r = run_system(dir, data, agencies, setup, Some(&trace));
     let server = strace_counts(&[trace.join("server.strace")]);
     let clients: Vec<PathBuf> = (1..=agencies).map(|id| trace.join(format!("agency-{id}.strace"))).collect();
     let agencies_counts = strace_counts(&clients);
@@ -835,10 +933,13 @@ fn raise_nofile(wanted: u64) {
 /// must get exactly the winners of its own file.
 // The server is reaped with wait4, not Child::wait.
 #[allow(clippy::zombie_processes)]
-fn load_run(dir: &Path, agencies: u32, bets: u64) -> LoadRun {
+fn load_run(dir: &Path, agencies: u32, bets: u64, tls: bool) -> LoadRun {
     let data = dir.join("data-load");
     println!();
-    println!("load generator: {agencies} agencies x {bets} bets at once from one process (generating, not timed)");
+    let link = if tls { "TLS 1.3" } else { "plain TCP" };
+    println!(
+        "load generator: {agencies} agencies x {bets} bets at once from one process, {link} (generating, not timed)"
+    );
     let summaries = datagen::generate_mix(&data, agencies, bets, 7574, 7574, datagen::Mix::Real).expect("generate");
     let mut expected: std::collections::HashMap<u32, Vec<String>> = std::collections::HashMap::new();
     for line in std::fs::read_to_string(data.join("expected-winners.csv")).expect("expected winners").lines() {
@@ -855,6 +956,12 @@ fn load_run(dir: &Path, agencies: u32, bets: u64) -> LoadRun {
     let (mut cmd, keys) =
         server_command(Command::new(program("BENCH_SERVER", SERVER_BIN)), dir, "bets-load.csv", agencies);
     cmd.env("SERVER_MAX_CONNECTIONS", (u64::from(agencies) + 64).to_string());
+    let agency_tls = tls.then(|| {
+        let made = loteria::pki::issue(&loteria::pki::server_names(1), Default::default()).expect("make the PKI");
+        let files = loteria::pki::write(&made, &dir.join(".keys"), "load").expect("write the PKI");
+        cmd.env("SERVER_TLS_CERT", &files.server_cert).env("SERVER_TLS_KEY", &files.server_key);
+        loteria::net::tls::AgencyTls::load(&files.ca_cert, None).expect("load the CA")
+    });
     let RunningServer { child: server, reader, port, .. } = start_server(cmd, &[]);
     let pid = server.id();
     let peaks = PeakRss::watch(vec![pid]);
@@ -880,6 +987,7 @@ fn load_run(dir: &Path, agencies: u32, bets: u64) -> LoadRun {
                     retry_max: Duration::from_millis(2000),
                     retry_attempts: 30,
                     auth_key: keys.get(s.agency).cloned(),
+                    tls: agency_tls.clone(),
                 };
                 let (log, cancel) = (log.clone(), cancel.clone());
                 let name = cfg.data_path.clone();

@@ -167,6 +167,11 @@ def run_case(work, name, agencies, max_amount, expected_batches=None):
         check(f"one DEBUG apuesta_almacenada line per bet ({stored_lines})", stored_lines == total)
         draws = sum(1 for line in logs if "action: sorteo | result: success" in line)
         check(f"exactly one sorteo ({draws})", draws == 1)
+        check("the server speaks TLS 1.3 with the deployment's certificate",
+              any(l.startswith("server ") and "action: tls | result: success | mode: TLS 1.3" in l for l in logs))
+        check("no agency connected in plain TCP", not any("action: plain_connection" in l for l in logs))
+        tls_ca = [l for l in logs if "action: config | result: success" in l and "tls_ca: /tls/ca.pem" in l]
+        check(f"every agency trusts the deployment CA at /tls/ca.pem ({len(tls_ca)})", len(tls_ca) == n)
         wc = run(["docker", "exec", "server", "sh", "-c", "wc -l bets.csv"], cwd=work, check_rc=False)
         check(f"docker exec server sh -c \"wc -l bets.csv\" -> {wc.stdout.strip()!r}",
               wc.returncode == 0 and wc.stdout.split()[:2] == [str(total), "bets.csv"], wc.stderr.strip())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole system as local processes: a server on a free port and N agencies
 # over generated data, with interleaved logs, ending with each agency's winners.
+# The links are TLS 1.3 with a CA made for this run by gen_pki (its key is not kept).
 # Usage: scripts/demo.sh [AGENCIES] [BETS_PER_AGENCY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --quiet --bin server --bin client --bin gen_data
+cargo build --release --quiet --bin server --bin client --bin gen_data --bin gen_pki
 echo "== generating $AGENCIES agencies x $BETS bets in $WORK/data"
 "$BIN/gen_data" --agencies "$AGENCIES" --bets "$BETS" --out "$WORK/data" | sed 's/^/[gen_data] /'
 
@@ -27,11 +28,14 @@ echo "== generating a fresh key per agency in $WORK/agency-keys.csv"
         printf '%s,%s\n' "$id" "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
     done > "$WORK/agency-keys.csv"
 )
+echo "== making this run's CA and the server's certificate in $WORK/.keys"
+"$BIN/gen_pki" --dir "$WORK/.keys" --stem demo | sed 's/^/[gen_pki] /'
 key_of() { grep "^$1," "$WORK/agency-keys.csv" | cut -d, -f2; }
 
 echo "== starting the server"
 SERVER_PORT=0 SERVER_AGENCIES=$AGENCIES SERVER_STORAGE_PATH="$WORK/bets.csv" SERVER_CONFIG=config/server.yaml \
-    SERVER_AUTH_KEYS="$WORK/agency-keys.csv" "$BIN/server" > >(tee "$WORK/server.log" | sed -u 's/^/[server]  /') &
+    SERVER_AUTH_KEYS="$WORK/agency-keys.csv" SERVER_TLS_CERT="$WORK/.keys/demo.server.pem" \
+    SERVER_TLS_KEY="$WORK/.keys/demo.server.key" "$BIN/server" > >(tee "$WORK/server.log" | sed -u 's/^/[server]  /') &
 SERVER_PID=$!
 PORT=
 for _ in $(seq 100); do
@@ -45,7 +49,7 @@ echo "== starting $AGENCIES agencies against 127.0.0.1:$PORT"
 pids=()
 for id in $(seq "$AGENCIES"); do
     CLI_ID=$id CLI_SERVER_ADDRESS=127.0.0.1:$PORT CLI_DATA_PATH="$WORK/data/agency-{id}.csv" CLI_CONFIG=config/client.yaml \
-        CLI_AUTH_KEY="$(key_of "$id")" "$BIN/client" > >(tee "$WORK/client$id.log" | sed -u "s/^/[client$id] /") &
+        CLI_AUTH_KEY="$(key_of "$id")" CLI_TLS_CA="$WORK/.keys/demo.ca.pem" "$BIN/client" > >(tee "$WORK/client$id.log" | sed -u "s/^/[client$id] /") &
     pids+=($!)
 done
 status=0

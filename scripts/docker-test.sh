@@ -69,6 +69,13 @@ for k in 1 2 3 4 5; do
     got=$(grep "^client$k " "$WORK/logs1.txt" | grep -o 'consulta_ganadores | result: success | cant_ganadores: [0-9]*' | grep -o '[0-9]*$')
     check "client$k cant_ganadores ${got:-none} = ${EXPECTED[$((k-1))]}" [ "${got:-x}" = "${EXPECTED[$((k-1))]}" ]
 done
+check "the server speaks TLS 1.3" grep -q '^server .*action: tls | result: success | mode: TLS 1.3' "$WORK/logs1.txt"
+plain=$(grep -c 'action: plain_connection' "$WORK/logs1.txt")
+check "every agency came over TLS (plain connections: $plain)" [ "$plain" = 0 ]
+tls_auth=$(grep -c '^server .*action: auth | result: success' "$WORK/logs1.txt")
+check "five agencies proved their keys inside TLS ($tls_auth)" [ "$tls_auth" = 5 ]
+check "the agencies hold the CA certificate only" bash -c "! grep -q 'PRIVATE KEY' '$WORK'/.keys/docker-compose-dev.ca.pem && grep -q 'PRIVATE KEY' '$WORK'/.keys/docker-compose-dev.server.key"
+check "the server key is owner-only (0600)" [ "$(stat -c %a "$WORK/.keys/docker-compose-dev.server.key")" = 600 ]
 sorteos=$(grep -c 'action: sorteo | result: success' "$WORK/logs1.txt")
 check "exactly one sorteo line ($sorteos)" [ "$sorteos" = 1 ]
 check "every client exited with code 0" all_exit_zero client1 client2 client3 client4 client5
@@ -88,6 +95,10 @@ check "the restarted server reopened the store with all 5 agencies done" \
 echo "== 2. validar-echo-server.sh"
 out=$(sh ./validar-echo-server.sh); rc=$?
 check "echo against our server: '$out'" [ "$out" = "action: test_echo_server | result: success" -a $rc = 0 ]
+# A plain request other than Echo (Resume for agency 1) on the TLS port: a Nack (0x82), then closed.
+got=$(docker run --rm --network "$NETWORK" --entrypoint /bin/busybox loteria-netcat:latest \
+    sh -c "printf '\\006\\000\\000\\000\\004\\000\\000\\000\\001' | nc -w 3 server 12345 | od -An -tx1 | head -1" 2>/dev/null)
+check "a plain Resume on the TLS port is refused with a Nack ($(echo $got | cut -c1-2))" [ "$(echo $got | cut -c1-2)" = 82 ]
 docker run -d --rm --name tp0-mirror --network "$NETWORK" --entrypoint /bin/busybox loteria-netcat:latest nc -ll -p 12345 -e /bin/busybox cat >/dev/null
 docker run -d --rm --name tp0-alter --network "$NETWORK" --entrypoint /bin/busybox loteria-netcat:latest nc -ll -p 12345 -e /bin/busybox tr a-z A-Z >/dev/null
 sleep 0.5

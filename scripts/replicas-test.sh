@@ -103,6 +103,11 @@ for path in glob.glob(os.path.join(sys.argv[2], 'agency-*.csv')):
     want[agency] = [row for row in csv.reader(open(path, newline='', encoding='utf-8'))]
 sys.exit(0 if dict(stored) == want else 1)
 PY
+for k in 1 2 3; do
+    check "server$k speaks TLS 1.3" bash -c "docker logs server$k 2>&1 | grep -q 'action: tls | result: success | mode: TLS 1.3'"
+done
+plain=$(for k in 1 2 3; do docker logs "server$k" 2>&1; done | grep -c 'action: plain_connection')
+check "every agency came over TLS to the replicas (plain connections: $plain)" [ "$plain" = 0 ]
 reconnects=$(for k in 1 2 3 4 5 6; do docker logs "client$k" 2>&1; done | grep -c 'action: reconnect')
 check "agencies reconnected after the kill ($reconnects)" [ "$reconnects" -ge 1 ]
 for s in "${SURVIVORS[@]}"; do

@@ -79,6 +79,15 @@ impl AuthKey {
         self.mac(nonce, agency).finalize().into_bytes().into()
     }
 
+    /// The agency's answer on a TLS link: the same HMAC over the challenge
+    /// bound to the session (see [`bound_nonce`]).
+    pub fn proof_bound(&self, nonce: &[u8; NONCE_LEN], agency: AgencyId, binding: Option<&[u8]>) -> [u8; MAC_LEN] {
+        match binding {
+            Some(binding) => self.proof(&bound_nonce(nonce, binding), agency),
+            None => self.proof(nonce, agency),
+        }
+    }
+
     /// Checks a proof in constant time (`verify_slice` compares without early exit).
     pub fn verify(&self, nonce: &[u8; NONCE_LEN], agency: AgencyId, proof: &[u8; MAC_LEN]) -> bool {
         self.mac(nonce, agency).verify_slice(proof).is_ok()
@@ -95,6 +104,18 @@ impl fmt::Display for AuthKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
+}
+
+/// The challenge as the proof covers it on a TLS link: SHA-256 over a label,
+/// the nonce and the session's exported keying material (RFC 8446 §7.5). Both
+/// ends compute it; a proof made in another TLS session answers another value.
+pub fn bound_nonce(nonce: &[u8; NONCE_LEN], binding: &[u8]) -> [u8; NONCE_LEN] {
+    use sha2::Digest;
+    let mut hash = Sha256::new();
+    hash.update(b"loteria tls-bound challenge v1");
+    hash.update(nonce);
+    hash.update(binding);
+    hash.finalize().into()
 }
 
 fn hex_digit(c: u8) -> Option<u8> {
@@ -286,6 +307,18 @@ mod tests {
         let mut flipped = want;
         flipped[31] ^= 1;
         assert!(!key.verify(&nonce, 258, &flipped));
+    }
+
+    #[test]
+    fn a_bound_proof_holds_only_for_its_session() {
+        let key = AuthKey([5u8; KEY_LEN]);
+        let nonce = [1u8; NONCE_LEN];
+        let (a, b) = ([2u8; 32], [3u8; 32]);
+        let proof = key.proof_bound(&nonce, 4, Some(&a));
+        assert!(key.verify(&bound_nonce(&nonce, &a), 4, &proof));
+        assert!(!key.verify(&bound_nonce(&nonce, &b), 4, &proof), "another session's binding fails");
+        assert!(!key.verify(&nonce, 4, &proof), "a bound proof is not a plain one");
+        assert_eq!(key.proof_bound(&nonce, 4, None), key.proof(&nonce, 4));
     }
 
     #[test]

@@ -13,12 +13,14 @@
 //! - [`run`]: the whole run (resume, stream, done, winners), reconnecting.
 //! - [`single`]: course exercise 5, one bet from the environment.
 //! - `auth`: the agency's side of the handshake.
+//! - [`link`]: the socket under a connection, plain or TLS.
 
 mod auth;
 pub mod backoff;
 pub mod batcher;
 pub mod connection;
 mod error;
+pub mod link;
 pub mod reader;
 pub mod run;
 pub mod single;

@@ -14,6 +14,7 @@ mod cli;
 mod client;
 mod server;
 mod source;
+mod tls;
 
 pub use client::{ClientConfig, DEFAULT_BATCH_WINDOW};
 pub use server::{ServerAuth, ServerConfig};
@@ -71,6 +72,8 @@ pub enum ConfigError {
     Keys(#[from] KeyFileError),
     #[error("key file {} has no key for agencies {missing} (server.agencies is {agencies})", path.display())]
     MissingKeys { path: PathBuf, missing: String, agencies: u32 },
+    #[error("{0}")]
+    Tls(#[from] crate::net::tls::TlsFileError),
 }
 
 /// What both programs' configurations share: where they are read from, their

@@ -5,6 +5,7 @@
 //!   bets inside their buffer); no I/O, and nothing of the wire.
 //! - [`net`]: the binary protocol (frames, messages, codecs).
 //! - [`auth`]: agency keys and the HMAC proof of the handshake.
+//! - [`pki`]: the deployment's CA and the central's certificate (TLS).
 //! - [`config`]: YAML + environment configuration of both programs, their command line.
 //! - [`logging`]: the course's log-line format on slog.
 //! - [`storage`]: the bets file (append, repair, streaming scan).
@@ -23,6 +24,7 @@ pub mod config;
 pub mod datagen;
 pub mod logging;
 pub mod net;
+pub mod pki;
 pub mod server;
 #[cfg(target_arch = "x86_64")]
 mod simd;

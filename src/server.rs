@@ -79,7 +79,14 @@ pub async fn start(listener: TcpListener, cfg: &ServerConfig, log: Logger) -> Re
             ServerAuth::Keys { keys, .. } => Some(AuthGuard::new(keys.clone()).start()),
             ServerAuth::Off => None,
         },
+        tls: cfg.tls.clone(),
     };
+    match &cfg.tls {
+        Some(tls) => slog::info!(log, "action: tls | result: success"; "mode" => "TLS 1.3",
+            "cert" => %tls.cert_path.display(), "plain_peers" => "Echo only"),
+        None => slog::warn!(log, "action: tls | result: success"; "mode" => "off",
+            "warning" => "no server.tls.cert/server.tls.key: links to the agencies are not encrypted"),
+    }
     let listener = Listener::new(listener, cfg.max_connections, deps, drain_tx, log.clone())?.start();
     let supervisor = Supervisor::new(listener, store.clone(), drain_rx, log).start();
     Ok(ServerHandle { address, supervisor, coordinator, store })

@@ -38,6 +38,14 @@ pub struct Verify {
     pub mac: [u8; MAC_LEN],
 }
 
+/// A TLS handshake from `ip` failed: it counts like a wrong proof, so an
+/// address cannot probe the port with broken handshakes for free.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct HandshakeFailed {
+    pub ip: IpAddr,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// The proof is right; `delayed`: how long it waited for its slot.
@@ -151,6 +159,14 @@ impl Handler<Verify> for AuthGuard {
             }
             act.check(&msg, Instant::now(), wait)
         }))
+    }
+}
+
+impl Handler<HandshakeFailed> for AuthGuard {
+    type Result = ();
+
+    fn handle(&mut self, msg: HandshakeFailed, _: &mut Context<Self>) {
+        self.record_failure(msg.ip, Instant::now());
     }
 }
 

@@ -16,9 +16,11 @@
 //!
 //! The actor drives a `Session` (binding, answer order, in-flight
 //! window); `route` sends each request on, `handshake` checks the agency's key,
-//! `outcome` has the log lines a bet request owes, `writer` the writing task.
+//! `outcome` has the log lines a bet request owes, `writer` the writing task,
+//! `link` the TLS handshake (or the plain peer) before the first frame.
 
 mod handshake;
+mod link;
 mod outcome;
 mod route;
 mod session;
@@ -29,6 +31,7 @@ use super::bet_store::{BetStore, StoreError};
 use super::draw_coordinator::{DrawCoordinator, WinnersReady};
 use super::listener::Listener;
 use crate::net::frame::winners_pages;
+use crate::net::tls::{PeerRead, PeerWrite, ServerTls, BINDING_LEN};
 use crate::net::{FrameReader, NackCode, ProtocolError, Request, Response, ServerCodec};
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
@@ -68,6 +71,8 @@ pub struct ConnectionDeps {
     pub log: Logger,
     /// Checks handshakes; `None` when the server runs with `SERVER_AUTH=off`.
     pub auth: Option<Addr<AuthGuard>>,
+    /// The port speaks TLS (plain peers get Echo only); `None`: plain TCP.
+    pub tls: Option<ServerTls>,
 }
 
 /// Finish the messages in hand, then close (shutdown).
@@ -128,6 +133,10 @@ pub struct Connection {
     last_frame: Instant,
     /// Stop as soon as nothing is in flight.
     closing: bool,
+    /// The writer, kept until the TLS handshake is over (then it starts).
+    pending: Option<link::Pending>,
+    /// The TLS session's keying material the agency's proof must cover.
+    binding: Option<[u8; BINDING_LEN]>,
     log: Logger,
 }
 
@@ -142,25 +151,38 @@ impl Connection {
         drain_guard: mpsc::Sender<()>,
     ) -> Addr<Connection> {
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
         let (outbox, rx) = mpsc::channel(OUTBOX);
         let log = deps.log.new(slog::o!());
         let writer = Writer::new(id, peer, deps.idle_timeout, listener, log.clone());
         Connection::create(move |ctx| {
-            actix::spawn(writer.run(write, rx, ctx.address(), drain_guard));
-            let reading = Some(ctx.add_stream(FrameReader::new(read, IncomingCodec)));
-            Connection {
+            let tls = deps.tls.clone();
+            let mut conn = Connection {
                 peer,
                 session: Session::new(deps.agencies),
                 auth: handshake::AuthState::new(deps.auth.is_some()),
                 deps,
                 outbox,
-                reading,
+                reading: None,
                 last_frame: Instant::now(),
                 closing: false,
+                pending: None,
+                binding: None,
                 log,
+            };
+            let pending = link::Pending { writer, rx, drain_guard };
+            match tls {
+                None => conn.attach(crate::net::tls::split_plain(stream), pending, ctx),
+                Some(tls) => conn.open(stream, tls, pending, ctx),
             }
+            conn
         })
+    }
+
+    /// Starts the writer on `write` and reads frames from `read`.
+    fn attach(&mut self, (read, write): (PeerRead, PeerWrite), pending: link::Pending, ctx: &mut Context<Self>) {
+        let link::Pending { writer, rx, drain_guard } = pending;
+        actix::spawn(writer.run(write, rx, ctx.address(), drain_guard));
+        self.reading = Some(ctx.add_stream(FrameReader::new(read, IncomingCodec)));
     }
 
     /// Records the answer of request `seq` and writes every answer now in order,
@@ -293,6 +315,10 @@ impl Actor for Connection {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(pending) = self.pending.take() {
+            // Stopped mid-handshake: no writer ever ran to tell the listener.
+            pending.writer.never_started();
+        }
         // The listener hears of the close from the writer, once the socket is really closed.
         let agency = self.session.agency().map(|a| a.to_string()).unwrap_or_else(|| "-".into());
         info!(self.log, "action: close_connection | result: success"; "ip" => %self.peer, "agency" => agency);
@@ -305,7 +331,12 @@ impl StreamHandler<Result<Incoming, ProtocolError>> for Connection {
         let seq = self.session.begin();
         match frame {
             Ok(Incoming::Request(request)) => self.route(seq, request, ctx),
-            Ok(Incoming::Refused(bad)) => self.refuse_frame(seq, bad, ctx),
+            Ok(Incoming::Refused(bad)) => {
+                self.refuse_frame(seq, bad, ctx);
+                if self.auth.echo_only() {
+                    self.close_when_idle(ctx);
+                }
+            }
             Err(ProtocolError::Io(e)) => {
                 info!(self.log, "action: receive_message | result: fail"; "ip" => %self.peer, "error" => %e);
                 self.answer(seq, Answer::nothing(), ctx);

@@ -167,7 +167,10 @@ impl StreamHandler<Result<(TcpStream, SocketAddr), AcceptFailed>> for Listener {
         if self.connections.len() >= self.max_connections {
             warn!(self.log, "action: accept_connection | result: fail"; "ip" => %peer,
                 "error" => format!("too many connections (max {})", self.max_connections));
-            actix::spawn(refuse(stream, self.max_connections));
+            // A TLS peer would take a plain Nack for a broken handshake: it gets the close alone,
+            // which its agency retries like any refused connection.
+            let nack = self.deps.tls.is_none();
+            actix::spawn(refuse(stream, self.max_connections, nack));
             return;
         }
         self.next_id += 1;
@@ -182,8 +185,12 @@ impl StreamHandler<Result<(TcpStream, SocketAddr), AcceptFailed>> for Listener {
     }
 }
 
-/// Tells a peer over the limit why it is refused, then closes.
-async fn refuse(mut stream: TcpStream, max: usize) {
+/// Tells a peer over the limit why it is refused (plain ports only), then closes.
+async fn refuse(mut stream: TcpStream, max: usize, nack: bool) {
+    if !nack {
+        let _ = stream.shutdown().await;
+        return;
+    }
     let mut buf = BytesMut::new();
     let nack = Response::Nack {
         code: NackCode::Unavailable,

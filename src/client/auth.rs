@@ -9,7 +9,8 @@ use slog::{debug, Logger};
 use tokio_util::sync::CancellationToken;
 
 /// Proves the agency's key: `AuthHello`, the server's `Challenge`, then
-/// `AuthProof` = HMAC-SHA256(key, nonce || agency); the key itself never leaves.
+/// `AuthProof` = HMAC-SHA256(key, nonce || agency), the nonce bound to the TLS
+/// session when there is one; the key itself never leaves.
 pub(super) async fn authenticate(
     conn: &mut AgencyConnection,
     agency: AgencyId,
@@ -22,7 +23,8 @@ pub(super) async fn authenticate(
         Response::Challenge { nonce } => nonce,
         other => return Err(ClientError::Unexpected(format!("{other:?} instead of a challenge"))),
     };
-    conn.send(&Request::AuthProof { mac: key.proof(&nonce, agency) }).await?;
+    let mac = key.proof_bound(&nonce, agency, conn.binding());
+    conn.send(&Request::AuthProof { mac }).await?;
     match conn.recv_in_flight(cancel).await? {
         Response::Ack { .. } => {
             debug!(log, "action: auth | result: success"; "agency" => agency);

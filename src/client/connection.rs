@@ -1,14 +1,16 @@
 //! One framed connection to the central: connect, send a request or a batch,
-//! read the answer (a `Nack` becomes an error), close.
+//! read the answer (a `Nack` becomes an error), close. With a CA the link is
+//! TLS (see `link`); the framing is the same either way.
 
 use super::batcher::Batcher;
+use super::link::{self, AgencyStream};
 use super::ClientError;
 use crate::bet::AgencyId;
+use crate::net::tls::{AgencyTls, BINDING_LEN};
 use crate::net::{ClientCodec, Request, Response, MAX_FRAME};
 use bytes::BytesMut;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +24,9 @@ pub const COALESCE_BYTES: usize = 32 * 1024;
 
 /// One framed connection to the central.
 pub struct AgencyConnection {
-    stream: TcpStream,
+    stream: AgencyStream,
+    /// The TLS session's keying material (`None` on a plain link).
+    binding: Option<[u8; BINDING_LEN]>,
     /// Bytes read and not yet decoded (at most a frame and a read's worth).
     input: BytesMut,
     /// Frames queued and not yet written (at most [`COALESCE_BYTES`] plus a
@@ -37,21 +41,26 @@ pub struct AgencyConnection {
 
 impl AgencyConnection {
     /// One connection attempt (retries are the caller's, see [`super::Backoff`]).
-    pub async fn connect(address: &str, cancel: &CancellationToken) -> Result<AgencyConnection, ClientError> {
-        let stream = tokio::select! {
-            r = TcpStream::connect(address) => {
-                r.map_err(|source| ClientError::Connect { address: address.to_string(), source })?
-            }
-            _ = cancel.cancelled() => return Err(ClientError::Cancelled),
-        };
-        let _ = stream.set_nodelay(true);
+    /// With `tls`, the central must prove itself first.
+    pub async fn connect(
+        address: &str,
+        tls: Option<&AgencyTls>,
+        cancel: &CancellationToken,
+    ) -> Result<AgencyConnection, ClientError> {
+        let (stream, binding) = link::open(address, tls, cancel).await?;
         Ok(AgencyConnection {
             stream,
+            binding,
             input: BytesMut::with_capacity(MAX_FRAME),
             output: BytesMut::with_capacity(COALESCE_BYTES + MAX_FRAME),
             queued: 0,
             awaiting: 0,
         })
+    }
+
+    /// The TLS session's keying material the handshake proof must cover.
+    pub fn binding(&self) -> Option<&[u8]> {
+        self.binding.as_ref().map(|b| b.as_slice())
     }
 
     /// Queues the batch in `batcher` as bets `first_index..` and returns how
@@ -76,6 +85,8 @@ impl AgencyConnection {
     pub async fn flush(&mut self) -> Result<(), ClientError> {
         if !self.output.is_empty() {
             self.stream.write_all(&self.output).await?;
+            // On TLS, records left in rustls by a full socket go out only on a flush.
+            self.stream.flush().await?;
             self.output.clear();
             self.awaiting += std::mem::take(&mut self.queued);
         }

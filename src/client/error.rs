@@ -9,6 +9,12 @@ use std::path::PathBuf;
 pub enum ClientError {
     #[error("cannot connect to {address}: {source}")]
     Connect { address: String, source: io::Error },
+    /// The central did not prove itself: another CA, a wrong name, expired, or no TLS.
+    #[error(
+        "the central at {address} did not prove itself as {server_name:?} with the CA {}: {reason}",
+        ca.display()
+    )]
+    TlsRejected { address: String, server_name: String, ca: PathBuf, reason: String },
     #[error("gave up after {attempts} consecutive failed attempts; last error: {last}")]
     GaveUp { attempts: u32, last: Box<ClientError> },
     #[error("cannot read {}: {source}", path.display())]

@@ -81,7 +81,16 @@ async fn session(
 ) -> Result<AgencyReport, ClientError> {
     let reader = open()?;
     check_cancel(cancel)?;
-    let mut conn = AgencyConnection::connect(address, cancel).await?;
+    let mut conn = match AgencyConnection::connect(address, cfg.tls.as_ref(), cancel).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            if let ClientError::TlsRejected { server_name, reason, .. } = &e {
+                error!(log, "action: tls_handshake | result: fail"; "address" => address,
+                    "server_name" => server_name, "error" => reason);
+            }
+            return Err(e);
+        }
+    };
     let result = match &cfg.auth_key {
         Some(key) => auth::authenticate(&mut conn, cfg.id, key, log, cancel).await,
         None => Ok(()),

@@ -35,7 +35,13 @@ pub async fn send_single_bet(
     // Only the connection is retried: a resent bet without an index could be stored twice.
     let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max, cfg.retry_attempts);
     let mut conn = loop {
-        match AgencyConnection::connect(super::run::address_for_attempt(&cfg.server_address, 0), cancel).await {
+        match AgencyConnection::connect(
+            super::run::address_for_attempt(&cfg.server_address, 0),
+            cfg.tls.as_ref(),
+            cancel,
+        )
+        .await
+        {
             Ok(conn) => break conn,
             Err(e) => backoff.retry_or_fail(e, log, cancel).await?,
         }

@@ -21,6 +21,8 @@ Settings (YAML key, environment variable, default); the environment wins over th
   retry.max_attempts        CLI_RETRY_MAX_ATTEMPTS      30
   log.level                 CLI_LOG_LEVEL               INFO
   auth.key                  CLI_AUTH_KEY                none (no handshake)
+  tls.ca                    CLI_TLS_CA                  none (PEM CA: TLS 1.3 to the central, never plain)
+  tls.server_name           CLI_TLS_SERVER_NAME         the host part of server.address
 Single-bet mode (course exercise 5): NOMBRE, APELLIDO, DOCUMENTO, NACIMIENTO, NUMERO.";
 
 /// One agency's settings.
@@ -39,6 +41,8 @@ pub struct ClientConfig {
     pub retry_attempts: u32,
     /// This agency's key (`CLI_AUTH_KEY`); without one the agency skips the handshake.
     pub auth_key: Option<AuthKey>,
+    /// The deployment CA (`CLI_TLS_CA`): with it the agency speaks TLS only.
+    pub tls: Option<crate::net::tls::AgencyTls>,
 }
 
 /// The default pipelining window (chosen by measurement, see the README).
@@ -115,6 +119,7 @@ impl Settings for ClientConfig {
             retry_max: retry_max.max(retry_initial),
             retry_attempts,
             auth_key,
+            tls: super::tls::client(src)?,
         };
         Ok(cfg)
     }
@@ -135,6 +140,7 @@ impl Settings for ClientConfig {
             ("retry_max_delay_ms", self.retry_max.as_millis().to_string()),
             ("retry_max_attempts", self.retry_attempts.to_string()),
             ("auth_key", if self.auth_key.is_some() { "set" } else { "none" }.to_string()),
+            ("tls_ca", self.tls.as_ref().map(|t| t.ca_path.display().to_string()).unwrap_or_else(|| "none".into())),
         ]
     }
 }

@@ -52,7 +52,9 @@ Settings (YAML key, environment variable, default); the environment wins over th
   draw.winning_number      SERVER_WINNING_NUMBER    7574
   log.level                LOGGING_LEVEL            INFO
   auth.enabled             SERVER_AUTH              true (off: no handshake, local experiments only)
-  auth.keys_path           SERVER_AUTH_KEYS         none (required while auth is on)";
+  auth.keys_path           SERVER_AUTH_KEYS         none (required while auth is on)
+  server.tls.cert          SERVER_TLS_CERT          none (PEM chain; with the key: TLS 1.3 on the port)
+  server.tls.key           SERVER_TLS_KEY           none (PEM private key of the certificate)";
 
 /// The central server's settings.
 #[derive(Debug, Clone)]
@@ -70,6 +72,8 @@ pub struct ServerConfig {
     /// `true`: an ack waits for fsync; `false`: only for the OS page cache.
     pub durable: bool,
     pub auth: ServerAuth,
+    /// The certificate and key the port speaks TLS with; `None`: plain TCP.
+    pub tls: Option<crate::net::tls::ServerTls>,
 }
 
 impl Settings for ServerConfig {
@@ -117,8 +121,10 @@ impl Settings for ServerConfig {
             )?,
             durable: src.get("storage.durable", Some("SERVER_STORAGE_DURABLE"), true, parse_bool)?,
             auth: ServerAuth::Off,
+            tls: None,
         };
         cfg.auth = ServerAuth::from_source(src, cfg.agencies)?;
+        cfg.tls = super::tls::server(src)?;
         Ok(cfg)
     }
 
@@ -143,6 +149,13 @@ impl Settings for ServerConfig {
                 match &self.auth {
                     ServerAuth::Keys { path, keys } => format!("{} ({} agencies)", path.display(), keys.len()),
                     ServerAuth::Off => "-".to_string(),
+                },
+            ),
+            (
+                "tls",
+                match &self.tls {
+                    Some(tls) => format!("on ({}, {})", tls.cert_path.display(), tls.key_path.display()),
+                    None => "off".to_string(),
                 },
             ),
         ]

@@ -6,6 +6,7 @@ pub mod error;
 pub mod frame;
 mod nack;
 pub mod reader;
+pub mod tls;
 
 pub use codec::{ClientCodec, ServerCodec};
 pub use error::ProtocolError;

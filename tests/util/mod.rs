@@ -108,6 +108,10 @@ impl Proc {
             "SERVER_AUTH",
             "SERVER_AUTH_KEYS",
             "CLI_AUTH_KEY",
+            "SERVER_TLS_CERT",
+            "SERVER_TLS_KEY",
+            "CLI_TLS_CA",
+            "CLI_TLS_SERVER_NAME",
         ] {
             cmd.env_remove(var);
         }
@@ -172,6 +176,32 @@ pub fn ensure_keys(dir: &Path, agencies: u32) -> AgencyKeys {
     }
     keys.write(&path).unwrap();
     keys
+}
+
+/// The test deployment's PKI, made by the project's generator beside the key
+/// file (`dir/.keys`, 0700; key 0600), once per directory like a deployment's.
+pub fn ensure_pki(dir: &Path) -> loteria::pki::PkiFiles {
+    let keys = dir.join(".keys");
+    let files = loteria::pki::PkiFiles::in_dir(&keys, "test");
+    if !files.server_key.exists() {
+        let pki = loteria::pki::issue(&loteria::pki::server_names(1), Default::default()).unwrap();
+        assert_eq!(loteria::pki::write(&pki, &keys, "test").unwrap(), files);
+    }
+    files
+}
+
+/// Server environment for TLS with `dir`'s PKI.
+pub fn tls_server_env(dir: &Path) -> Vec<(&'static str, String)> {
+    let files = ensure_pki(dir);
+    vec![
+        ("SERVER_TLS_CERT", files.server_cert.display().to_string()),
+        ("SERVER_TLS_KEY", files.server_key.display().to_string()),
+    ]
+}
+
+/// Agency environment trusting `dir`'s CA.
+pub fn tls_client_env(dir: &Path) -> Vec<(&'static str, String)> {
+    vec![("CLI_TLS_CA", ensure_pki(dir).ca_cert.display().to_string())]
 }
 
 /// The key of `agency` in `dir`'s key file.

@@ -6,11 +6,15 @@
 //! right after connecting gets exactly its echo back. Anything else gets a
 //! `Nack(unauthenticated)` and the connection is closed. A successful proof binds
 //! the connection to its agency; each challenge is used once.
+//!
+//! On a TLS link the proof covers the session's keying material too
+//! ([`bound_nonce`]), so a proof relayed from another session fails; a plain
+//! peer on a TLS port gets Echo and nothing else.
 
 use super::session::Answer;
 use super::Connection;
 use crate::actors::auth_guard::{Verdict, Verify};
-use crate::auth::{random_bytes, MAC_LEN, NONCE_LEN};
+use crate::auth::{bound_nonce, random_bytes, MAC_LEN, NONCE_LEN};
 use crate::bet::AgencyId;
 use crate::net::{NackCode, Request, Response};
 use actix::prelude::*;
@@ -29,6 +33,8 @@ pub(super) enum AuthState {
     Verifying,
     /// Proven: the connection speaks for `self.agency`.
     Authenticated,
+    /// A plain peer on a TLS port: Echo only, whatever else it sends.
+    EchoOnly,
 }
 
 impl AuthState {
@@ -39,12 +45,28 @@ impl AuthState {
             AuthState::Off
         }
     }
+
+    pub(super) fn set_echo_only(&mut self) {
+        *self = AuthState::EchoOnly;
+    }
+
+    pub(super) fn echo_only(&self) -> bool {
+        matches!(self, AuthState::EchoOnly)
+    }
 }
 
 impl Connection {
     /// Handles the handshake messages and refuses what an unauthenticated peer
     /// may not send; returns the request when it may go on.
     pub(super) fn gate(&mut self, seq: u64, request: Request, ctx: &mut Context<Self>) -> Option<Request> {
+        if self.auth.echo_only() && !matches!(request, Request::Echo(_)) {
+            warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer,
+                "agency" => request.agency().unwrap_or(0), "error" => "plain connection to a TLS port, closing");
+            let msg = "this server speaks TLS: a plain connection may only send Echo".to_string();
+            self.nack(seq, NackCode::Unauthenticated, 0, msg, ctx);
+            self.close_when_idle(ctx);
+            return None;
+        }
         match request {
             Request::AuthHello { agency } => {
                 self.hello(seq, agency, ctx);
@@ -106,7 +128,7 @@ impl Connection {
                 self.nack(seq, NackCode::Malformed, 0, "this connection is already authenticated".into(), ctx);
                 return;
             }
-            AuthState::Fresh | AuthState::Verifying => {
+            AuthState::Fresh | AuthState::Verifying | AuthState::EchoOnly => {
                 warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer,
                     "error" => "proof without a challenge, closing");
                 self.nack(seq, NackCode::AuthFailed, 0, "no challenge to answer: send AuthHello first".into(), ctx);
@@ -119,6 +141,10 @@ impl Connection {
             self.nack(seq, NackCode::AuthFailed, 0, "authentication is not available".into(), ctx);
             self.close_when_idle(ctx);
             return;
+        };
+        let nonce = match &self.binding {
+            Some(binding) => bound_nonce(&nonce, binding),
+            None => nonce,
         };
         let verify = Verify { ip: self.peer.ip(), agency, nonce, mac };
         self.ask(&guard, verify, move |act, verdict, ctx| act.verdict(seq, agency, verdict.ok(), ctx), ctx);

@@ -4,6 +4,7 @@
 
 use super::Connection;
 use crate::actors::listener::{ConnectionClosed, Listener};
+use crate::net::tls::PeerWrite as OwnedWriteHalf;
 use crate::net::{Response, MAX_FRAME};
 use actix::prelude::*;
 use bytes::BytesMut;
@@ -11,7 +12,6 @@ use slog::{warn, Logger};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
 /// A write buffer larger than this is dropped between bursts.
@@ -44,6 +44,11 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn new(id: u64, peer: SocketAddr, deadline: Duration, listener: Addr<Listener>, log: Logger) -> Writer {
         Writer { id, peer, deadline, listener, log }
+    }
+
+    /// The connection stopped before its socket was handed over (mid-handshake).
+    pub(super) fn never_started(self) {
+        self.listener.do_send(ConnectionClosed { id: self.id });
     }
 
     /// Writes queued answers, coalescing up to four frames per write; closes the
@@ -106,7 +111,13 @@ impl Writer {
         }
         // Boxed, like the shutdown's: a timer lives only while a write does, so an
         // idle connection's task stays small (10,000 of them are held at once).
-        match Box::pin(tokio::time::timeout(self.deadline, socket.write_all(buf))).await {
+        // The flush matters on TLS: write_all may leave records in rustls when the
+        // socket is full, and nothing else would push them out (a no-op on plain TCP).
+        let write = async {
+            socket.write_all(buf).await?;
+            socket.flush().await
+        };
+        match Box::pin(tokio::time::timeout(self.deadline, write)).await {
             Ok(Ok(())) => {
                 buf.clear();
                 Ok(())
