@@ -22,6 +22,7 @@ mod error;
 pub mod reader;
 pub mod run;
 pub mod single;
+mod verify;
 
 pub use backoff::Backoff;
 pub use batcher::Batcher;

@@ -157,3 +157,83 @@ fn measure_an_honest_agency_behind_a_flood_for_itself() {
     let (waited, flooded, status, _) = honest_agency_behind_a_flood(1, "1000");
     println!("flood for agency 1 ({flooded} wrong proofs): agency 1 authenticated after {waited:?}, exit {status}");
 }
+
+/// `rows` bets whose documents start with `tag`, as an agency file.
+fn agency_file(path: &std::path::Path, tag: u32, rows: u32) {
+    let text: String = (0..rows).map(|i| format!("Ana,Pérez,{tag}{i:06},1990-01-01,{}\n", (i * 7) % 10_000)).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// The stored rows of agency 1, as the file's rows (without the agency).
+fn stored_of_agency_1(dir: &std::path::Path) -> Vec<Vec<String>> {
+    stored_by_agency(&dir.join("bets.csv")).remove("1").unwrap_or_default()
+}
+
+/// Two processes as agency 1 (same key), different files, at once: whichever
+/// reports success has exactly its file stored; a mix makes both fail.
+#[test]
+fn two_processes_as_one_agency_never_succeed_over_mixed_rows() {
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+        agency_file(&a, 1, 3000);
+        agency_file(&b, 2, 3000);
+        let (server, port) = start_server(dir.path(), 1, &[]);
+        let env = [("CLI_BATCH_MAXAMOUNT", "20".to_string()), ("CLI_BATCH_WINDOW", "2".to_string())];
+        let mut pa = start_client(dir.path(), 1, port, &a, &env);
+        let mut pb = start_client(dir.path(), 1, port, &b, &env);
+        let (sa, sb) = (pa.wait(RUN), pb.wait(RUN));
+        let server = stop_server(server);
+        let stored = stored_of_agency_1(dir.path());
+        let logs = format!("a:\n{}\nb:\n{}\nserver:\n{}", pa.lines.dump(), pb.lines.dump(), server.lines.dump());
+        for (status, file) in [(sa, &a), (sb, &b)] {
+            if status.success() {
+                assert_eq!(stored, input_rows(file), "round {round}: a process succeeded over other rows\n{logs}");
+            }
+        }
+        assert!(!(sa.success() && sb.success()), "round {round}: both succeeded\n{logs}");
+        let fenced = server.lines.count("action: fence | result: success");
+        let why =
+            |p: &Proc| p.lines.all().into_iter().filter(|l| l.contains("action: exit")).collect::<Vec<_>>().join(" ");
+        println!(
+            "round {round}: a {sa}, b {sb}, {} rows stored, {fenced} fences; {} / {}",
+            stored.len(),
+            why(&pa),
+            why(&pb)
+        );
+    }
+}
+
+/// An agency finished; a second process claims it with another file of the same
+/// length: the rows it resends to check its resume point are refused as a
+/// conflicting batch, on both sides, and it exits non-zero.
+#[test]
+fn a_second_file_for_a_finished_agency_is_a_conflicting_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+    agency_file(&a, 1, 500);
+    agency_file(&b, 2, 500);
+    let (server, port) = start_server(dir.path(), 1, &[]);
+    let mut first = start_client(dir.path(), 1, port, &a, &[]);
+    assert!(first.wait(RUN).success(), "{}", first.lines.dump());
+    let mut second = start_client(dir.path(), 1, port, &b, &[("CLI_RETRY_MAX_ATTEMPTS", "2".into())]);
+    let status = second.wait(RUN);
+    let log = second.lines.dump();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("result: fail") && log.contains("conflicting batch"), "{log}");
+    assert!(!log.contains("action: consulta_ganadores | result: success"), "{log}");
+    let server_line = server.lines.wait_for("conflicting batch", Duration::from_secs(5)).expect("logged by the server");
+    assert!(server_line.contains("result: fail"), "{server_line}");
+    let server = stop_server(server);
+    assert_eq!(stored_of_agency_1(dir.path()), input_rows(&a), "{}", server.lines.dump());
+
+    // After a restart the store rebuilt its digests from the file: still refused.
+    let (server, port) = start_server(dir.path(), 1, &[]);
+    let mut third = start_client(dir.path(), 1, port, &b, &[("CLI_RETRY_MAX_ATTEMPTS", "2".into())]);
+    assert!(!third.wait(RUN).success());
+    assert!(third.lines.dump().contains("conflicting batch"), "{}", third.lines.dump());
+    // And the right file is still taken as the agency's.
+    let mut again = start_client(dir.path(), 1, port, &a, &[]);
+    assert!(again.wait(RUN).success(), "{}", again.lines.dump());
+    stop_server(server);
+}

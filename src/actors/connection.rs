@@ -18,6 +18,7 @@
 //! window); `route` sends each request on, `handshake` checks the agency's key,
 //! `outcome` has the log lines a bet request owes, `writer` the writing task.
 
+mod fence;
 mod handshake;
 mod outcome;
 mod route;
@@ -128,6 +129,9 @@ pub struct Connection {
     last_frame: Instant,
     /// Stop as soon as nothing is in flight.
     closing: bool,
+    /// The epoch the store gave this connection's claim of its agency (`None`
+    /// without a handshake); sent with every write so a fenced one is refused.
+    writer: Option<u64>,
     log: Logger,
 }
 
@@ -158,6 +162,7 @@ impl Connection {
                 reading,
                 last_frame: Instant::now(),
                 closing: false,
+                writer: None,
                 log,
             }
         })
