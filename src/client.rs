@@ -24,6 +24,7 @@ pub mod link;
 pub mod reader;
 pub mod run;
 pub mod single;
+mod verify;
 
 pub use backoff::Backoff;
 pub use batcher::Batcher;

@@ -58,6 +58,9 @@ pub enum ConfigError {
     NotAMapping(PathBuf),
     #[error("invalid value for {key} ({origin}): {value:?}: {reason}")]
     Invalid { key: &'static str, value: String, origin: Origin, reason: String },
+    /// A list or a mapping in the file where the key takes one value.
+    #[error("invalid value for {key} ({origin}): {found} where a single value belongs")]
+    NotAScalar { key: &'static str, origin: Origin, found: &'static str },
     #[error("{key} is required: set the environment variable {var}")]
     Required { key: &'static str, var: &'static str },
     /// A secret that does not parse: the value is never repeated.

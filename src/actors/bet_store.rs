@@ -46,9 +46,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+mod fence;
 mod messages;
 mod recovery;
 mod shared;
+pub use fence::{Claim, Fenced, TAIL_ROWS};
 pub use messages::*;
 
 /// A store that could not be reopened tries again at most this often.
@@ -117,6 +119,8 @@ pub struct BetStore {
     cut_pending: bool,
     /// Lock waits, holds and rows read back, logged at close.
     lock_stats: LockStats,
+    /// Each agency's one writer and the digests of its last rows.
+    fence: fence::Fence,
     log: Logger,
 }
 
@@ -154,6 +158,7 @@ impl BetStore {
             locked_since: None,
             cut_pending: false,
             lock_stats: LockStats::default(),
+            fence: fence::Fence::default(),
             log,
         };
         // Opening cuts a torn tail: not while another replica is mid-write.
@@ -215,8 +220,11 @@ impl BetStore {
     fn store_bets(&mut self, msg: &StoreBets) -> Result<(Stored, bool), StoreError> {
         self.ensure_open()?;
         self.lock_and_catch_up()?;
+        self.fence.admit(msg.agency, msg.writer)?;
         let progress = self.progress.entry(msg.agency).or_default();
-        if progress.done {
+        // After Done only a resend of stored rows is taken (to be compared).
+        let resend = msg.first_index.is_some_and(|first| first + msg.bets.len() as u64 <= progress.written);
+        if progress.done && !resend {
             return Err(StoreError::AlreadyDone(msg.agency));
         }
         let first_index = msg.first_index.unwrap_or(progress.written);
@@ -227,10 +235,12 @@ impl BetStore {
         }
         // A retry of bets already written: write only what is new, if anything.
         let skip = (expected - first_index).min(count) as usize;
+        self.fence.compare(msg.agency, first_index, &msg.bets, skip)?;
         let fresh = msg.bets.len() - skip;
         if fresh > 0 {
             let file = self.file.as_mut().ok_or(StoreError::Closed)?;
             file.append(msg.agency, msg.bets.raw_iter().skip(skip))?;
+            self.fence.appended(msg.agency, expected, &msg.bets, skip);
             self.appends += 1;
             if !self.durable {
                 // Relaxed acks: "stored" means handed to the OS.
@@ -339,6 +349,7 @@ impl BetStore {
     fn mark_done(&mut self, msg: &MarkDone) -> Result<u64, StoreError> {
         self.ensure_open()?;
         self.lock_and_catch_up()?;
+        self.fence.admit(msg.agency, msg.writer)?;
         let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
         if p.done {
             // Idempotent: a second Done is acknowledged with what is stored.

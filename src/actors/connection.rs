@@ -19,6 +19,7 @@
 //! `outcome` has the log lines a bet request owes, `writer` the writing task,
 //! `link` the TLS handshake (or the plain peer) before the first frame.
 
+mod fence;
 mod handshake;
 mod link;
 mod outcome;
@@ -137,6 +138,9 @@ pub struct Connection {
     pending: Option<link::Pending>,
     /// The TLS session's keying material the agency's proof must cover.
     binding: Option<[u8; BINDING_LEN]>,
+    /// The epoch the store gave this connection's claim of its agency (`None`
+    /// without a handshake); sent with every write so a fenced one is refused.
+    writer: Option<u64>,
     log: Logger,
 }
 
@@ -167,6 +171,7 @@ impl Connection {
                 closing: false,
                 pending: None,
                 binding: None,
+                writer: None,
                 log,
             };
             let pending = link::Pending { writer, rx, drain_guard };

@@ -229,18 +229,26 @@ mod tests {
 
         let a1 = vec![bet("00000001", 7574), bet("2", 1), bet("3", 7574)];
         let a2 = vec![bet("4", 2), bet("5", 3)];
-        store.send(StoreBets { agency: 1, first_index: Some(0), bets: a1.into() }).await.unwrap().unwrap();
-        store.send(StoreBets { agency: 2, first_index: Some(0), bets: a2.into() }).await.unwrap().unwrap();
+        store
+            .send(StoreBets { agency: 1, first_index: Some(0), bets: a1.into(), writer: None })
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .send(StoreBets { agency: 2, first_index: Some(0), bets: a2.into(), writer: None })
+            .await
+            .unwrap()
+            .unwrap();
 
         // Agency 1 asks before anyone is done: parked, not answered. The store
         // tells the coordinator about each Done (no relay by a connection).
         coordinator.do_send(WinnersFor { agency: 1, reply: collector.clone().recipient() });
-        store.send(MarkDone { agency: 1, total: 3 }).await.unwrap().unwrap();
+        store.send(MarkDone { agency: 1, total: 3, writer: None }).await.unwrap().unwrap();
         let status = coordinator.send(QueryStatus).await.unwrap();
         assert_eq!(status, DrawStatus { done: vec![1], drawn: false, parked_requests: 1 });
         assert!(rx.try_recv().is_err(), "no answer before every agency is done");
 
-        store.send(MarkDone { agency: 2, total: 2 }).await.unwrap().unwrap();
+        store.send(MarkDone { agency: 2, total: 2, writer: None }).await.unwrap().unwrap();
         let (agency, result) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
         assert_eq!(agency, 1);
         assert_eq!(*result.unwrap(), vec!["00000001".to_string(), "3".to_string()]);
@@ -260,29 +268,42 @@ mod tests {
         let store = BetStore::open(path.clone(), true, crate::logging::discard()).unwrap().start();
         let batch = vec![bet("1", 1), bet("2", 2)];
         let first = store
-            .send(StoreBets { agency: 1, first_index: Some(0), bets: batch.clone().into() })
+            .send(StoreBets { agency: 1, first_index: Some(0), bets: batch.clone().into(), writer: None })
             .await
             .unwrap()
             .unwrap();
         assert_eq!(first.newly_stored, 2);
         let retry = store
-            .send(StoreBets { agency: 1, first_index: Some(0), bets: batch.clone().into() })
+            .send(StoreBets { agency: 1, first_index: Some(0), bets: batch.clone().into(), writer: None })
             .await
             .unwrap()
             .unwrap();
         assert_eq!(retry.newly_stored, 0);
         let overlap = store
-            .send(StoreBets { agency: 1, first_index: Some(1), bets: vec![bet("2", 2), bet("3", 3)].into() })
+            .send(StoreBets {
+                agency: 1,
+                first_index: Some(1),
+                bets: vec![bet("2", 2), bet("3", 3)].into(),
+                writer: None,
+            })
             .await
             .unwrap()
             .unwrap();
         assert_eq!(overlap.newly_stored, 1);
-        let gap = store.send(StoreBets { agency: 1, first_index: Some(9), bets: batch.clone().into() }).await.unwrap();
+        let gap = store
+            .send(StoreBets { agency: 1, first_index: Some(9), bets: batch.clone().into(), writer: None })
+            .await
+            .unwrap();
         assert_eq!(gap, Err(crate::actors::bet_store::StoreError::OutOfOrder { expected: 3, got: 9 }));
-        assert!(store.send(MarkDone { agency: 1, total: 4 }).await.unwrap().is_err());
-        assert_eq!(store.send(MarkDone { agency: 1, total: 3 }).await.unwrap(), Ok(3));
-        assert_eq!(store.send(MarkDone { agency: 1, total: 3 }).await.unwrap(), Ok(3), "a second Done is idempotent");
-        let late = store.send(StoreBets { agency: 1, first_index: Some(3), bets: batch.into() }).await.unwrap();
+        assert!(store.send(MarkDone { agency: 1, total: 4, writer: None }).await.unwrap().is_err());
+        assert_eq!(store.send(MarkDone { agency: 1, total: 3, writer: None }).await.unwrap(), Ok(3));
+        assert_eq!(
+            store.send(MarkDone { agency: 1, total: 3, writer: None }).await.unwrap(),
+            Ok(3),
+            "a second Done is idempotent"
+        );
+        let late =
+            store.send(StoreBets { agency: 1, first_index: Some(3), bets: batch.into(), writer: None }).await.unwrap();
         assert!(matches!(late, Err(crate::actors::bet_store::StoreError::AlreadyDone(1))));
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3);

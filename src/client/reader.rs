@@ -23,7 +23,7 @@ mod simd;
 
 use super::ClientError;
 use crate::bet::BetRef;
-use quoted::QuotedRecord;
+use quoted::{QuotedRecord, Unterminated};
 use row::Stop;
 use std::fs::File;
 use std::io::{self, Read};
@@ -148,6 +148,9 @@ impl BetReader {
             }
             self.fill()?;
         }
+        if let Some(open) = self.quoted.unterminated {
+            return self.unterminated(line, open);
+        }
         self.line += 1 + self.quoted.inner_lines;
         let path = &self.path;
         let row = if self.quoted.too_long() {
@@ -159,6 +162,45 @@ impl BetReader {
             }
         };
         Ok(Some(row.map_err(|reason| bad_row(path, line, reason))))
+    }
+
+    /// Reports the row of an unterminated quote and goes on at the line after
+    /// the one where the quote opened, the bytes after it read again as rows
+    /// (at most the row limit: they are put back in front of the unread ones).
+    fn unterminated(
+        &mut self,
+        line: u64,
+        open: Unterminated,
+    ) -> Result<Option<Result<BetRef<'_>, ClientError>>, ClientError> {
+        let opened = line + open.opened_after;
+        self.line = opened + 1;
+        let replay = self.quoted.replay();
+        let unread = self.end - self.pos;
+        if replay.len() + unread > self.buf.len() {
+            let mut grown = vec![0; replay.len() + unread].into_boxed_slice();
+            grown[replay.len()..].copy_from_slice(&self.buf[self.pos..self.end]);
+            self.buf = grown;
+        } else {
+            self.buf.copy_within(self.pos..self.end, replay.len());
+        }
+        self.buf[..replay.len()].copy_from_slice(replay);
+        self.pos = 0;
+        self.end = replay.len() + unread;
+        let lines = match open.lines {
+            1 => "1 line".to_string(),
+            n => format!("{n} lines"),
+        };
+        let reason = if open.at_eof {
+            format!("unterminated quote: the quote opened on line {opened} runs over {lines} to the end of the file")
+        } else {
+            format!(
+                "unterminated quote: the quote opened on line {opened} runs over {lines} and is still open at the \
+                 row limit of {} bytes",
+                self.max_row
+            )
+        };
+        let reason = format!("{reason}; reading goes on at line {}", opened + 1);
+        Ok(Some(Err(bad_row(&self.path, line, reason))))
     }
 
     /// Skips the BOM and empty lines (counting them); false at the end of the file.

@@ -3,6 +3,7 @@
 //! for its winners; reconnecting (see [`Backoff`]) after any network failure.
 
 use super::auth;
+use super::verify::ResumeTail;
 use super::{AgencyConnection, Backoff, Batcher, BetReader, ClientError};
 use crate::bet::AgencyId;
 use crate::config::ClientConfig;
@@ -125,9 +126,13 @@ async fn resume_and_stream(
     if stored > 0 || done {
         // Skip what the server already has; rows that failed validation were never sent.
         let mut skipped = 0;
+        let mut tail = ResumeTail::new(stored);
         while skipped < stored {
             match reader.next_bet()? {
-                Some(Ok(_)) => skipped += 1,
+                Some(Ok(bet)) => {
+                    tail.skipped(skipped, &bet);
+                    skipped += 1;
+                }
                 Some(Err(_)) => report.rejected_rows += 1,
                 None => break,
             }
@@ -141,6 +146,8 @@ async fn resume_and_stream(
                 cfg.data_path.display()
             )));
         }
+        // The rows the server holds must be this file's: it compares these.
+        tail.verify(agency, conn, cancel).await?;
         info!(log, "action: resume | result: success"; "stored" => stored, "done" => done);
     }
     report.sent = stored;

@@ -100,7 +100,7 @@ impl Settings for ClientConfig {
             src.get("retry.max_delay_ms", Some("CLI_RETRY_MAX_DELAY_MS"), Duration::from_secs(2), parse_millis)?;
         let retry_attempts =
             src.get("retry.max_attempts", Some("CLI_RETRY_MAX_ATTEMPTS"), 30, parse_int(0u32, 1_000_000))?;
-        let auth_key = match src.raw("auth.key", Some("CLI_AUTH_KEY")) {
+        let auth_key = match src.raw("auth.key", Some("CLI_AUTH_KEY"))? {
             None => None,
             Some((value, origin)) => Some(AuthKey::from_hex(&value).map_err(|e| ConfigError::InvalidSecret {
                 key: "auth.key",

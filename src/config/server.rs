@@ -93,7 +93,7 @@ impl Settings for ServerConfig {
                 128,
                 parse_int(1u32, 65_535),
             )?,
-            agencies: src.get("server.agencies", Some("SERVER_AGENCIES"), 5, parse_int(0u32, 100_000))?,
+            agencies: src.get("server.agencies", Some("SERVER_AGENCIES"), 5, parse_int(1u32, 100_000))?,
             storage_path: src.get(
                 "storage.path",
                 Some("SERVER_STORAGE_PATH"),
@@ -194,6 +194,28 @@ mod tests {
         let mut src = Source::from_parts("log:\n  level: chatty\n", env(&[])).unwrap();
         let err = ServerConfig::from_source(&mut src).unwrap_err().to_string();
         assert!(err.contains("log.level") && err.contains("chatty"), "{err}");
+    }
+
+    #[test]
+    fn zero_agencies_is_an_error_from_the_file_and_the_environment() {
+        let mut src = Source::from_parts("server:\n  agencies: 0\n", env(&[("SERVER_AUTH", "off")])).unwrap();
+        let err = ServerConfig::from_source(&mut src).unwrap_err().to_string();
+        assert!(err.contains("server.agencies") && err.contains("\"0\"") && err.contains("1..="), "{err}");
+        let mut src = Source::from_parts("", env(&[("SERVER_AGENCIES", "0"), ("SERVER_AUTH", "off")])).unwrap();
+        let err = ServerConfig::from_source(&mut src).unwrap_err().to_string();
+        assert!(err.contains("server.agencies") && err.contains("SERVER_AGENCIES"), "{err}");
+        let mut src = Source::from_parts("", env(&[("SERVER_AGENCIES", "1"), ("SERVER_AUTH", "off")])).unwrap();
+        assert_eq!(ServerConfig::from_source(&mut src).unwrap().0.agencies, 1);
+    }
+
+    #[test]
+    fn a_list_where_the_storage_path_belongs_is_an_error() {
+        let mut src = Source::from_parts("storage:\n  path: [a, b]\n", env(&[("SERVER_AUTH", "off")])).unwrap();
+        let err = ServerConfig::from_source(&mut src).unwrap_err();
+        assert!(matches!(err, ConfigError::NotAScalar { key: "storage.path", .. }), "{err}");
+        let mut src = Source::from_parts("server:\n  port:\n    a: 1\n", env(&[("SERVER_AUTH", "off")])).unwrap();
+        let err = ServerConfig::from_source(&mut src).unwrap_err().to_string();
+        assert!(err.contains("server.port") && err.contains("a mapping"), "{err}");
     }
 
     #[test]

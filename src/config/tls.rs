@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 /// `server.tls.cert` and `server.tls.key`: both or neither.
 pub(super) fn server(src: &mut Source) -> Result<Option<ServerTls>, ConfigError> {
-    let cert = src.raw("server.tls.cert", Some("SERVER_TLS_CERT"));
-    let key = src.raw("server.tls.key", Some("SERVER_TLS_KEY"));
+    let cert = src.raw("server.tls.cert", Some("SERVER_TLS_CERT"))?;
+    let key = src.raw("server.tls.key", Some("SERVER_TLS_KEY"))?;
     match (cert, key) {
         (None, None) => Ok(None),
         (Some((cert, cert_origin)), Some((key, key_origin))) => {
@@ -35,8 +35,8 @@ pub(super) fn server(src: &mut Source) -> Result<Option<ServerTls>, ConfigError>
 
 /// `tls.ca` and `tls.server_name` (which needs the CA).
 pub(super) fn client(src: &mut Source) -> Result<Option<AgencyTls>, ConfigError> {
-    let ca = src.raw("tls.ca", Some("CLI_TLS_CA"));
-    let name = match src.raw("tls.server_name", Some("CLI_TLS_SERVER_NAME")) {
+    let ca = src.raw("tls.ca", Some("CLI_TLS_CA"))?;
+    let name = match src.raw("tls.server_name", Some("CLI_TLS_SERVER_NAME"))? {
         None => None,
         Some((value, origin)) => match parse_server_name(value.trim()) {
             Ok(name) => Some((name, value, origin)),

@@ -29,12 +29,16 @@ pub enum NackCode {
     /// A request of the same kind from this connection is still waiting for its
     /// answer (a second winners request before the draw).
     AlreadyWaiting = 12,
+    /// A newer connection of the same agency took over this one.
+    Fenced = 13,
+    /// A batch repeats stored indexes with other bets than the stored ones.
+    Conflict = 14,
     /// Any other code (from a newer peer).
     Other = 0xffff,
 }
 
 /// Every code with its name (logs, errors); `Other` is whatever is not listed.
-const NAMES: [(NackCode, &str); 12] = [
+const NAMES: [(NackCode, &str); 14] = [
     (NackCode::Malformed, "malformed"),
     (NackCode::InvalidBet, "invalid_bet"),
     (NackCode::WrongAgency, "wrong_agency"),
@@ -47,6 +51,8 @@ const NAMES: [(NackCode, &str); 12] = [
     (NackCode::Unauthenticated, "unauthenticated"),
     (NackCode::AuthFailed, "auth_failed"),
     (NackCode::AlreadyWaiting, "already_waiting"),
+    (NackCode::Fenced, "fenced"),
+    (NackCode::Conflict, "conflicting_batch"),
 ];
 
 impl NackCode {

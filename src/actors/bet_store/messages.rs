@@ -21,6 +21,12 @@ pub enum StoreError {
     /// The disk failed; `kind` and `path` survive so logs and Nacks can name them.
     #[error("storage error ({kind}) on {}: {message}", path.display())]
     Storage { kind: io::ErrorKind, path: PathBuf, message: String },
+    /// A newer connection of the agency (epoch `epoch`) took over.
+    #[error("fenced: a newer connection of agency {agency} (epoch {epoch}) took over")]
+    Fenced { agency: AgencyId, epoch: u64 },
+    /// The batch repeats index `index`, but not the row stored there.
+    #[error("conflicting batch: agency {agency}'s bet at index {index} differs from the stored one")]
+    Conflict { agency: AgencyId, index: u64 },
     #[error("the store is closed")]
     Closed,
 }
@@ -51,6 +57,8 @@ pub struct StoreBets {
     pub agency: AgencyId,
     pub first_index: Option<u64>,
     pub bets: BetBatch,
+    /// The epoch the connection's [`Claim`](super::Claim) got (`None` without a handshake).
+    pub writer: Option<u64>,
 }
 
 /// The agency has sent all `total` bets. On success the store tells the
@@ -60,6 +68,8 @@ pub struct StoreBets {
 pub struct MarkDone {
     pub agency: AgencyId,
     pub total: u64,
+    /// As in [`StoreBets`].
+    pub writer: Option<u64>,
 }
 
 /// How far an agency got: `(stored, done)`, counting only synced rows.

@@ -9,6 +9,7 @@ impl BetStore {
         let (mut file, recovered) = BetFile::open_with(&self.path, &self.wrap)?;
         file.set_write_through(!self.durable);
         let (journal, done) = DoneJournal::open_with(&self.path, &self.wrap)?;
+        self.fence.rebuild(&self.path)?;
         self.progress.clear();
         self.dirty.clear();
         for (agency, stored) in &recovered.per_agency {

@@ -48,7 +48,7 @@ fn expected(agency: AgencyId, n: u64) -> Vec<(AgencyId, String)> {
 }
 
 fn send(store: &Addr<BetStore>, agency: AgencyId, from: u64, n: u64) -> Request<BetStore, StoreBets> {
-    store.send(StoreBets { agency, first_index: Some(from), bets: bets(agency, from, n) })
+    store.send(StoreBets { agency, first_index: Some(from), bets: bets(agency, from, n), writer: None })
 }
 
 #[actix::test]
@@ -77,7 +77,7 @@ async fn a_failed_fdatasync_acks_nothing_parked_and_reopens_exactly() {
     // The agencies resend from there: each row once.
     send(&store, 1, 3, 2).await.unwrap().unwrap();
     send(&store, 2, 0, 4).await.unwrap().unwrap();
-    assert_eq!(store.send(MarkDone { agency: 1, total: 5 }).await.unwrap(), Ok(5));
+    assert_eq!(store.send(MarkDone { agency: 1, total: 5, writer: None }).await.unwrap(), Ok(5));
     let mut want = expected(1, 3);
     want.extend(expected(1, 5).split_off(3));
     want.extend(expected(2, 4));
@@ -140,7 +140,7 @@ async fn a_failed_sync_before_done_records_no_done() {
     assert!(send(&store, 1, 0, 2).await.unwrap().is_err());
     // Done for rows that are not there is refused, and nothing says done.
     assert!(matches!(
-        store.send(MarkDone { agency: 1, total: 2 }).await.unwrap(),
+        store.send(MarkDone { agency: 1, total: 2, writer: None }).await.unwrap(),
         Err(StoreError::Incomplete { stored: 0, total: 2 })
     ));
     assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((0, false)));
@@ -160,14 +160,14 @@ async fn a_failed_journal_sync_records_no_done_and_tells_nobody() {
     // The bets are synced already: the only sync Done needs is the journal's, and it fails.
     plan.fail_sync.store(true, Ordering::SeqCst);
     assert!(matches!(
-        store.send(MarkDone { agency: 1, total: 3 }).await.unwrap(),
+        store.send(MarkDone { agency: 1, total: 3, writer: None }).await.unwrap(),
         Err(StoreError::Storage { path: p, .. }) if p.ends_with("bets.csv.done")
     ));
     assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((3, false)));
     assert!(coordinator.send(QueryStatus).await.unwrap().done.is_empty(), "coordinator told of an unrecorded Done");
     assert_eq!(std::fs::read_to_string(DoneJournal::path_for(&path)).unwrap(), "", "journal line cut");
     // Sent again, Done is recorded, and the store tells the coordinator.
-    assert_eq!(store.send(MarkDone { agency: 1, total: 3 }).await.unwrap(), Ok(3));
+    assert_eq!(store.send(MarkDone { agency: 1, total: 3, writer: None }).await.unwrap(), Ok(3));
     assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((3, true)));
     assert_eq!(coordinator.send(QueryStatus).await.unwrap().done, vec![1]);
     assert_eq!(rows(&path), expected(1, 3));

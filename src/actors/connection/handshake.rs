@@ -18,7 +18,7 @@ use crate::auth::{bound_nonce, random_bytes, MAC_LEN, NONCE_LEN};
 use crate::bet::AgencyId;
 use crate::net::{NackCode, Request, Response};
 use actix::prelude::*;
-use slog::{info, warn};
+use slog::warn;
 
 /// Where a connection stands in the handshake.
 pub(super) enum AuthState {
@@ -152,13 +152,8 @@ impl Connection {
 
     fn verdict(&mut self, seq: u64, agency: AgencyId, verdict: Option<Verdict>, ctx: &mut Context<Self>) {
         match verdict {
-            Some(Verdict::Accepted { delayed }) => {
-                self.auth = AuthState::Authenticated;
-                self.session.bind_proven(agency);
-                info!(self.log, "action: auth | result: success"; "ip" => %self.peer, "agency" => agency,
-                    "delayed_ms" => delayed.as_millis() as u64);
-                self.answer(seq, Answer::new(Response::Ack { index: 0, count: 0 }), ctx);
-            }
+            // Authenticated once the store made this connection the agency's writer.
+            Some(Verdict::Accepted { delayed }) => self.claim(seq, agency, delayed, ctx),
             Some(Verdict::Rejected { failures, delayed }) => {
                 warn!(self.log, "action: auth | result: fail"; "ip" => %self.peer, "agency" => agency,
                     "failures" => failures, "delayed_ms" => delayed.as_millis() as u64,

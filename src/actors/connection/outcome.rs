@@ -54,6 +54,8 @@ pub(super) fn nack_code(e: &StoreError) -> NackCode {
         StoreError::OutOfOrder { .. } => NackCode::OutOfOrder,
         StoreError::Incomplete { .. } => NackCode::Incomplete,
         StoreError::Storage { .. } => NackCode::StorageError,
+        StoreError::Fenced { .. } => NackCode::Fenced,
+        StoreError::Conflict { .. } => NackCode::Conflict,
         StoreError::Closed => NackCode::Unavailable,
     }
 }

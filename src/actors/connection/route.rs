@@ -73,7 +73,7 @@ impl Connection {
                 let refused_document = document.clone();
                 self.ask_store(
                     seq,
-                    StoreBets { agency, first_index: None, bets: bet },
+                    StoreBets { agency, first_index: None, bets: bet, writer: self.writer },
                     0,
                     move |_, stored| {
                         let ack = Response::Ack { index: stored.first_index, count: 1 };
@@ -87,7 +87,7 @@ impl Connection {
                 let count = bets.len() as u64;
                 self.ask_store(
                     seq,
-                    StoreBets { agency, first_index: Some(first_index), bets },
+                    StoreBets { agency, first_index: Some(first_index), bets, writer: self.writer },
                     first_index,
                     move |_, stored| {
                         let ack = Response::Ack { index: first_index, count: stored.count };
@@ -100,7 +100,7 @@ impl Connection {
             }
             Request::Done { agency, total } => self.ask_store(
                 seq,
-                MarkDone { agency, total },
+                MarkDone { agency, total, writer: self.writer },
                 total,
                 // The store told the coordinator itself, once the journal was synced.
                 |_, stored| Answer::new(Response::Ack { index: stored, count: 0 }),

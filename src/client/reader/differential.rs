@@ -3,13 +3,16 @@
 //! end) must give the same bets and the same bad rows with the same reasons.
 //! The oracle is the csv-based reader the client used before, with one fix:
 //! a row's line is counted from the file's bytes, so empty lines count (the old
-//! reader counted records, so a row after an empty line got a line too small).
+//! reader counted records, so a row after an empty line got a line too small),
+//! and one departure: a quote still open at the end of the file is an
+//! unterminated quote, and reading goes on at the line after the one where it
+//! opened (the csv crate swallows the rest of the file into one record).
 
 use super::*;
 use crate::bet::Bet;
 use proptest::prelude::*;
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Outcome {
     Bet(Bet),
     Bad(String),
@@ -26,49 +29,94 @@ fn count_lines(prefix: &[u8]) -> u64 {
     lines
 }
 
-/// The previous reader (csv crate), reading `data` as if from `path`.
+/// Where the quote opens that is still open at the end of `data`, when the
+/// record starting at `data[0]` runs to the end inside quotes (csv rules: a
+/// quote opens a quoted section only at the start of a field, `""` inside is data).
+fn open_quote_at_eof(data: &[u8]) -> Option<usize> {
+    let (mut field_start, mut quoted, mut opened, mut i) = (true, false, 0, 0);
+    while let Some(&b) = data.get(i) {
+        if quoted {
+            if b == b'"' {
+                if data.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    quoted = false;
+                }
+            }
+        } else {
+            match b {
+                b',' => field_start = true,
+                b'"' if field_start => (quoted, opened, field_start) = (true, i, false),
+                b'\r' | b'\n' => return None,
+                _ => field_start = false,
+            }
+        }
+        i += 1;
+    }
+    quoted.then_some(opened)
+}
+
+/// The previous reader (csv crate), reading `data` as if from `path`, with the
+/// unterminated quote's resynchronisation.
 fn oracle(path: &Path, data: &[u8]) -> Vec<Outcome> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(data);
-    let mut record = csv::ByteRecord::new();
     let mut out = Vec::new();
-    let mut prev_end = if data.starts_with(BOM) { BOM.len() } else { 0 };
-    while reader.read_byte_record(&mut record).unwrap() {
-        let mut start = prev_end;
+    let mut at = if data.starts_with(BOM) { BOM.len() } else { 0 };
+    loop {
+        let mut start = at;
         while start < data.len() && matches!(data[start], b'\r' | b'\n') {
             start += 1;
         }
+        if start >= data.len() {
+            return out;
+        }
         let line = 1 + count_lines(&data[..start]);
-        prev_end = reader.position().byte() as usize;
         let bad = |reason: String| Outcome::Bad(format!("{}:{line}: {reason}", path.display()));
-        if record.len() != 5 {
+        if let Some(quote) = open_quote_at_eof(&data[start..]).map(|q| start + q) {
+            let opened = 1 + count_lines(&data[..quote]);
+            let lines = count_lines(&data[quote..]);
+            let lines = if lines == 1 { "1 line".to_string() } else { format!("{lines} lines") };
             out.push(bad(format!(
-                "expected 5 fields (first_name,last_name,document,birthdate,number), found {}",
-                record.len()
+                "unterminated quote: the quote opened on line {opened} runs over {lines} to the end of the file; \
+                 reading goes on at line {}",
+                opened + 1
             )));
+            let Some(end) = data[quote..].iter().position(|&b| b == b'\r' || b == b'\n') else { return out };
+            at = quote + end + 1;
+            if data[at - 1] == b'\r' && data.get(at) == Some(&b'\n') {
+                at += 1;
+            }
             continue;
         }
-        let mut fields = [""; 5];
-        let mut utf8_error = None;
-        for (i, raw) in record.iter().enumerate() {
-            match std::str::from_utf8(raw) {
-                Ok(s) => fields[i] = s,
-                Err(_) => {
-                    let name = ["first_name", "last_name", "document", "birthdate", "number"][i];
-                    utf8_error = Some(format!("{name} is not valid UTF-8"));
-                    break;
-                }
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&data[start..]);
+        let mut record = csv::ByteRecord::new();
+        assert!(reader.read_byte_record(&mut record).unwrap());
+        at = start + reader.position().byte() as usize;
+        out.push(oracle_row(&record, bad));
+    }
+}
+
+/// One record as the previous reader judged it.
+fn oracle_row(record: &csv::ByteRecord, bad: impl Fn(String) -> Outcome) -> Outcome {
+    if record.len() != 5 {
+        return bad(format!(
+            "expected 5 fields (first_name,last_name,document,birthdate,number), found {}",
+            record.len()
+        ));
+    }
+    let mut fields = [""; 5];
+    for (i, raw) in record.iter().enumerate() {
+        match std::str::from_utf8(raw) {
+            Ok(s) => fields[i] = s,
+            Err(_) => {
+                let name = ["first_name", "last_name", "document", "birthdate", "number"][i];
+                return bad(format!("{name} is not valid UTF-8"));
             }
         }
-        if let Some(reason) = utf8_error {
-            out.push(bad(reason));
-            continue;
-        }
-        out.push(match BetRef::parse(fields[0], fields[1], fields[2].trim(), fields[3].trim(), fields[4].trim()) {
-            Ok(bet) => Outcome::Bet(bet.to_bet()),
-            Err(e) => bad(e.to_string()),
-        });
     }
-    out
+    match BetRef::parse(fields[0], fields[1], fields[2].trim(), fields[3].trim(), fields[4].trim()) {
+        Ok(bet) => Outcome::Bet(bet.to_bet()),
+        Err(e) => bad(e.to_string()),
+    }
 }
 
 fn read_all(path: &Path, buffer: usize, max_row: usize) -> Vec<Outcome> {
@@ -205,9 +253,95 @@ fn rows_over_the_limit_are_refused_and_the_next_line_is_right() {
             got,
             [
                 Outcome::Bad(format!("{name}:1: the row is longer than {MAX_ROW_BYTES} bytes")),
-                Outcome::Bad(format!("{name}:2: the row is longer than {MAX_ROW_BYTES} bytes")),
+                // A quote may not stay open past the row limit: it is given up,
+                // and its other lines are read as rows.
+                Outcome::Bad(format!(
+                    "{name}:2: unterminated quote: the quote opened on line 2 runs over 1 line and is still open \
+                     at the row limit of {MAX_ROW_BYTES} bytes; reading goes on at line 3"
+                )),
+                Outcome::Bad(format!("{name}:3: {}", row::field_count_reason(1))),
+                Outcome::Bad(format!("{name}:4: {}", row::field_count_reason(4))),
                 Outcome::Bet(Bet::from_fields("A", "B", "3", "1990-01-01", "3").unwrap()),
                 Outcome::Bet(Bet::from_fields("A", "B", "4", "1990-01-01", "4").unwrap()),
+            ]
+        );
+    }
+}
+
+/// A stray quote in a file of plain rows, far more than the row limit of them
+/// after it: one bad row, and every other row read, whatever the buffer size
+/// and line ends.
+#[test]
+fn a_stray_quote_costs_its_row_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agency-4.csv");
+    let name = path.display();
+    for end in ["\n", "\r\n", "\r"] {
+        let rows: Vec<String> = (0..400).map(|i| format!("A,B,{i},1990-01-01,{}", i % 10_000)).collect();
+        let mut lines = rows.clone();
+        lines[10] = "Ana,\"Stray,11,1990-01-01,11".to_string();
+        let data = lines.join(end) + end;
+        std::fs::write(&path, &data).unwrap();
+        for buffer in [4, 64, 5000, BUFFER_BYTES] {
+            let got = read_all(&path, buffer, MAX_ROW_BYTES);
+            assert_eq!(got.len(), 400, "{end:?} {buffer}");
+            let Outcome::Bad(reason) = &got[10] else { panic!("line 11 read as a bet") };
+            let start = lines[..10].iter().map(|l| l.len() + end.len()).sum::<usize>();
+            let over = count_lines(&data.as_bytes()[start..=start + MAX_ROW_BYTES]);
+            let want = format!(
+                "{name}:11: unterminated quote: the quote opened on line 11 runs over {over} lines and is still \
+                 open at the row limit of {MAX_ROW_BYTES} bytes; reading goes on at line 12"
+            );
+            assert_eq!(reason, &want);
+            for (i, row) in got.iter().enumerate().filter(|(i, _)| *i != 10) {
+                let f: Vec<&str> = rows[i].split(',').collect();
+                assert_eq!(row, &Outcome::Bet(Bet::from_fields(f[0], f[1], f[2], f[3], f[4]).unwrap()), "{i}");
+            }
+        }
+        // Near the end of the file, the quote runs to the end of the file.
+        lines[10] = rows[10].clone();
+        lines[397] = "Ana,\"Stray,397,1990-01-01,397".to_string();
+        std::fs::write(&path, lines.join(end) + end).unwrap();
+        let got = read_all(&path, 64, MAX_ROW_BYTES);
+        assert_eq!(got.len(), 400);
+        assert_eq!(got, oracle(&path, (lines.join(end) + end).as_bytes()));
+        assert_eq!(
+            got[397],
+            Outcome::Bad(format!(
+                "{name}:398: unterminated quote: the quote opened on line 398 runs over 3 lines to the end of the \
+                 file; reading goes on at line 399"
+            ))
+        );
+    }
+}
+
+/// A quote that opens past the row limit, on a line with no line end inside
+/// it, ends its row at the next line end; and one on a later line of a row is
+/// reported at the row's first line, naming the line where it opened.
+#[test]
+fn a_quote_past_the_limit_and_a_quote_on_a_later_line_of_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agency-5.csv");
+    let name = path.display();
+    let pad = " ".repeat(MAX_ROW_BYTES);
+    let data = format!("A,B,1,1990-01-01,1{pad},\"x\nA,B,2,1990-01-01,2\nA,\"B\nC\",\"D\nA,B,3,1990-01-01,3\n");
+    std::fs::write(&path, &data).unwrap();
+    for buffer in [16, BUFFER_BYTES] {
+        let got = read_all(&path, buffer, MAX_ROW_BYTES);
+        let bet = |n: &str| Outcome::Bet(Bet::from_fields("A", "B", n, "1990-01-01", n).unwrap());
+        assert_eq!(
+            got,
+            [
+                Outcome::Bad(format!(
+                    "{name}:1: unterminated quote: the quote opened on line 1 runs over 0 lines and is still open at \
+                     the row limit of {MAX_ROW_BYTES} bytes; reading goes on at line 2"
+                )),
+                bet("2"),
+                Outcome::Bad(format!(
+                    "{name}:3: unterminated quote: the quote opened on line 4 runs over 2 lines to the end of the \
+                     file; reading goes on at line 5"
+                )),
+                bet("3"),
             ]
         );
     }

@@ -5,6 +5,11 @@
 //! of a field; text after a closing quote is kept; a `\r`, `\n` or `\r\n` outside
 //! quotes ends the record; the end of the file ends an open quote), and it is fed
 //! chunk by chunk so a record may span buffer refills while memory stays bounded.
+//!
+//! One departure: a quote still open at the end of the file, or when its record
+//! passes the row limit, is an [`Unterminated`] quote. The record ends at the first
+//! line end after that quote opened, and the bytes after it are handed back
+//! ([`QuotedRecord::replay`]) to be read again as rows.
 
 /// Where the parser is inside a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +19,30 @@ enum State {
     InQuotes,
     /// A quote inside quotes: a second quote makes it data, anything else closes the quotes.
     QuoteInQuotes,
+}
+
+/// Why and where a quote was found unterminated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Unterminated {
+    /// Lines between the record's first line and the one where the quote opened.
+    pub(super) opened_after: u64,
+    /// Line ends the open quote ran over before it was given up.
+    pub(super) lines: u64,
+    /// `true`: the file ended; `false`: the record passed the row limit.
+    pub(super) at_eof: bool,
+}
+
+/// The quote currently open in a record, while it may yet turn out unterminated.
+#[derive(Debug, Default)]
+struct OpenQuote {
+    /// `inner_lines` when it opened.
+    opened_after: u64,
+    lines: u64,
+    /// A line end was seen inside it: the bytes after that line end are kept.
+    capturing: bool,
+    /// The first line end inside it was a `\r` and the next byte is not seen
+    /// yet: a `\n` there belongs to that line end, not to the replay.
+    awaiting_lf: bool,
 }
 
 /// One record being parsed: its unquoted field bytes, kept while the record is
@@ -33,6 +62,13 @@ pub(super) struct QuotedRecord {
     last_was_cr: bool,
     /// The record ended on a `\r` (a `\n` right after it belongs to the same line end).
     pub(super) ended_on_cr: bool,
+    open: OpenQuote,
+    /// Raw bytes after the first line end inside the open quote (at most `max_bytes`).
+    replay: Vec<u8>,
+    /// The open quote was given up with no line end inside it: the record ends
+    /// at the next line end, quotes or not.
+    skip_to_line_end: bool,
+    pub(super) unterminated: Option<Unterminated>,
 }
 
 impl QuotedRecord {
@@ -47,6 +83,10 @@ impl QuotedRecord {
             inner_lines: 0,
             last_was_cr: false,
             ended_on_cr: false,
+            open: OpenQuote::default(),
+            replay: Vec::with_capacity(max_bytes),
+            skip_to_line_end: false,
+            unterminated: None,
         }
     }
 
@@ -59,25 +99,62 @@ impl QuotedRecord {
         self.inner_lines = 0;
         self.last_was_cr = false;
         self.ended_on_cr = false;
+        self.open = OpenQuote::default();
+        self.replay.clear();
+        self.skip_to_line_end = false;
+        self.unterminated = None;
     }
 
     /// Consumes bytes of the record; returns how many were consumed and whether
     /// the record ended (its line end consumed too).
     pub(super) fn feed(&mut self, input: &[u8]) -> (usize, bool) {
         for (i, &b) in input.iter().enumerate() {
+            if self.skip_to_line_end {
+                if b == b'\r' || b == b'\n' {
+                    self.ended_on_cr = b == b'\r';
+                    return (i + 1, true);
+                }
+                continue;
+            }
             self.raw_len = self.raw_len.saturating_add(1);
             let keep = self.raw_len <= self.max_bytes;
             let after_cr = std::mem::replace(&mut self.last_was_cr, false);
+            if self.open.capturing {
+                let lf_of_first_end = std::mem::take(&mut self.open.awaiting_lf) && b == b'\n';
+                if !lf_of_first_end && self.replay.len() < self.max_bytes {
+                    self.replay.push(b);
+                }
+            }
+            if self.state == State::QuoteInQuotes && b != b'"' && self.open.capturing {
+                // The quote closed: it was not unterminated after all.
+                self.open.capturing = false;
+                self.replay.clear();
+            }
             match (self.state, b) {
                 (State::InQuotes, b'"') => self.state = State::QuoteInQuotes,
                 (State::InQuotes, _) => {
                     if b == b'\r' || (b == b'\n' && !after_cr) {
                         self.inner_lines += 1;
+                        self.open.lines += 1;
+                        if !self.open.capturing {
+                            self.open.capturing = true;
+                            self.open.awaiting_lf = b == b'\r';
+                        }
                     }
                     self.last_was_cr = b == b'\r';
                     self.push(keep, b);
+                    if !keep {
+                        return (i + 1, self.give_up(false));
+                    }
                 }
-                (State::StartField, b'"') => self.state = State::InQuotes,
+                (State::StartField, b'"') => {
+                    self.state = State::InQuotes;
+                    self.open = OpenQuote { opened_after: self.inner_lines, ..OpenQuote::default() };
+                    self.replay.clear();
+                    if !keep {
+                        return (i + 1, self.give_up(false));
+                    }
+                }
                 (State::QuoteInQuotes, b'"') => {
                     self.state = State::InQuotes;
                     self.push(keep, b);
@@ -102,9 +179,38 @@ impl QuotedRecord {
         (input.len(), false)
     }
 
+    /// The open quote is given up (the row limit, or `at_eof`): the record ends
+    /// at the first line end inside the quote, or else at the next line end.
+    /// Returns whether the record has ended.
+    fn give_up(&mut self, at_eof: bool) -> bool {
+        let (opened_after, lines, capturing) = (self.open.opened_after, self.open.lines, self.open.capturing);
+        self.unterminated = Some(Unterminated { opened_after, lines, at_eof });
+        self.end_field();
+        if capturing || at_eof {
+            // Replay starts after the quote's first line end (a `\n` not seen
+            // yet after its `\r` still belongs to it).
+            self.ended_on_cr = self.open.awaiting_lf;
+            return true;
+        }
+        self.skip_to_line_end = true;
+        false
+    }
+
     /// The file ended inside the record: it ends here, as its last field does.
     pub(super) fn finish(&mut self) {
-        self.end_field();
+        if self.state == State::InQuotes && !self.skip_to_line_end {
+            self.give_up(true);
+        } else if !self.skip_to_line_end {
+            self.end_field();
+        }
+    }
+
+    /// The bytes to read again after an unterminated quote (empty otherwise).
+    pub(super) fn replay(&self) -> &[u8] {
+        match self.unterminated {
+            Some(_) => &self.replay,
+            None => &[],
+        }
     }
 
     fn push(&mut self, keep: bool, b: u8) {
