@@ -130,7 +130,11 @@ impl Settings for ServerConfig {
             integrity: src.get("storage.integrity", Some("SERVER_STORAGE_INTEGRITY"), true, parse_bool)?,
         };
         cfg.auth = ServerAuth::from_source(src, cfg.agencies)?;
-        let key_path = src.get("storage.chain_key", Some("SERVER_CHAIN_KEY"), None, |s| parse_path(s).map(Some))?;
+        // Empty means none (an environment that must override a file's key).
+        let key_path = src.get("storage.chain_key", Some("SERVER_CHAIN_KEY"), None, |s| match s {
+            "" => Ok(None),
+            s => parse_path(s).map(Some),
+        })?;
         if let Some(path) = key_path {
             let dir = |p: &std::path::Path| {
                 let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
