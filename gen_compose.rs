@@ -76,6 +76,21 @@ fn keys_file_name(output: &std::path::Path) -> String {
     format!("{}{KEYS_SUFFIX}", if safe.is_empty() { "compose" } else { &safe })
 }
 
+/// The chain key's file name for a compose file (beside its agency keys).
+fn chain_key_file_name(output: &std::path::Path) -> String {
+    keys_file_name(output).replace(KEYS_SUFFIX, ".chain-key")
+}
+
+/// Writes the deployment's fresh chain key beside the agency keys (`.keys/`, file
+/// 0600): the servers seal the store with it; it never goes on the store's volume.
+fn write_chain_key(output: &std::path::Path) -> std::io::Result<PathBuf> {
+    let base = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let path = base.join(KEYS_DIR).join(chain_key_file_name(output));
+    loteria::storage::ChainKey::generate()?.write(&path)?;
+    restrict(&path)?;
+    Ok(path)
+}
+
 /// Writes the server's key file beside the compose file (`.keys/`, 0700; file 0600).
 fn write_keys(output: &std::path::Path, keys: &AgencyKeys) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -122,6 +137,7 @@ struct Deployment<'a> {
     servers: u32,
     keys: &'a AgencyKeys,
     keys_file: &'a str,
+    chain_key_file: &'a str,
     /// Names the shared store's volume (replicas only): a new generation, a new store.
     id: &'a str,
 }
@@ -141,6 +157,7 @@ fn render(template: &str, d: &Deployment) -> Result<String, String> {
         text.replace("{{agencies}}", &d.agencies.to_string())
             .replace("{{servers}}", &d.servers.to_string())
             .replace("{{keys_file}}", d.keys_file)
+            .replace("{{chain_key_file}}", d.chain_key_file)
             .replace("{{deployment}}", d.id)
             .replace("{{server_deps}}", &deps.join("\n"))
     };
@@ -221,8 +238,15 @@ fn main() -> ExitCode {
         }
     };
     let keys_file = keys_file_name(&args.output);
-    let deployment =
-        Deployment { agencies: args.agencies, servers: args.servers, keys: &keys, keys_file: &keys_file, id: &id };
+    let chain_key_file = chain_key_file_name(&args.output);
+    let deployment = Deployment {
+        agencies: args.agencies,
+        servers: args.servers,
+        keys: &keys,
+        keys_file: &keys_file,
+        chain_key_file: &chain_key_file,
+        id: &id,
+    };
     let rendered = match render(&template, &deployment) {
         Ok(r) => r,
         Err(e) => {
@@ -237,6 +261,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = write_chain_key(&args.output) {
+        eprintln!("gen_compose: cannot write the chain key beside {}: {e}", args.output.display());
+        return ExitCode::from(1);
+    }
     if let Err(e) = std::fs::write(&args.output, rendered) {
         eprintln!("gen_compose: cannot write {}: {e}", args.output.display());
         return ExitCode::from(1);
@@ -290,7 +318,17 @@ mod tests {
     }
 
     fn render_n(template: &str, n: u32, m: u32, keys: &AgencyKeys) -> Result<String, String> {
-        render(template, &Deployment { agencies: n, servers: m, keys, keys_file: "dc.agency-keys.csv", id: "0a1b2c" })
+        render(
+            template,
+            &Deployment {
+                agencies: n,
+                servers: m,
+                keys,
+                keys_file: "dc.agency-keys.csv",
+                chain_key_file: "dc.chain-key",
+                id: "0a1b2c",
+            },
+        )
     }
 
     #[test]
@@ -384,6 +422,7 @@ mod tests {
             let server = &doc["services"]["server"];
             let env = server["environment"].as_sequence().unwrap();
             assert!(env.iter().any(|v| v.as_str() == Some("SERVER_AUTH_KEYS=/keys/dc.agency-keys.csv")));
+            assert!(env.iter().any(|v| v.as_str() == Some("SERVER_CHAIN_KEY=/keys/dc.chain-key")));
             let volumes = server["volumes"].as_sequence().unwrap();
             assert!(volumes.iter().any(|v| v["source"].as_str() == Some("./.keys")
                 && v["target"].as_str() == Some("/keys")

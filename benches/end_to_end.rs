@@ -354,7 +354,12 @@ fn server_command(mut cmd: Command, dir: &Path, store_name: &str, agencies: u32)
     let store = dir.join(store_name);
     let _ = std::fs::remove_file(&store);
     let _ = std::fs::remove_file(dir.join(format!("{store_name}.done")));
+    let _ = std::fs::remove_file(dir.join(format!("{store_name}.sum")));
     settle(None);
+    // The deployment's chain key, kept apart from the store as a deployment keeps it.
+    let chain_key = dir.join("keys").join(format!("{store_name}.chain-key"));
+    std::fs::create_dir_all(dir.join("keys")).expect("the keys folder");
+    loteria::storage::ChainKey::generate().and_then(|k| k.write(&chain_key)).expect("write the chain key");
     let keys = AgencyKeys::generate(agencies).expect("random keys");
     let keys_path = dir.join(format!("{store_name}.keys"));
     keys.write(&keys_path).expect("write the key file");
@@ -364,6 +369,8 @@ fn server_command(mut cmd: Command, dir: &Path, store_name: &str, agencies: u32)
         .env("SERVER_STORAGE_PATH", &store)
         .env("SERVER_LISTEN_BACKLOG", "4096")
         .env("SERVER_AUTH_KEYS", &keys_path)
+        .env("SERVER_CHAIN_KEY", &chain_key)
+        .env_remove("SERVER_STORAGE_INTEGRITY")
         .env_remove("SERVER_AUTH")
         .env_remove("SERVER_CONFIG")
         .stdout(Stdio::piped())
@@ -396,10 +403,20 @@ fn start_server(mut cmd: Command, keep: &'static [&'static str]) -> RunningServe
     RunningServer { child, lines, reader, port }
 }
 
-fn run_system(dir: &Path, data: &Path, agencies: u32, window: usize, durable: bool, trace: Option<&Path>) -> SystemRun {
+/// One run of the whole system; `sealed: false` is the baseline without the
+/// sidecar's checksums and chain (`SERVER_STORAGE_INTEGRITY=false`).
+fn run_system(
+    dir: &Path,
+    data: &Path,
+    agencies: u32,
+    window: usize,
+    (durable, sealed): (bool, bool),
+    trace: Option<&Path>,
+) -> SystemRun {
     let server_bin = traced(&program("BENCH_SERVER", SERVER_BIN), trace.map(|t| (t, "server.strace".to_string())));
     let (mut cmd, keys) = server_command(server_bin, dir, "bets.csv", agencies);
     cmd.env("SERVER_STORAGE_DURABLE", durable.to_string());
+    cmd.env("SERVER_STORAGE_INTEGRITY", sealed.to_string());
     let RunningServer { child: server, lines: line_rx, reader, port } =
         start_server(cmd, &["action: sorteo", "close_store"]);
     let pid = server.id();
@@ -615,7 +632,10 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
             (label.clone(), *w, true, Stat { name: format!("system, {label}"), secs: vec![] }, vec![])
         })
         .collect();
+    // Whether each system seals its store (the last one added below does not).
+    let mut sealed = vec![true; systems.len()];
     if !o.no_relaxed {
+        sealed.push(true);
         let label = format!("window {DEFAULT_BATCH_WINDOW}, relaxed acks (no fdatasync)");
         systems.push((
             label.clone(),
@@ -625,12 +645,17 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
             vec![],
         ));
     }
+    // The baseline the integrity's cost is read against: the default system
+    // without sidecar, checksums or chain.
+    sealed.push(false);
+    let label = format!("window {DEFAULT_BATCH_WINDOW}, integrity off (no sidecar, no CRC32C, no chain)");
+    systems.push((label.clone(), DEFAULT_BATCH_WINDOW, true, Stat { name: format!("system, {label}"), secs: vec![] }, vec![]));
     for run in 1..=o.runs {
         compute.secs.push(compute_floor(&files, &dir.join("floor.csv")).as_secs_f64());
         io.secs.push(io_floor(&files, &dir.join("io.bin")).as_secs_f64());
         transport.secs.push(transport_floor(&files, &dir.join("transport.bin")).as_secs_f64());
-        for (_, window, durable, stat, runs) in systems.iter_mut() {
-            let r = run_system(dir, &data, o.agencies, *window, *durable, None);
+        for (i, (_, window, durable, stat, runs)) in systems.iter_mut().enumerate() {
+            let r = run_system(dir, &data, o.agencies, *window, (*durable, sealed[i]), None);
             stat.secs.push(r.elapsed.as_secs_f64());
             runs.push(r);
         }
@@ -705,6 +730,14 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
         strace_report(dir, &data, o.agencies);
     }
     let default = systems.iter().find(|(_, w, durable, _, _)| *w == DEFAULT_BATCH_WINDOW && *durable);
+    if let (Some((_, _, _, with, _)), Some(without)) = (default, systems.last().filter(|_| sealed.last() == Some(&false))) {
+        let (with, without) = (with.median(), without.3.median());
+        println!(
+            "integrity cost (sidecar CRC32C + HMAC-SHA256 chain), window {DEFAULT_BATCH_WINDOW}, durable acks: \
+             {with:.3} s with, {without:.3} s without: {:+.1} % of the wall (target: at most +5 %)",
+            100.0 * (with / without - 1.0)
+        );
+    }
     let summary = match default {
         Some((_, _, _, stat, runs)) => MixSummary {
             ratio: stat.median() / cf,
@@ -771,7 +804,7 @@ fn strace_report(dir: &Path, data: &Path, agencies: u32) {
     let trace = dir.join("strace");
     let _ = std::fs::remove_dir_all(&trace);
     std::fs::create_dir_all(&trace).expect("strace folder");
-    let r = run_system(dir, data, agencies, DEFAULT_BATCH_WINDOW, true, Some(&trace));
+    let r = run_system(dir, data, agencies, DEFAULT_BATCH_WINDOW, (true, true), Some(&trace));
     let server = strace_counts(&[trace.join("server.strace")]);
     let clients: Vec<PathBuf> = (1..=agencies).map(|id| trace.join(format!("agency-{id}.strace"))).collect();
     let agencies_counts = strace_counts(&clients);
