@@ -649,7 +649,13 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
     // without sidecar, checksums or chain.
     sealed.push(false);
     let label = format!("window {DEFAULT_BATCH_WINDOW}, integrity off (no sidecar, no CRC32C, no chain)");
-    systems.push((label.clone(), DEFAULT_BATCH_WINDOW, true, Stat { name: format!("system, {label}"), secs: vec![] }, vec![]));
+    systems.push((
+        label.clone(),
+        DEFAULT_BATCH_WINDOW,
+        true,
+        Stat { name: format!("system, {label}"), secs: vec![] },
+        vec![],
+    ));
     for run in 1..=o.runs {
         compute.secs.push(compute_floor(&files, &dir.join("floor.csv")).as_secs_f64());
         io.secs.push(io_floor(&files, &dir.join("io.bin")).as_secs_f64());
@@ -730,7 +736,9 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
         strace_report(dir, &data, o.agencies);
     }
     let default = systems.iter().find(|(_, w, durable, _, _)| *w == DEFAULT_BATCH_WINDOW && *durable);
-    if let (Some((_, _, _, with, _)), Some(without)) = (default, systems.last().filter(|_| sealed.last() == Some(&false))) {
+    if let (Some((_, _, _, with, _)), Some(without)) =
+        (default, systems.last().filter(|_| sealed.last() == Some(&false)))
+    {
         let (with, without) = (with.median(), without.3.median());
         println!(
             "integrity cost (sidecar CRC32C + HMAC-SHA256 chain), window {DEFAULT_BATCH_WINDOW}, durable acks: \

@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod check;
 mod draw;
+mod error;
 mod file_io;
 pub mod integrity;
 mod journal;
@@ -21,15 +22,16 @@ mod row;
 pub mod shared;
 
 use check::{Position, Tail};
+pub use draw::{draw, Winners};
 #[cfg(test)]
 use draw::{draw_split, DRAW_CHUNK};
-pub use draw::{draw, Winners};
-use integrity::{Sealer, Sidecar};
+pub use error::StorageError;
 pub use integrity::{ChainKey, StoreSpec};
+use integrity::{Sealer, Sidecar};
 pub use journal::{check_done_totals, DoneJournal, DoneLine};
+pub use row::{parse_row_keys, render_raw_row, render_row, render_rows, RowKeys};
 use shared::catch_up_lines;
 pub use shared::CaughtUp;
-pub use row::{parse_row_keys, render_raw_row, render_row, render_rows, RowKeys};
 
 use crate::bet::{AgencyId, RawBet};
 pub use file_io::{plain, FileIo, WrapFile};
@@ -40,30 +42,6 @@ use std::path::{Path, PathBuf};
 
 #[cfg(test)]
 pub use file_io::fault;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
-    #[error("{}:{line}: {reason}", path.display())]
-    Corrupt { path: PathBuf, line: u64, reason: String },
-}
-
-impl StorageError {
-    /// The kind of the underlying failure (`InvalidData` for a corrupt file).
-    pub fn kind(&self) -> io::ErrorKind {
-        match self {
-            StorageError::Io { source, .. } => source.kind(),
-            StorageError::Corrupt { .. } => io::ErrorKind::InvalidData,
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        match self {
-            StorageError::Io { path, .. } | StorageError::Corrupt { path, .. } => path,
-        }
-    }
-}
 
 /// Cuts the file at `path` to `len` bytes (if longer) and syncs it.
 pub fn cut_file(path: &Path, len: u64) -> Result<(), StorageError> {
@@ -156,7 +134,10 @@ impl BetFile {
         let corrupt = |path: &Path, reason: String| StorageError::Corrupt { path: path.to_path_buf(), line: 0, reason };
         let sidecar = match (spec.sidecar, side_len) {
             (true, None) if bets_len > 0 => {
-                return Err(corrupt(&side_path, format!("missing: nothing seals the {bets_len} bytes of {}", path.display())))
+                return Err(corrupt(
+                    &side_path,
+                    format!("missing: nothing seals the {bets_len} bytes of {}", path.display()),
+                ))
             }
             (true, _) => Some(Sidecar::open(path, wrap)?),
             (false, Some(n)) if n > 0 => {
@@ -399,7 +380,6 @@ impl BetFile {
         Ok(())
     }
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -151,7 +151,10 @@ fn a_torn_last_row_is_repaired_at_start() {
 
     let (mut server, port) = start_server(dir.path(), 1, &[]);
     let dump = server.lines.dump();
-    assert!(dump.contains("rows: 1000 | agencies_with_bets: 1 | agencies_done: 0 | repaired_bytes: 11 | groups: 10"), "{dump}");
+    assert!(
+        dump.contains("rows: 1000 | agencies_with_bets: 1 | agencies_done: 0 | repaired_bytes: 11 | groups: 10"),
+        "{dump}"
+    );
     let mut client = start_client(dir.path(), 1, port, &summaries[0].path, &[]);
     assert!(client.wait(RUN).success(), "{}", client.lines.dump());
     assert!(

@@ -49,7 +49,9 @@ fn main() -> ExitCode {
     match audit::audit(&args.store, &spec, args.winning_number) {
         Ok(a) => {
             for (agency, (rows, winners)) in &a.agencies {
-                println!("action: verify_agency | result: success | agency: {agency} | rows: {rows} | winners: {winners}");
+                println!(
+                    "action: verify_agency | result: success | agency: {agency} | rows: {rows} | winners: {winners}"
+                );
             }
             let winners: u64 = a.agencies.values().map(|(_, w)| w).sum();
             let head = a.head.as_deref().unwrap_or("-");

@@ -167,10 +167,7 @@ impl Settings for ServerConfig {
             ("max_connections", self.max_connections.to_string()),
             ("idle_timeout_ms", self.idle_timeout.as_millis().to_string()),
             ("durable", self.durable.to_string()),
-            (
-                "chain_key",
-                self.chain_key.as_ref().map_or("-".to_string(), |(path, _)| path.display().to_string()),
-            ),
+            ("chain_key", self.chain_key.as_ref().map_or("-".to_string(), |(path, _)| path.display().to_string())),
             ("integrity", self.integrity.to_string()),
             ("auth", if matches!(self.auth, ServerAuth::Off) { "off" } else { "on" }.to_string()),
             (

@@ -86,7 +86,10 @@ fn split_fields(line: &[u8]) -> Result<Vec<Cow<'_, [u8]>>, String> {
         }
     }
     if fields.len() != 6 {
-        return Err(format!("expected 6 fields, found {}", if fields.len() > 6 { "more".into() } else { fields.len().to_string() }));
+        return Err(format!(
+            "expected 6 fields, found {}",
+            if fields.len() > 6 { "more".into() } else { fields.len().to_string() }
+        ));
     }
     Ok(fields)
 }
@@ -141,7 +144,8 @@ pub fn scan(
     tail: Tail,
     mut on_row: impl FnMut(u64, StoredRow),
 ) -> Result<Scanned, StorageError> {
-    let corrupt = |path: &Path, line: u64, reason: String| StorageError::Corrupt { path: path.to_path_buf(), line, reason };
+    let corrupt =
+        |path: &Path, line: u64, reason: String| StorageError::Corrupt { path: path.to_path_buf(), line, reason };
     let io = |path: &Path, source| StorageError::Io { path: path.to_path_buf(), source };
     let eof = bets.metadata().map_err(|e| io(bets_path, e))?.len();
     let mut pos = from;
@@ -150,30 +154,46 @@ pub fn scan(
     if let Some((side, side_path)) = sidecar {
         let side_eof = side.metadata().map_err(|e| io(side_path, e))?.len();
         if side_eof < pos.sidecar {
-            return Err(corrupt(side_path, 0, format!("the sidecar is {side_eof} bytes but {} were read: it was cut", pos.sidecar)));
+            return Err(corrupt(
+                side_path,
+                0,
+                format!("the sidecar is {side_eof} bytes but {} were read: it was cut", pos.sidecar),
+            ));
         }
         let mut raw = [0u8; RECORD_LEN];
         while pos.sidecar + RECORD_LEN as u64 <= side_eof {
             side.read_exact_at(&mut raw, pos.sidecar).map_err(|e| io(side_path, e))?;
             let group = pos.groups + 1;
             let at = pos.sidecar;
-            let rec = Record::decode(&raw)
-                .map_err(|r| corrupt(side_path, 0, format!("record {group} at byte {at}: {r}")))?;
+            let rec =
+                Record::decode(&raw).map_err(|r| corrupt(side_path, 0, format!("record {group} at byte {at}: {r}")))?;
             let first = pos.rows + 1;
             let name = format!("group {group} (bytes {}..{}, first row line {first})", rec.start, rec.end);
             if rec.start != pos.bets {
-                return Err(corrupt(side_path, 0, format!("{name}: starts at byte {} but the previous group ends at byte {}", rec.start, pos.bets)));
+                return Err(corrupt(
+                    side_path,
+                    0,
+                    format!("{name}: starts at byte {} but the previous group ends at byte {}", rec.start, pos.bets),
+                ));
             }
             if rec.end > eof {
-                return Err(corrupt(bets_path, first, format!("{name} is sealed, but the file ends at byte {eof}: the file was cut")));
+                return Err(corrupt(
+                    bets_path,
+                    first,
+                    format!("{name} is sealed, but the file ends at byte {eof}: the file was cut"),
+                ));
             }
             let got = reader.read(bets, bets_path, rec.start, rec.end, pos.rows, &mut on_row)?;
             if got.crc != rec.crc || got.rows != rec.rows {
                 let bad = got.bad_row.map(|(l, r)| format!("; first bad row: line {l}: {r}")).unwrap_or_default();
-                return Err(corrupt(bets_path, first, format!(
-                    "{name}: CRC32C {:08x} and {} rows, the sidecar sealed {:08x} and {} rows{bad}",
-                    got.crc, got.rows, rec.crc, rec.rows
-                )));
+                return Err(corrupt(
+                    bets_path,
+                    first,
+                    format!(
+                        "{name}: CRC32C {:08x} and {} rows, the sidecar sealed {:08x} and {} rows{bad}",
+                        got.crc, got.rows, rec.crc, rec.rows
+                    ),
+                ));
             }
             if let Some((line, reason)) = got.bad_row {
                 return Err(corrupt(bets_path, line, format!("{name}: {reason}")));
@@ -181,7 +201,11 @@ pub fn scan(
             if let (Some(key), Some(digest)) = (spec.key.as_deref(), got.digest) {
                 let head = chain_step(key, &pos.head, rec.start, rec.end, rec.rows, &digest);
                 if !rec.keyed || head != rec.head {
-                    let why = if rec.keyed { "its chain head does not match (altered, or another key)" } else { "it was sealed without a chain key" };
+                    let why = if rec.keyed {
+                        "its chain head does not match (altered, or another key)"
+                    } else {
+                        "it was sealed without a chain key"
+                    };
                     return Err(corrupt(bets_path, first, format!("{name}: {why}")));
                 }
                 pos.head = head;
@@ -268,9 +292,18 @@ impl<'a> GroupReader<'a> {
         let (mut pos, mut filled) = (start, 0usize);
         loop {
             let want = ((end - pos) as usize).min(self.buf.len() - filled);
-            let n = if want == 0 { 0 } else { file.read_at(&mut self.buf[filled..filled + want], pos).map_err(|source| StorageError::Io { path: path.to_path_buf(), source })? };
+            let n = if want == 0 {
+                0
+            } else {
+                file.read_at(&mut self.buf[filled..filled + want], pos)
+                    .map_err(|source| StorageError::Io { path: path.to_path_buf(), source })?
+            };
             if n == 0 && pos < end {
-                return Err(StorageError::Corrupt { path: path.to_path_buf(), line: rows_before + out.rows + 1, reason: format!("the file ended at byte {pos} while reading up to {end}") });
+                return Err(StorageError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: rows_before + out.rows + 1,
+                    reason: format!("the file ended at byte {pos} while reading up to {end}"),
+                });
             }
             out.crc = crc32c::crc32c_append(out.crc, &self.buf[filled..filled + n]);
             if let Some(sha) = &mut sha {
@@ -300,7 +333,11 @@ impl<'a> GroupReader<'a> {
             self.buf.copy_within(line_start..filled, 0);
             filled -= line_start;
             if filled == self.buf.len() {
-                return Err(StorageError::Corrupt { path: path.to_path_buf(), line: rows_before + out.rows + 1, reason: format!("row longer than {CHUNK} bytes") });
+                return Err(StorageError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: rows_before + out.rows + 1,
+                    reason: format!("row longer than {CHUNK} bytes"),
+                });
             }
         }
     }

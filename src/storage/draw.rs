@@ -176,4 +176,3 @@ fn count_newlines(data: &[u8]) -> u64 {
     }
     n + chunks.remainder().iter().filter(|&&b| b == b'\n').count() as u64
 }
-

@@ -136,7 +136,9 @@ impl Record {
             UNKEYED => false,
             other => return Err(format!("not a group record (magic {:?})", String::from_utf8_lossy(&other))),
         };
-        let u64_at = |at: usize| u64::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5], b[at + 6], b[at + 7]]);
+        let u64_at = |at: usize| {
+            u64::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5], b[at + 6], b[at + 7]])
+        };
         let mut head = [0u8; 32];
         head.copy_from_slice(&b[32..]);
         let rec = Record {

@@ -40,7 +40,10 @@ pub fn check_done_totals(
         let reason = if seen.insert(d.agency, d.total).is_some_and(|t| t != d.total) {
             Some(format!("agency {} is recorded done twice with different totals", d.agency))
         } else if stored != d.total {
-            Some(format!("agency {} is recorded done with {} bets, but {stored} of its rows are stored", d.agency, d.total))
+            Some(format!(
+                "agency {} is recorded done with {} bets, but {stored} of its rows are stored",
+                d.agency, d.total
+            ))
         } else {
             None
         };

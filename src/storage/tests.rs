@@ -117,7 +117,12 @@ fn sealed_store(path: &Path, spec: &StoreSpec, groups: usize, rows_per_group: u6
     let mut n = 0u64;
     for _ in 0..groups {
         for _ in 0..rows_per_group {
-            let b = bet(if n % 5 == 0 { "Ana, \"la\" Jr" } else { "Ana" }, "Pérez", &format!("{:08}", 30_000_000 + n), (n % 10_000) as u16);
+            let b = bet(
+                if n.is_multiple_of(5) { "Ana, \"la\" Jr" } else { "Ana" },
+                "Pérez",
+                &format!("{:08}", 30_000_000 + n),
+                (n % 10_000) as u16,
+            );
             file.append((n % 3 + 1) as u32, [RawBet::from(b.as_ref())]).unwrap();
             n += 1;
         }
@@ -215,7 +220,9 @@ fn relaxed_appends_seal_each_batch_and_the_audit_reproduces_the_head() {
 fn journal_lines_are_parsed_whole_and_totals_match_the_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bets.csv");
-    for (text, why) in [("1,abc\n", "1,abc"), ("1\n", "agency,total"), ("1,2,3\n", "agency,total"), ("9,1\n", "not in 1..=3")] {
+    for (text, why) in
+        [("1,abc\n", "1,abc"), ("1\n", "agency,total"), ("1,2,3\n", "agency,total"), ("9,1\n", "not in 1..=3")]
+    {
         std::fs::write(DoneJournal::path_for(&path), text).unwrap();
         let err = DoneJournal::open_with(&path, &plain(), 3).err().unwrap().to_string();
         assert!(err.contains(".done:1:") && err.contains(why), "{text:?}: {err}");
