@@ -13,7 +13,9 @@
 //!   (stop-and-wait) and the default window.
 //!
 //! It also runs the default window with relaxed acks (`storage.durable: false`)
-//! to show what durability costs.
+//! to show what durability costs, and with the store's integrity off
+//! (`storage.integrity: false`: no sidecar, no CRC32C, no chain) to show what the
+//! checksums and the chain cost (printed as a share of the wall).
 //!
 //! Per side (agencies, server) it reports CPU seconds per million bets (user and
 //! system), fdatasyncs, and (unless `--no-strace`) the syscalls per batch of one
