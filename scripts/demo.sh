@@ -68,5 +68,5 @@ echo "stored rows: $(wc -l < "$WORK/store/bets.csv"); sorteo lines: $(grep -c 'a
 echo
 echo "== verify: the auditor's recomputation of the store (its head must be the sorteo line's)"
 "$BIN/verify" --store "$WORK/store/bets.csv" --key "$WORK/keys/chain.key" --agencies "$AGENCIES" | tail -1 || status=1
-grep -o 'head: [0-9a-f]*' "$WORK/server.log" | sed 's/^/sorteo /' || status=1
+grep 'action: sorteo' "$WORK/server.log" | grep -o 'head: [0-9a-f]*' | sed 's/^/sorteo /' || status=1
 exit $status

@@ -3,10 +3,12 @@
 //! Each process keeps its own in-memory view (the `BetStore` actor's); between
 //! processes the only agreement is the files themselves, guarded by an exclusive
 //! `flock` on a lock file beside them (`<bets>.lock`). A process holds it around a
-//! whole group-commit burst: it first reads what the others appended since its last
-//! look ([`scan_from`]), then decides, appends and syncs, then lets go. The kernel
-//! drops the lock of a process that dies, so a killed replica never blocks the others;
-//! what it may leave behind is a torn last row, which the next holder cuts.
+//! whole group-commit burst: it first checks the groups the others sealed since its
+//! last look (the bets through `check::scan`, the journal through [`scan_from`]),
+//! then decides, appends, syncs and seals, then lets go; so the sidecar holds one
+//! chain, in the order the groups reached the file. The kernel drops the lock of a
+//! process that dies, so a killed replica never blocks the others; what it may
+//! leave behind is unsealed rows and a torn record, which the next holder cuts.
 
 use super::{FileIo, StorageError};
 use std::fs::{File, OpenOptions};
