@@ -236,6 +236,38 @@ fn journal_lines_are_parsed_whole_and_totals_match_the_rows() {
     assert!(err.contains(".done:2:") && err.contains("agency 1 is recorded done with 4 bets, but 2"), "{err}");
 }
 
+#[test]
+fn a_long_burst_is_sealed_every_few_mib_and_more_unsealed_bytes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    let (mut file, _) = BetFile::open_with(&path, &plain(), &keyed(1)).unwrap();
+    let b = bet("Ana", "Pérez", "12345678", 1);
+    let row_len = {
+        let mut one = Vec::new();
+        render_row(&mut one, 1, &b.as_ref());
+        one.len() as u64
+    };
+    // One burst (no sync) of two groups and a half: two are sealed inside it.
+    let rows = integrity::MAX_GROUP * 5 / 2 / row_len;
+    for _ in 0..rows / 100 {
+        file.append(1, std::iter::repeat_n(RawBet::from(b.as_ref()), 100)).unwrap();
+    }
+    let groups = groups_of(&path);
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    for (start, end, _) in &groups {
+        assert!(end - start >= integrity::MAX_GROUP && end - start < integrity::MAX_GROUP + 2 * WRITE_CHUNK as u64);
+    }
+    drop(file);
+    // What was written after that seal is within what a crash leaves: cut.
+    let (_, rec) = BetFile::open_with(&path, &plain(), &keyed(1)).unwrap();
+    assert!(rec.repaired_bytes > 0 && rec.repaired_bytes < integrity::MAX_UNSEALED);
+    // More than that past the last seal is a cut or removed sidecar: refused, nothing cut.
+    std::fs::write(integrity::sidecar_path(&path), b"").unwrap();
+    let err = BetFile::open_with(&path, &plain(), &keyed(1)).err().unwrap().to_string();
+    assert!(err.contains("more than a crash leaves"), "{err}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), groups[1].1);
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
     /// Any byte of a sealed store changed to any other value (a digit for a
