@@ -98,6 +98,21 @@ fn write_pki(output: &std::path::Path, servers: u32) -> Result<pki::PkiFiles, pk
     pki::write(&made, &base.join(KEYS_DIR), &deployment_stem(output))
 }
 
+/// The chain key's file name for a compose file (beside its agency keys).
+fn chain_key_file_name(output: &std::path::Path) -> String {
+    keys_file_name(output).replace(KEYS_SUFFIX, ".chain-key")
+}
+
+/// Writes the deployment's fresh chain key beside the agency keys (`.keys/`, file
+/// 0600): the servers seal the store with it; it never goes on the store's volume.
+fn write_chain_key(output: &std::path::Path) -> std::io::Result<PathBuf> {
+    let base = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let path = base.join(KEYS_DIR).join(chain_key_file_name(output));
+    loteria::storage::ChainKey::generate()?.write(&path)?;
+    restrict(&path)?;
+    Ok(path)
+}
+
 /// Writes the server's key file beside the compose file (`.keys/`, 0700; file 0600).
 fn write_keys(output: &std::path::Path, keys: &AgencyKeys) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -146,6 +161,7 @@ struct Deployment<'a> {
     keys_file: &'a str,
     /// The stem of the PKI files in `.keys/` (`<stem>.ca.pem`, `.server.pem`, `.server.key`).
     tls_stem: &'a str,
+    chain_key_file: &'a str,
     /// Names the shared store's volume (replicas only): a new generation, a new store.
     id: &'a str,
 }
@@ -166,6 +182,7 @@ fn render(template: &str, d: &Deployment) -> Result<String, String> {
             .replace("{{servers}}", &d.servers.to_string())
             .replace("{{keys_file}}", d.keys_file)
             .replace("{{tls_stem}}", d.tls_stem)
+            .replace("{{chain_key_file}}", d.chain_key_file)
             .replace("{{deployment}}", d.id)
             .replace("{{server_deps}}", &deps.join("\n"))
     };
@@ -247,12 +264,14 @@ fn main() -> ExitCode {
     };
     let keys_file = keys_file_name(&args.output);
     let tls_stem = deployment_stem(&args.output);
+    let chain_key_file = chain_key_file_name(&args.output);
     let deployment = Deployment {
         agencies: args.agencies,
         servers: args.servers,
         keys: &keys,
         keys_file: &keys_file,
         tls_stem: &tls_stem,
+        chain_key_file: &chain_key_file,
         id: &id,
     };
     let rendered = match render(&template, &deployment) {
@@ -276,6 +295,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = write_chain_key(&args.output) {
+        eprintln!("gen_compose: cannot write the chain key beside {}: {e}", args.output.display());
+        return ExitCode::from(1);
+    }
     if let Err(e) = std::fs::write(&args.output, rendered) {
         eprintln!("gen_compose: cannot write {}: {e}", args.output.display());
         return ExitCode::from(1);
@@ -331,9 +354,18 @@ mod tests {
     }
 
     fn render_n(template: &str, n: u32, m: u32, keys: &AgencyKeys) -> Result<String, String> {
-        let d =
-            Deployment { agencies: n, servers: m, keys, keys_file: "dc.agency-keys.csv", tls_stem: "dc", id: "0a1b2c" };
-        render(template, &d)
+        render(
+            template,
+            &Deployment {
+                agencies: n,
+                servers: m,
+                keys,
+                keys_file: "dc.agency-keys.csv",
+                tls_stem: "dc",
+                chain_key_file: "dc.chain-key",
+                id: "0a1b2c",
+            },
+        )
     }
 
     #[test]
@@ -440,6 +472,7 @@ mod tests {
                     && v["read_only"].as_bool() == Some(true)));
                 assert!(!mounts.iter().any(|v| v["source"].as_str() == Some("./.keys")), "client{id}");
             }
+            assert!(env.iter().any(|v| v.as_str() == Some("SERVER_CHAIN_KEY=/keys/dc.chain-key")));
             let volumes = server["volumes"].as_sequence().unwrap();
             assert!(volumes.iter().any(|v| v["source"].as_str() == Some("./.keys")
                 && v["target"].as_str() == Some("/keys")

@@ -361,7 +361,12 @@ fn server_command(mut cmd: Command, dir: &Path, store_name: &str, agencies: u32)
     let store = dir.join(store_name);
     let _ = std::fs::remove_file(&store);
     let _ = std::fs::remove_file(dir.join(format!("{store_name}.done")));
+    let _ = std::fs::remove_file(dir.join(format!("{store_name}.sum")));
     settle(None);
+    // The deployment's chain key, kept apart from the store as a deployment keeps it.
+    let chain_key = dir.join("keys").join(format!("{store_name}.chain-key"));
+    std::fs::create_dir_all(dir.join("keys")).expect("the keys folder");
+    loteria::storage::ChainKey::generate().and_then(|k| k.write(&chain_key)).expect("write the chain key");
     let keys = AgencyKeys::generate(agencies).expect("random keys");
     let keys_path = dir.join(format!("{store_name}.keys"));
     keys.write(&keys_path).expect("write the key file");
@@ -371,6 +376,8 @@ fn server_command(mut cmd: Command, dir: &Path, store_name: &str, agencies: u32)
         .env("SERVER_STORAGE_PATH", &store)
         .env("SERVER_LISTEN_BACKLOG", "4096")
         .env("SERVER_AUTH_KEYS", &keys_path)
+        .env("SERVER_CHAIN_KEY", &chain_key)
+        .env_remove("SERVER_STORAGE_INTEGRITY")
         .env_remove("SERVER_AUTH")
         .env_remove("SERVER_CONFIG")
         .stdout(Stdio::piped())
@@ -410,13 +417,16 @@ struct Setup {
     durable: bool,
     /// TLS 1.3 with a fresh deployment PKI (made before the clock starts).
     tls: bool,
+    /// `false`: the store without sidecar, CRC32C or chain (the integrity's baseline).
+    sealed: bool,
 }
 
 fn run_system(dir: &Path, data: &Path, agencies: u32, setup: Setup, trace: Option<&Path>) -> SystemRun {
-    let Setup { window, durable, tls } = setup;
+    let Setup { window, durable, tls, sealed } = setup;
     let server_bin = traced(&program("BENCH_SERVER", SERVER_BIN), trace.map(|t| (t, "server.strace".to_string())));
     let (mut cmd, keys) = server_command(server_bin, dir, "bets.csv", agencies);
     cmd.env("SERVER_STORAGE_DURABLE", durable.to_string());
+    cmd.env("SERVER_STORAGE_INTEGRITY", sealed.to_string());
     let pki = tls.then(|| {
         let made = loteria::pki::issue(&loteria::pki::server_names(1), Default::default()).expect("make the PKI");
         loteria::pki::write(&made, &dir.join(".keys"), "bench").expect("write the PKI")
@@ -670,25 +680,30 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
         .iter()
         .map(|w| {
             let label = format!("window {w}{}", if *w == 1 { " (stop-and-wait)" } else { "" });
-            let setup = Setup { window: *w, durable: true, tls: false };
+            let setup = Setup { window: *w, durable: true, tls: false, sealed: true };
             (label.clone(), setup, Stat { name: format!("system, {label}"), secs: vec![] }, vec![])
         })
         .collect();
     if !o.no_relaxed {
         let label = format!("window {DEFAULT_BATCH_WINDOW}, relaxed acks (no fdatasync)");
-        let setup = Setup { window: DEFAULT_BATCH_WINDOW, durable: false, tls: false };
+        let setup = Setup { window: DEFAULT_BATCH_WINDOW, durable: false, tls: false, sealed: true };
         systems.push((label.clone(), setup, Stat { name: format!("system, {label}"), secs: vec![] }, vec![]));
     }
     if !o.no_tls {
         if !systems.iter().any(|(_, s, _, _)| s.window == DEFAULT_BATCH_WINDOW && s.durable && !s.tls) {
             let label = format!("window {DEFAULT_BATCH_WINDOW}");
-            let setup = Setup { window: DEFAULT_BATCH_WINDOW, durable: true, tls: false };
+            let setup = Setup { window: DEFAULT_BATCH_WINDOW, durable: true, tls: false, sealed: true };
             systems.push((label.clone(), setup, Stat { name: format!("system, {label}"), secs: vec![] }, vec![]));
         }
         let label = format!("window {DEFAULT_BATCH_WINDOW}, TLS 1.3");
-        let setup = Setup { window: DEFAULT_BATCH_WINDOW, durable: true, tls: true };
+        let setup = Setup { window: DEFAULT_BATCH_WINDOW, durable: true, tls: true, sealed: true };
         systems.push((label.clone(), setup, Stat { name: format!("system, {label}"), secs: vec![] }, vec![]));
     }
+    // The baseline the integrity's cost is read against: the default system
+    // without sidecar, checksums or chain.
+    let label = format!("window {DEFAULT_BATCH_WINDOW}, integrity off (no sidecar, no CRC32C, no chain)");
+    let setup = Setup { window: DEFAULT_BATCH_WINDOW, durable: true, tls: false, sealed: false };
+    systems.push((label.clone(), setup, Stat { name: format!("system, {label}"), secs: vec![] }, vec![]));
     for run in 1..=o.runs {
         compute.secs.push(compute_floor(&files, &dir.join("floor.csv")).as_secs_f64());
         io.secs.push(io_floor(&files, &dir.join("io.bin")).as_secs_f64());
@@ -768,8 +783,9 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
     if !o.no_strace {
         strace_report(dir, &data, o.agencies);
     }
-    let find =
-        |tls: bool| systems.iter().find(|(_, s, _, _)| s.window == DEFAULT_BATCH_WINDOW && s.durable && s.tls == tls);
+    let find = |tls: bool| {
+        systems.iter().find(|(_, s, _, _)| s.window == DEFAULT_BATCH_WINDOW && s.durable && s.tls == tls && s.sealed)
+    };
     let tls = match (find(false), find(true)) {
         (Some((_, _, plain_stat, plain)), Some((_, _, tls_stat, tls))) => {
             let cpu = |runs: &[SystemRun]| {
@@ -800,6 +816,15 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
         _ => None,
     };
     let default = find(false);
+    let unsealed = systems.iter().find(|(_, s, _, _)| !s.sealed);
+    if let (Some((_, _, with, _)), Some((_, _, without, _))) = (default, unsealed) {
+        let (with, without) = (with.median(), without.median());
+        println!(
+            "integrity cost (sidecar CRC32C + HMAC-SHA256 chain), window {DEFAULT_BATCH_WINDOW}, durable acks: \
+             {with:.3} s with, {without:.3} s without: {:+.1} % of the wall (target: at most +5 %)",
+            100.0 * (with / without - 1.0)
+        );
+    }
     let summary = match default {
         Some((_, _, stat, runs)) => MixSummary {
             ratio: stat.median() / cf,
@@ -868,7 +893,7 @@ fn strace_report(dir: &Path, data: &Path, agencies: u32) {
     let trace = dir.join("strace");
     let _ = std::fs::remove_dir_all(&trace);
     std::fs::create_dir_all(&trace).expect("strace folder");
-    let setup = Setup { window: DEFAULT_BATCH_WINDOW, durable: true, tls: false };
+    let setup = Setup { window: DEFAULT_BATCH_WINDOW, durable: true, tls: false, sealed: true };
     let r = run_system(dir, data, agencies, setup, Some(&trace));
     let server = strace_counts(&[trace.join("server.strace")]);
     let clients: Vec<PathBuf> = (1..=agencies).map(|id| trace.join(format!("agency-{id}.strace"))).collect();

@@ -17,6 +17,7 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --release --quiet --bin server --bin client --bin gen_data --bin gen_pki
+cargo build --release --quiet --bin server --bin client --bin gen_data --bin verify
 echo "== generating $AGENCIES agencies x $BETS bets in $WORK/data"
 "$BIN/gen_data" --agencies "$AGENCIES" --bets "$BETS" --out "$WORK/data" | sed 's/^/[gen_data] /'
 
@@ -31,11 +32,16 @@ echo "== generating a fresh key per agency in $WORK/agency-keys.csv"
 echo "== making this run's CA and the server's certificate in $WORK/.keys"
 "$BIN/gen_pki" --dir "$WORK/.keys" --stem demo | sed 's/^/[gen_pki] /'
 key_of() { grep "^$1," "$WORK/agency-keys.csv" | cut -d, -f2; }
+# The deployment's chain key seals the store; it lives apart from the store's folder.
+mkdir -p "$WORK/keys" "$WORK/store"
+( umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$WORK/keys/chain.key"; echo >> "$WORK/keys/chain.key" )
 
 echo "== starting the server"
 SERVER_PORT=0 SERVER_AGENCIES=$AGENCIES SERVER_STORAGE_PATH="$WORK/bets.csv" SERVER_CONFIG=config/server.yaml \
     SERVER_AUTH_KEYS="$WORK/agency-keys.csv" SERVER_TLS_CERT="$WORK/.keys/demo.server.pem" \
     SERVER_TLS_KEY="$WORK/.keys/demo.server.key" "$BIN/server" > >(tee "$WORK/server.log" | sed -u 's/^/[server]  /') &
+SERVER_PORT=0 SERVER_AGENCIES=$AGENCIES SERVER_STORAGE_PATH="$WORK/store/bets.csv" SERVER_CONFIG=config/server.yaml \
+    SERVER_AUTH_KEYS="$WORK/agency-keys.csv" SERVER_CHAIN_KEY="$WORK/keys/chain.key" "$BIN/server" > >(tee "$WORK/server.log" | sed -u 's/^/[server]  /') &
 SERVER_PID=$!
 PORT=
 for _ in $(seq 100); do
@@ -65,5 +71,9 @@ for id in $(seq "$AGENCIES"); do
     want=$(grep -c "^$id," "$WORK/data/expected-winners.csv" || true)
     echo "agency $id: $got winners [$want]"
 done
-echo "stored rows: $(wc -l < "$WORK/bets.csv"); sorteo lines: $(grep -c 'action: sorteo' "$WORK/server.log")"
+echo "stored rows: $(wc -l < "$WORK/store/bets.csv"); sorteo lines: $(grep -c 'action: sorteo' "$WORK/server.log")"
+echo
+echo "== verify: the auditor's recomputation of the store (its head must be the sorteo line's)"
+"$BIN/verify" --store "$WORK/store/bets.csv" --key "$WORK/keys/chain.key" --agencies "$AGENCIES" | tail -1 || status=1
+grep 'action: sorteo' "$WORK/server.log" | grep -o 'head: [0-9a-f]*' | sed 's/^/sorteo /' || status=1
 exit $status

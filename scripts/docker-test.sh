@@ -78,6 +78,8 @@ check "the agencies hold the CA certificate only" bash -c "! grep -q 'PRIVATE KE
 check "the server key is owner-only (0600)" [ "$(stat -c %a "$WORK/.keys/docker-compose-dev.server.key")" = 600 ]
 sorteos=$(grep -c 'action: sorteo | result: success' "$WORK/logs1.txt")
 check "exactly one sorteo line ($sorteos)" [ "$sorteos" = 1 ]
+HEAD=$(grep 'action: sorteo | result: success' "$WORK/logs1.txt" | grep -o 'head: [0-9a-f]*' | grep -o '[0-9a-f]*$' || true)
+check "the sorteo line carries a 64-digit chain head (${HEAD:-none})" bash -c "[ \${#1} = 64 ]" _ "$HEAD"
 check "every client exited with code 0" all_exit_zero client1 client2 client3 client4 client5
 TOTAL=$(cat "$WORK"/.data/agency-*.csv | wc -l)
 check "docker exec server sh -c 'wc -l < bets.csv' = $TOTAL ($(stored_in server))" [ "$(stored_in server)" = "$TOTAL" ]

@@ -110,10 +110,16 @@ plain=$(for k in 1 2 3; do docker logs "server$k" 2>&1; done | grep -c 'action: 
 check "every agency came over TLS to the replicas (plain connections: $plain)" [ "$plain" = 0 ]
 reconnects=$(for k in 1 2 3 4 5 6; do docker logs "client$k" 2>&1; done | grep -c 'action: reconnect')
 check "agencies reconnected after the kill ($reconnects)" [ "$reconnects" -ge 1 ]
+HEADS=()
 for s in "${SURVIVORS[@]}"; do
     line=$(docker logs "$s" 2>&1 | grep 'action: sorteo | result: success' | tail -1)
     [ -n "$line" ] && check "$s drew over all $TOTAL bets" bash -c "echo '$line' | grep -q 'bets: $TOTAL '"
+    [ -n "$line" ] && HEADS+=("$(echo "$line" | grep -o 'head: [0-9a-f]*' | grep -o '[0-9a-f]*$')")
 done
+distinct=$(printf '%s\n' "${HEADS[@]}" | sort -u | grep -c . || true)
+first_head=${HEADS[0]:-}
+check "every replica's sorteo line carries the same chain head (${HEADS[*]:-none})" \
+    bash -c '[ "$1" -ge 1 ] && [ "$2" = 1 ] && [ "$3" = 64 ]' _ "${#HEADS[@]}" "$distinct" "${#first_head}"
 compose stop -t 10 >/dev/null 2>&1
 compose logs --no-color > "$WORK/logs1.txt" 2>&1
 grep -h 'action: close_store' "$WORK/logs1.txt" | sed 's/^/    /' | cut -c1-400

@@ -73,6 +73,8 @@ pub enum ConfigError {
     NoKeys,
     #[error("{0}")]
     Keys(#[from] KeyFileError),
+    #[error("storage.chain_key (SERVER_CHAIN_KEY) {}: {reason}", path.display())]
+    ChainKey { path: PathBuf, reason: String },
     #[error("key file {} has no key for agencies {missing} (server.agencies is {agencies})", path.display())]
     MissingKeys { path: PathBuf, missing: String, agencies: u32 },
     #[error("{0}")]

@@ -9,7 +9,7 @@ use crate::actors::connection::ConnectionDeps;
 use crate::actors::supervisor::Shutdown;
 use crate::actors::{AuthGuard, BetStore, DrawCoordinator, Listener, Supervisor};
 use crate::config::{ServerAuth, ServerConfig};
-use crate::storage::StorageError;
+use crate::storage::{plain, StorageError, StoreSpec};
 use actix::prelude::*;
 use slog::Logger;
 use std::io;
@@ -40,6 +40,19 @@ pub struct ServerHandle {
     pub store: Addr<BetStore>,
 }
 
+impl BootError {
+    /// The exit code: 3 when the store failed its checks, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BootError::Store(StorageError::Corrupt { .. }) => STORE_FAILED_CHECKS,
+            _ => 1,
+        }
+    }
+}
+
+/// The server's exit code when the store fails its open-time checks (configuration errors exit 2).
+pub const STORE_FAILED_CHECKS: u8 = 3;
+
 impl ServerHandle {
     /// The same ordered stop that SIGTERM triggers.
     pub async fn shutdown(&self) {
@@ -59,7 +72,19 @@ pub fn bind(port: u16, backlog: u32) -> Result<TcpListener, BootError> {
 /// Starts store, coordinator, listener and supervisor, in that order.
 pub async fn start(listener: TcpListener, cfg: &ServerConfig, log: Logger) -> Result<ServerHandle, BootError> {
     let address = listener.local_addr()?;
-    let bet_store = BetStore::open(cfg.storage_path.clone(), cfg.durable, log.clone())?;
+    let spec = StoreSpec {
+        agencies: cfg.agencies,
+        key: cfg.chain_key.as_ref().map(|(_, key)| key.clone()),
+        sidecar: cfg.integrity,
+    };
+    match (&spec.key, spec.sidecar) {
+        (_, false) => slog::warn!(log, "action: integrity | result: fail"; "mode" => "off",
+            "warning" => "SERVER_STORAGE_INTEGRITY=false: no sidecar, no checksums, no chain (benchmark baseline only)"),
+        (None, true) => slog::warn!(log, "action: integrity | result: success"; "mode" => "crc32c",
+            "warning" => "no chain key (storage.chain_key / SERVER_CHAIN_KEY): groups are checksummed, not chained; the sorteo line carries no head"),
+        (Some(_), true) => slog::info!(log, "action: integrity | result: success"; "mode" => "chained"),
+    }
+    let bet_store = BetStore::open_checked(cfg.storage_path.clone(), cfg.durable, spec, plain(), log.clone())?;
     // The store gets a thread of its own: disk waits never stall the network actors.
     let store_thread = Arbiter::new();
     let store = BetStore::start_in_arbiter(&store_thread.handle(), move |_| bet_store);

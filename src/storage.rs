@@ -1,22 +1,37 @@
 //! The bets file: `agency,first_name,last_name,document,birthdate,number`, one row
 //! per bet, quoted only where needed (the course's `load_bets` reads it).
 //!
-//! Owned by exactly one writer (the `BetStore` actor). Opening it repairs a torn
-//! last row left by a crash and recounts each agency's stored bets by streaming
-//! the file once, so memory never depends on its size.
+//! Owned by exactly one writer (the `BetStore` actor). Every sync group is sealed
+//! in the sidecar `<bets>.sum` (see [`integrity`]); opening checks every group and
+//! row ([`check`]), cuts what a crash left past the last seal and recounts each
+//! agency's bets, streaming both files once, so memory never depends on their size.
 //!
 //! A failed append never leaves a torn row for the next append to continue: the
 //! file is cut back to the end of its last complete row before anything else is
 //! written, and if even that cut fails the file is marked poisoned and takes no
 //! more rows until it is reopened (which cuts any torn tail again).
 
+pub mod audit;
+pub mod check;
+mod draw;
+mod error;
 mod file_io;
+pub mod integrity;
 mod journal;
 mod row;
 pub mod shared;
 
-pub use journal::DoneJournal;
+use check::{Position, Tail};
+pub use draw::{draw, Winners};
+#[cfg(test)]
+use draw::{draw_split, DRAW_CHUNK};
+pub use error::StorageError;
+pub use integrity::{ChainKey, StoreSpec};
+use integrity::{Sealer, Sidecar};
+pub use journal::{check_done_totals, DoneJournal, DoneLine};
 pub use row::{parse_row_keys, render_raw_row, render_row, render_rows, RowKeys};
+use shared::catch_up_lines;
+pub use shared::CaughtUp;
 
 use crate::bet::{AgencyId, RawBet};
 pub use file_io::{plain, FileIo, WrapFile};
@@ -28,28 +43,14 @@ use std::path::{Path, PathBuf};
 #[cfg(test)]
 pub use file_io::fault;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
-    #[error("{}:{line}: {reason}", path.display())]
-    Corrupt { path: PathBuf, line: u64, reason: String },
-}
-
-impl StorageError {
-    /// The kind of the underlying failure (`InvalidData` for a corrupt file).
-    pub fn kind(&self) -> io::ErrorKind {
-        match self {
-            StorageError::Io { source, .. } => source.kind(),
-            StorageError::Corrupt { .. } => io::ErrorKind::InvalidData,
-        }
+/// Cuts the file at `path` to `len` bytes (if longer) and syncs it.
+pub fn cut_file(path: &Path, len: u64) -> Result<(), StorageError> {
+    let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
+    let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
+    if file.metadata().map_err(io_err)?.len() > len {
+        file.set_len(len).map_err(io_err)?;
     }
-
-    pub fn path(&self) -> &Path {
-        match self {
-            StorageError::Io { path, .. } | StorageError::Corrupt { path, .. } => path,
-        }
-    }
+    file.sync_data().map_err(io_err)
 }
 
 /// Makes a file's creation (its directory entry) durable: `fsync` on the directory.
@@ -66,8 +67,10 @@ fn sync_parent_dir(path: &Path) -> io::Result<()> {
 pub struct Recovered {
     /// Stored bets per agency.
     pub per_agency: HashMap<AgencyId, u64>,
-    /// Bytes of a torn last row that were cut off.
+    /// Bytes past the last sealed group (and of a torn sidecar record) that were cut off.
     pub repaired_bytes: u64,
+    /// Sealed groups checked.
+    pub groups: u64,
 }
 
 /// Rows wait in [`BetFile`]'s buffer until this many bytes can go in one write.
@@ -79,7 +82,7 @@ pub struct Recovered {
 /// 4,300-byte writes, 0.24–0.8 s of system time; in 65,000-byte writes, 0.1 s).
 pub const WRITE_CHUNK: usize = 64 * 1024;
 
-/// Append-only writer over the bets file.
+/// Append-only writer over the bets file, and the sealer of its sync groups.
 pub struct BetFile {
     path: PathBuf,
     file: Box<dyn FileIo>,
@@ -90,98 +93,77 @@ pub struct BetFile {
     /// Bytes of complete rows in the file (not counting `pending`): where the
     /// next write starts.
     len: u64,
-    /// Every append is written at once (relaxed acks: "stored" means handed to the OS).
+    /// Every append is written and sealed at once (relaxed acks: "stored" means handed to the OS).
     write_through: bool,
-    /// Bytes covered by the last successful `fdatasync`.
+    /// Bytes covered by the last successful `fdatasync` and seal.
     synced_len: u64,
     /// A failed append could not be rolled back: the file may end in a torn row,
     /// so it takes no more rows (reopening cuts the tail).
     poisoned: bool,
     /// The same open file, for reading what other processes appended.
     reader: File,
-}
-
-/// What one catch-up found past the last known end of a shared file.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CaughtUp {
-    pub rows: u64,
-    pub bytes: u64,
-    /// A torn last row left by a process that died mid-write, cut off.
-    pub torn_cut: u64,
-}
-
-/// Reads the complete lines of `reader` past `from`, cutting a torn tail through
-/// `file` (the caller holds the exclusive lock, so a tail without a newline
-/// belongs to a writer that died).
-fn catch_up_lines(
-    path: &Path,
-    reader: &File,
-    file: &mut dyn FileIo,
-    from: u64,
-    mut f: impl FnMut(u64, &[u8]) -> Result<(), String>,
-) -> Result<(u64, CaughtUp), StorageError> {
-    let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
-    let mut rows = 0u64;
-    let mut bad = None;
-    let (complete, eof) = shared::scan_from(reader, from, |line| {
-        rows += 1;
-        if let Err(reason) = f(rows, line) {
-            bad.get_or_insert((rows, reason));
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "corrupt row"));
-        }
-        Ok(())
-    })
-    .map_err(|e| match bad.take() {
-        Some((n, reason)) => StorageError::Corrupt {
-            path: path.to_path_buf(),
-            line: n,
-            reason: format!("{n}. row past byte {from}: {reason}"),
-        },
-        None => io_err(e),
-    })?;
-    if eof < from {
-        return Err(StorageError::Corrupt {
-            path: path.to_path_buf(),
-            line: 0,
-            reason: format!("the file is {eof} bytes but {from} were counted: another process cut counted rows"),
-        });
-    }
-    let torn_cut = eof - complete;
-    if torn_cut > 0 {
-        file.set_len(complete).map_err(io_err)?;
-    }
-    Ok((complete, CaughtUp { rows, bytes: complete - from, torn_cut }))
+    /// The group records (`None` only in the benchmark's baseline).
+    sidecar: Option<Sidecar>,
+    /// The group being written since the last seal.
+    sealer: Sealer,
+    /// The last sealed group's end, rows, head and sidecar length.
+    sealed: Position,
+    spec: StoreSpec,
 }
 
 impl BetFile {
-    /// Opens (creating) the file, repairs a torn tail and counts what is stored.
+    /// Opens (creating) the file with the default checks (any agency, no key).
     pub fn open(path: &Path) -> Result<(BetFile, Recovered), StorageError> {
-        BetFile::open_with(path, &plain())
+        BetFile::open_with(path, &plain(), &StoreSpec::default())
     }
 
-    /// [`open`](Self::open), with the writes going through `wrap` (the test seam).
-    pub fn open_with(path: &Path, wrap: &WrapFile) -> Result<(BetFile, Recovered), StorageError> {
+    /// Opens (creating) the file and its sidecar, checks every sealed group and
+    /// row (see [`check::scan`]), cuts what a crash left past the last seal and
+    /// counts what is stored. Writes go through `wrap` (the test seam).
+    pub fn open_with(path: &Path, wrap: &WrapFile, spec: &StoreSpec) -> Result<(BetFile, Recovered), StorageError> {
         let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
+        let side_path = integrity::sidecar_path(path);
+        let side_len = std::fs::metadata(&side_path).ok().map(|m| m.len());
+        let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
         sync_parent_dir(path).map_err(io_err)?;
         let reader = file.try_clone().map_err(io_err)?;
-        let repaired_bytes = repair_tail(&mut file).map_err(io_err)?;
+        let bets_len = reader.metadata().map_err(io_err)?.len();
+        let corrupt = |path: &Path, reason: String| StorageError::Corrupt { path: path.to_path_buf(), line: 0, reason };
+        let sidecar = match (spec.sidecar, side_len) {
+            (true, None) if bets_len > 0 => {
+                return Err(corrupt(
+                    &side_path,
+                    format!("missing: nothing seals the {bets_len} bytes of {}", path.display()),
+                ))
+            }
+            (true, _) => Some(Sidecar::open(path, wrap)?),
+            (false, Some(n)) if n > 0 => {
+                return Err(corrupt(&side_path, "the store is sealed: it cannot be opened with the sidecar off".into()))
+            }
+            (false, _) => None,
+        };
+        let mut per_agency: HashMap<AgencyId, u64> = HashMap::new();
+        let tail = if spec.sidecar { Tail::Cut } else { Tail::Adopt };
+        let side = sidecar.as_ref().map(|s| (&s.reader, s.path.as_path()));
+        let scanned = check::scan(&reader, path, side, Position::default(), spec, tail, |_, row| {
+            *per_agency.entry(row.agency).or_default() += 1;
+        })?;
+        let mut sidecar = sidecar;
+        if scanned.bets_cut > 0 {
+            file.set_len(scanned.pos.bets).map_err(io_err)?;
+        }
+        if let Some(s) = &mut sidecar {
+            if scanned.sidecar_cut > 0 {
+                s.file.set_len(scanned.pos.sidecar).map_err(|e| s.io_err(e))?;
+            }
+            s.file.sync_data().map_err(|e| s.io_err(e))?;
+        }
         // Whatever a previous run left in the page cache becomes the durable base.
         file.sync_data().map_err(io_err)?;
-        let len = file.metadata().map_err(io_err)?.len();
-        let mut per_agency: HashMap<AgencyId, u64> = HashMap::new();
-        for_each_row(path, |line, row| {
-            let parsed = parse_row_keys(row).map_err(|reason| StorageError::Corrupt {
-                path: path.to_path_buf(),
-                line,
-                reason,
-            })?;
-            *per_agency.entry(parsed.agency).or_default() += 1;
-            Ok(())
-        })?;
+        let len = scanned.pos.bets;
         let bet_file = BetFile {
             path: path.to_path_buf(),
             file: wrap(file),
@@ -191,25 +173,39 @@ impl BetFile {
             synced_len: len,
             poisoned: false,
             reader,
+            sidecar,
+            sealer: Sealer::new(spec.key.is_some()),
+            sealed: scanned.pos,
+            spec: spec.clone(),
         };
-        Ok((bet_file, Recovered { per_agency, repaired_bytes }))
+        let repaired_bytes = scanned.bets_cut + scanned.sidecar_cut;
+        Ok((bet_file, Recovered { per_agency, repaired_bytes, groups: scanned.pos.groups }))
     }
 
-    /// Cuts the file at `len` (the end of its last synced row) and syncs, before a
-    /// reopen: rows past it were never acknowledged, and after a failed sync
-    /// nobody can say whether they reached the disk.
-    pub fn cut_at(path: &Path, len: u64) -> Result<(), StorageError> {
-        let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
-        let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
-        if file.metadata().map_err(io_err)?.len() > len {
-            file.set_len(len).map_err(io_err)?;
+    /// Cuts the file at `len` and its sidecar at `sidecar_len` (the ends of the
+    /// last synced group) and syncs, before a reopen: rows past them were never
+    /// acknowledged, and after a failed sync nobody can say whether they reached the disk.
+    pub fn cut_at(path: &Path, len: u64, sidecar_len: u64) -> Result<(), StorageError> {
+        cut_file(path, len)?;
+        match integrity::sidecar_path(path) {
+            side if side.exists() => cut_file(&side, sidecar_len),
+            _ => Ok(()),
         }
-        file.sync_data().map_err(io_err)
     }
 
     /// Bytes covered by the last successful sync.
     pub fn synced_len(&self) -> u64 {
         self.synced_len
+    }
+
+    /// Bytes of the sidecar's records, as of the last seal.
+    pub fn sidecar_len(&self) -> u64 {
+        self.sealed.sidecar
+    }
+
+    /// The chain head after the last sealed group (`None` without a key).
+    pub fn head(&self) -> Option<String> {
+        self.spec.key.as_ref().map(|_| check::head_hex(&self.sealed))
     }
 
     /// Why the file takes no more rows, if it does not.
@@ -221,7 +217,8 @@ impl BetFile {
     /// them once [`WRITE_CHUNK`] bytes are waiting, or at the next [`flush`](Self::flush)
     /// or [`sync`](Self::sync). A failed write takes back this batch's rows only:
     /// the file is cut back to its last complete row, and the rows of earlier
-    /// batches stay waiting, in order, for the next write.
+    /// batches stay waiting, in order, for the next write. A group that grew to
+    /// [`MAX_GROUP`](integrity::MAX_GROUP) is sealed here (a failure then poisons the file).
     pub fn append<'a>(
         &mut self,
         agency: AgencyId,
@@ -235,7 +232,12 @@ impl BetFile {
         if self.pending.len() < WRITE_CHUNK && !self.write_through {
             return Ok(());
         }
-        self.flush().inspect_err(|_| self.pending.truncate(before))
+        self.flush().inspect_err(|_| self.pending.truncate(before))?;
+        let durable = !self.write_through;
+        if self.write_through || self.len - self.sealed.bets >= integrity::MAX_GROUP {
+            self.seal(durable).inspect_err(|_| self.poisoned = true)?;
+        }
+        Ok(())
     }
 
     /// Hands every waiting row to the OS in one write. On failure the file is
@@ -251,6 +253,9 @@ impl BetFile {
         match self.file.write_all(&self.pending) {
             Ok(()) => {
                 self.len += self.pending.len() as u64;
+                if self.sidecar.is_some() {
+                    self.sealer.absorb(&self.pending);
+                }
                 self.pending.clear();
                 // One batch past a chunk at most; keep no more between bursts.
                 self.pending.shrink_to(2 * WRITE_CHUNK);
@@ -284,276 +289,96 @@ impl BetFile {
         }
     }
 
-    /// Counts (with `f`) the rows other processes appended since this one's last
-    /// look, cuts a torn row a dead writer left, and with `sync` makes them durable
-    /// before anything is decided from them (their writer may have died before its
-    /// own sync). The caller holds the exclusive lock.
+    /// Checks and counts (with `f`) the groups other processes sealed since this
+    /// one's last look, cuts what a dead writer left past the last seal, and with
+    /// `sync` makes it durable before anything is decided from it. The caller holds
+    /// the exclusive lock, and this process has nothing unsealed.
     pub fn catch_up(&mut self, sync: bool, mut f: impl FnMut(AgencyId)) -> Result<CaughtUp, StorageError> {
-        // Others' rows start where this process's end: its own must be in the file first.
         self.flush()?;
-        let (end, caught) = catch_up_lines(&self.path, &self.reader, self.file.as_mut(), self.len, |_, row| {
-            f(parse_row_keys(row)?.agency);
-            Ok(())
-        })?;
-        self.len = end;
+        if self.len != self.sealed.bets {
+            return Err(StorageError::Io {
+                path: self.path.clone(),
+                source: io::Error::other("catch-up with rows of this process not sealed"),
+            });
+        }
+        let from = self.sealed;
+        let tail = if self.sidecar.is_some() { Tail::Cut } else { Tail::Adopt };
+        let side = self.sidecar.as_ref().map(|s| (&s.reader, s.path.as_path()));
+        let scanned = check::scan(&self.reader, &self.path, side, from, &self.spec, tail, |_, row| f(row.agency))?;
+        let io_err = |source| StorageError::Io { path: self.path.clone(), source };
+        if scanned.bets_cut > 0 {
+            self.file.set_len(scanned.pos.bets).map_err(io_err)?;
+        }
+        if let Some(s) = &mut self.sidecar {
+            if scanned.sidecar_cut > 0 {
+                s.file.set_len(scanned.pos.sidecar).map_err(|e| s.io_err(e))?;
+            }
+        }
+        let caught = CaughtUp {
+            rows: scanned.pos.rows - from.rows,
+            bytes: scanned.pos.bets - from.bets,
+            torn_cut: scanned.bets_cut + scanned.sidecar_cut,
+        };
+        self.sealed = scanned.pos;
+        self.len = scanned.pos.bets;
         if caught.bytes > 0 || caught.torn_cut > 0 {
             if sync {
-                self.file.sync_data().map_err(|source| StorageError::Io { path: self.path.clone(), source })?;
+                self.file.sync_data().map_err(io_err)?;
+                if let Some(s) = &mut self.sidecar {
+                    s.file.sync_data().map_err(|e| s.io_err(e))?;
+                }
             }
             self.synced_len = self.len;
         }
         Ok(caught)
     }
 
-    /// Forces the appended rows to the disk (writing the waiting ones first).
+    /// Forces the appended rows to the disk (writing the waiting ones first) and
+    /// seals them as one group.
     pub fn sync(&mut self) -> Result<(), StorageError> {
         self.flush()?;
-        self.file.sync_data().map_err(|source| StorageError::Io { path: self.path.clone(), source })?;
-        self.synced_len = self.len;
-        Ok(())
+        self.seal(true)
     }
-}
 
-/// Cuts the file back to its last newline; returns how many bytes were removed.
-fn repair_tail(file: &mut File) -> io::Result<u64> {
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(0);
-    }
-    // Walk back in blocks until a newline is found (rows are short).
-    let mut end = len;
-    let mut block = vec![0u8; 4096];
-    while end > 0 {
-        let start = end.saturating_sub(block.len() as u64);
-        let n = (end - start) as usize;
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut block[..n])?;
-        if let Some(pos) = block[..n].iter().rposition(|&b| b == b'\n') {
-            let keep = start + pos as u64 + 1;
-            if keep < len {
-                file.set_len(keep)?;
-                file.sync_data()?;
-            }
-            return Ok(len - keep);
+    /// Seals the bytes written since the last seal: with `durable`, `fdatasync` of
+    /// the bets, then the group's record appended to the sidecar and synced. Only
+    /// then do the seal's counters move, so a failure leaves them at the last
+    /// group that is whole on disk (where a reopen cuts).
+    fn seal(&mut self, durable: bool) -> Result<(), StorageError> {
+        let io_err = |source| StorageError::Io { path: self.path.clone(), source };
+        if durable {
+            self.file.sync_data().map_err(io_err)?;
         }
-        end = start;
-    }
-    file.set_len(0)?;
-    file.sync_data()?;
-    Ok(len)
-}
-
-/// Calls `f(line_number, row)` for every line of the file, reading 1 MiB at a time.
-pub fn for_each_row(
-    path: &Path,
-    mut f: impl FnMut(u64, &[u8]) -> Result<(), StorageError>,
-) -> Result<(), StorageError> {
-    const CHUNK: usize = 1 << 20;
-    let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
-    let mut file = File::open(path).map_err(io_err)?;
-    let mut buf = vec![0u8; CHUNK];
-    let (mut start, mut end, mut line) = (0usize, 0usize, 0u64);
-    loop {
-        while let Some(pos) = buf[start..end].iter().position(|&b| b == b'\n') {
-            line += 1;
-            f(line, &buf[start..start + pos])?;
-            start += pos + 1;
-        }
-        buf.copy_within(start..end, 0);
-        end -= start;
-        start = 0;
-        if end == buf.len() {
-            return Err(StorageError::Corrupt {
-                path: path.to_path_buf(),
-                line: line + 1,
-                reason: "row longer than 1 MiB".into(),
-            });
-        }
-        let n = file.read(&mut buf[end..]).map_err(io_err)?;
-        if n == 0 {
-            if end > 0 {
-                line += 1;
-                f(line, &buf[..end])?;
+        if self.len == self.sealed.bets {
+            if durable {
+                self.synced_len = self.len;
             }
             return Ok(());
         }
-        end += n;
-    }
-}
-
-/// Winning documents per agency, in stored order.
-pub type Winners = HashMap<AgencyId, Vec<String>>;
-
-/// A file at least this long is drawn by two threads, one per half.
-const SPLIT_AT_LEAST: u64 = 8 << 20;
-/// Bytes read at a time by each thread of the draw (the two together hold what
-/// the one-pass draw held: the server's peak with 10,000 agencies waiting for
-/// the draw is close to its 64 MiB bound); also the longest row it accepts.
-const DRAW_CHUNK: usize = 512 << 10;
-
-/// One pass over the file: the winning documents of each agency, in stored order,
-/// and the rows counted.
-///
-/// The winning number is only known now, so this scans every stored byte; it
-/// looks for `,<number>` followed by the end of a line with `memchr`'s vectorised
-/// substring search, and does no per-row work for the rows that do not win (about
-/// 9,999 in 10,000): rows are counted with one vectorisable count of newlines,
-/// line numbers are only worked out for a winner (for its error, if any).
-///
-/// Every agency waits for the draw, and the draw is the last step of a run, so
-/// nothing else needs the second core then: a long file is cut at a line end
-/// near its middle and both halves are scanned at once (each thread with its own
-/// buffer, reading with `pread`; nothing is shared but the open file), which
-/// halved the draw over 5,000,000 rows. The second half's line numbers are moved
-/// on by the first half's rows, and its winners come after the first half's.
-pub fn draw(path: &Path, winning_number: u16) -> Result<(Winners, u64), StorageError> {
-    draw_split(path, winning_number, SPLIT_AT_LEAST, DRAW_CHUNK)
-}
-
-/// [`draw`], splitting files of at least `split_at_least` bytes and reading
-/// `chunk` bytes at a time (tests split small files and read them in small chunks).
-fn draw_split(
-    path: &Path,
-    winning_number: u16,
-    split_at_least: u64,
-    chunk: usize,
-) -> Result<(Winners, u64), StorageError> {
-    let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
-    let file = File::open(path).map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
-    let split = if len >= split_at_least { line_start_after(&file, len / 2, chunk).map_err(io_err)? } else { None };
-    let Some(cut) = split.filter(|&cut| cut < len) else {
-        return draw_range(&file, path, 0, len, winning_number, chunk);
-    };
-    let (first, second) = std::thread::scope(|scope| {
-        let second = std::thread::Builder::new()
-            .name("draw".into())
-            .spawn_scoped(scope, || draw_range(&file, path, cut, len, winning_number, chunk));
-        let first = draw_range(&file, path, 0, cut, winning_number, chunk);
-        let second = match second {
-            Ok(handle) => {
-                handle.join().unwrap_or_else(|_| Err(io_err(io::Error::other("the draw's second thread panicked"))))
-            }
-            // No thread to be had: the same work, one half after the other.
-            Err(_) => draw_range(&file, path, cut, len, winning_number, chunk),
-        };
-        (first, second)
-    });
-    let (mut winners, rows) = first?;
-    let (more, more_rows) = second.map_err(|e| match e {
-        StorageError::Corrupt { path, line, reason } => StorageError::Corrupt { path, line: line + rows, reason },
-        other => other,
-    })?;
-    for (agency, documents) in more {
-        winners.entry(agency).or_default().extend(documents);
-    }
-    Ok((winners, rows + more_rows))
-}
-
-/// Where the first line that starts at or after `at` starts (`None` when no line
-/// end is found within `chunk` bytes: the file is then drawn whole, which reports it).
-fn line_start_after(file: &File, at: u64, chunk: usize) -> io::Result<Option<u64>> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; chunk.min(64 * 1024)];
-    let mut pos = at;
-    while pos - at < chunk as u64 {
-        let n = file.read_at(&mut buf, pos)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
-            return Ok(Some(pos + i as u64 + 1));
-        }
-        pos += n as u64;
-    }
-    Ok(None)
-}
-
-/// [`draw`] over the bytes `from..end_of_range` of `file`, which start a line and end
-/// one (or end the file); line numbers count from the range's first line.
-fn draw_range(
-    file: &File,
-    path: &Path,
-    from: u64,
-    end_of_range: u64,
-    winning_number: u16,
-    chunk: usize,
-) -> Result<(Winners, u64), StorageError> {
-    use std::os::unix::fs::FileExt;
-    let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
-    let mut winners: Winners = HashMap::new();
-    let needle = format!(",{winning_number}");
-    let finder = memchr::memmem::Finder::new(needle.as_bytes());
-    let mut buf = vec![0u8; chunk];
-    // Rows before `buf[0]`; `end` bytes of `buf` hold data; `pos` is where the next read starts.
-    let (mut rows, mut end, mut pos) = (0u64, 0usize, from);
-    loop {
-        let want = (buf.len() - end).min(usize::try_from(end_of_range - pos).unwrap_or(usize::MAX));
-        let n = if want == 0 { 0 } else { file.read_at(&mut buf[end..end + want], pos).map_err(io_err)? };
-        pos += n as u64;
-        let eof = n == 0;
-        end += n;
-        // Whole lines only; at the end of the file a last line without its newline counts too.
-        let whole = if eof {
-            end
-        } else {
-            match memchr::memrchr(b'\n', &buf[..end]) {
-                Some(p) => p + 1,
-                None if end == buf.len() => {
-                    return Err(StorageError::Corrupt {
-                        path: path.to_path_buf(),
-                        line: rows + 1,
-                        reason: format!("row longer than {chunk} bytes"),
-                    })
+        let mut next = self.sealed;
+        if let Some(s) = &mut self.sidecar {
+            let rec = self.sealer.seal(self.spec.key.as_deref(), &self.sealed.head, self.sealed.bets, self.len);
+            if let Err(e) = s.file.write_all(&rec.encode()) {
+                if s.file.set_len(self.sealed.sidecar).is_err() {
+                    self.poisoned = true;
                 }
-                None => continue,
+                return Err(s.io_err(e));
             }
-        };
-        let data = &buf[..whole];
-        let (mut counted, mut rows_at) = (0usize, rows);
-        for at in finder.find_iter(data) {
-            let after = at + needle.len();
-            let ends_line = match data.get(after..) {
-                Some([]) => true,
-                Some([b'\n', ..]) | Some([b'\r', b'\n', ..]) => true,
-                Some([b'\r']) => eof,
-                _ => false,
-            };
-            if !ends_line {
-                continue;
+            if durable {
+                s.file.sync_data().map_err(|e| s.io_err(e))?;
             }
-            let start = memchr::memrchr(b'\n', &data[..at]).map_or(0, |p| p + 1);
-            rows_at += count_newlines(&data[counted..start]);
-            counted = start;
-            let row = &data[start..after];
-            let keys = parse_row_keys(row).map_err(|reason| StorageError::Corrupt {
-                path: path.to_path_buf(),
-                line: rows_at + 1,
-                reason,
-            })?;
-            winners.entry(keys.agency).or_default().push(String::from_utf8_lossy(keys.document).into_owned());
+            next.head = rec.head;
+            next.rows += rec.rows;
+            next.groups += 1;
+            next.sidecar += integrity::RECORD_LEN as u64;
         }
-        rows += count_newlines(data);
-        if eof {
-            if whole > 0 && data[whole - 1] != b'\n' {
-                rows += 1;
-            }
-            return Ok((winners, rows));
+        next.bets = self.len;
+        self.sealed = next;
+        if durable {
+            self.synced_len = self.len;
         }
-        buf.copy_within(whole..end, 0);
-        end -= whole;
+        Ok(())
     }
-}
-
-/// Newlines in `data`: 64 bytes at a time summed in byte lanes (at most 64, no
-/// overflow), a shape the compiler turns into vector compares and adds.
-fn count_newlines(data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(64);
-    let mut n = 0u64;
-    for chunk in &mut chunks {
-        n += u64::from(chunk.iter().fold(0u8, |acc, &b| acc + u8::from(b == b'\n')));
-    }
-    n + chunks.remainder().iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 #[cfg(test)]

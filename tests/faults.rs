@@ -133,22 +133,28 @@ fn a_torn_last_row_is_repaired_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let summaries = datagen::generate(&data, 1, 5_000, 4, 7574).unwrap();
-    // The first 1,000 rows as the store writes them, then half of row 1,001.
+    // The first 1,000 rows as the store writes and seals them (in 10 sync groups,
+    // chained with the run's key), then half of row 1,001, written after the last seal.
     let input = input_rows(&summaries[0].path);
-    let mut stored = Vec::new();
-    {
-        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(&mut stored);
-        for row in &input[..1000] {
-            let mut record = vec!["1".to_string()];
-            record.extend(row.iter().cloned());
-            w.write_record(&record).unwrap();
-        }
+    let key = std::sync::Arc::new(ensure_chain_key(dir.path()));
+    let spec = loteria::storage::StoreSpec { agencies: 1, key: Some(key), sidecar: true };
+    let bets_path = dir.path().join("bets.csv");
+    let (mut file, _) = loteria::storage::BetFile::open_with(&bets_path, &loteria::storage::plain(), &spec).unwrap();
+    for rows in input[..1000].chunks(100) {
+        let bets: Vec<loteria::bet::Bet> =
+            rows.iter().map(|r| loteria::bet::Bet::from_fields(&r[0], &r[1], &r[2], &r[3], &r[4]).unwrap()).collect();
+        file.append(1, bets.iter().map(|b| loteria::bet::RawBet::from(b.as_ref()))).unwrap();
+        file.sync().unwrap();
     }
-    stored.extend_from_slice(b"1,Half,a ro");
-    std::fs::write(dir.path().join("bets.csv"), &stored).unwrap();
+    drop(file);
+    std::fs::OpenOptions::new().append(true).open(&bets_path).unwrap().write_all(b"1,Half,a ro").unwrap();
 
     let (mut server, port) = start_server(dir.path(), 1, &[]);
-    assert!(server.lines.dump().contains("rows: 1000 | agencies_with_bets: 1 | agencies_done: 0 | repaired_bytes: 11"));
+    let dump = server.lines.dump();
+    assert!(
+        dump.contains("rows: 1000 | agencies_with_bets: 1 | agencies_done: 0 | repaired_bytes: 11 | groups: 10"),
+        "{dump}"
+    );
     let mut client = start_client(dir.path(), 1, port, &summaries[0].path, &[]);
     assert!(client.wait(RUN).success(), "{}", client.lines.dump());
     assert!(

@@ -96,14 +96,27 @@ fn three_replicas_one_killed_mid_ingest_store_every_bet_once() {
     let reconnected = clients.iter().filter(|c| c.lines.count("action: reconnect") > 0).count();
     assert!(reconnected >= 1, "no agency had to move to another replica");
 
-    // Every live replica that drew found every row; shut them down in order.
+    // Every live replica that drew found every row, under the same chain head;
+    // shut them down in order.
+    let mut heads = std::collections::BTreeSet::new();
     for s in servers.iter_mut() {
         for line in s.lines.all().iter().filter(|l| l.contains("action: sorteo | result: success")) {
             assert!(line.contains(&format!("bets: {total} ")), "{}: {line}", s.name);
+            heads.insert(head_of(line).unwrap_or_else(|| panic!("{}: no head in {line}", s.name)));
         }
         s.signal("TERM");
         assert!(s.wait(Duration::from_secs(10)).success(), "{}:\n{}", s.name, s.lines.dump());
         let close = s.lines.wait_for("action: close_store | result: success", Duration::from_secs(1));
         println!("{}: {}", s.name, close.unwrap_or_else(|| panic!("{} did not close:\n{}", s.name, s.lines.dump())));
     }
+    assert_eq!(heads.len(), 1, "the replicas' sorteo lines differ in their heads: {heads:?}");
+    // The auditor's recomputation from the shared files gives the same head.
+    let out = std::process::Command::new(VERIFY)
+        .args(["--store", &bets_file.display().to_string(), "--agencies", &AGENCIES.to_string()])
+        .args(["--key", &chain_key_path(dir.path()).display().to_string()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    let head = heads.into_iter().next().unwrap();
+    assert!(out.contains(&format!("bets: {total} ")) && out.contains(&format!("head: {head} ")), "{out}");
 }

@@ -1,10 +1,10 @@
 //! BetStore: the only writer of the bets file, on a thread of its own so that
 //! network actors never wait on the disk.
 //!
-//! (Over 400 lines on purpose: the write path, its group-commit sync, `Done` and the
-//! handlers that answer from them stay in one file, because whether an ack is safe
-//! depends on the order of those steps; the messages, the recovery, the replicas'
-//! lock and the tests are in `bet_store/`.)
+//! The write path, its group-commit sync and `Done` stay in this file, because
+//! whether an ack is safe depends on the order of those steps; the messages, the
+//! read-side answers (progress, draw, close), the recovery, the replicas' lock and
+//! the tests are in `bet_store/`.
 //!
 //! It owns each agency's progress, with two watermarks: `written` (rows in the
 //! file) and `synced` (rows covered by a successful `fdatasync`). The decision
@@ -36,7 +36,7 @@
 use super::draw_coordinator::AgencyDone;
 use crate::bet::AgencyId;
 use crate::storage::shared::{LockStats, StoreLock};
-use crate::storage::{self, BetFile, DoneJournal, StorageError, WrapFile};
+use crate::storage::{self, BetFile, DoneJournal, StorageError, StoreSpec, WrapFile};
 use actix::prelude::*;
 use slog::{debug, error, info, warn, Logger};
 use std::collections::HashMap;
@@ -46,6 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+mod answers;
 mod fence;
 mod messages;
 mod recovery;
@@ -101,7 +102,10 @@ pub struct BetStore {
     sync_scheduled: bool,
     /// Bytes of each file known to be on disk: where a reopen cuts.
     synced_len: u64,
+    sidecar_len: u64,
     journal_len: u64,
+    /// What the stored rows must be, and the chain key that seals them.
+    spec: StoreSpec,
     /// Why the store is out of service, and when it last tried to reopen.
     broken: Option<(StoreError, Instant)>,
     /// `CloseStore` was handled: every later request is refused as closed.
@@ -125,13 +129,26 @@ pub struct BetStore {
 }
 
 impl BetStore {
-    /// Opens the file (repairing and recounting it) before any actor runs.
+    /// Opens the file with the default checks (any agency, no chain key).
     pub fn open(path: PathBuf, durable: bool, log: Logger) -> Result<BetStore, StorageError> {
         BetStore::open_with(path, durable, storage::plain(), log)
     }
 
-    /// [`open`](Self::open) with the writes to both files going through `wrap` (tests inject faults).
+    /// [`open`](Self::open) with the writes to the files going through `wrap` (tests inject faults).
     pub fn open_with(path: PathBuf, durable: bool, wrap: WrapFile, log: Logger) -> Result<BetStore, StorageError> {
+        BetStore::open_checked(path, durable, StoreSpec::default(), wrap, log)
+    }
+
+    /// Opens the store before any actor runs: every sealed group and row is checked
+    /// against `spec` (a failure is the error, and no actor starts), what a crash
+    /// left past the last seal is cut, and every agency recounted.
+    pub fn open_checked(
+        path: PathBuf,
+        durable: bool,
+        spec: StoreSpec,
+        wrap: WrapFile,
+        log: Logger,
+    ) -> Result<BetStore, StorageError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StorageError::Io { path: dir.to_path_buf(), source })?;
         }
@@ -148,7 +165,9 @@ impl BetStore {
             parked: Vec::new(),
             sync_scheduled: false,
             synced_len: 0,
+            sidecar_len: 0,
             journal_len: 0,
+            spec,
             broken: None,
             closed: false,
             coordinator: None,
@@ -204,6 +223,7 @@ impl BetStore {
             self.syncs += 1;
         }
         self.synced_len = file.synced_len();
+        self.sidecar_len = file.sidecar_len();
         for agency in self.dirty.drain(..) {
             if let Some(p) = self.progress.get_mut(&agency) {
                 p.synced = p.written;
@@ -382,95 +402,6 @@ impl BetStore {
                 "agency" => msg.agency, "error" => "no coordinator to tell");
         }
         Ok(msg.total)
-    }
-}
-
-impl Handler<QueryProgress> for BetStore {
-    type Result = Result<(u64, bool), StoreError>;
-
-    fn handle(&mut self, msg: QueryProgress, ctx: &mut Context<Self>) -> Self::Result {
-        let result = self.ensure_open().and_then(|_| self.lock_and_catch_up()).and_then(|_| {
-            // Report only durable rows: sync what was written first.
-            let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
-            if p.written > p.synced {
-                self.sync_all()?;
-            }
-            let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
-            Ok((p.synced, p.done))
-        });
-        self.end_request(ctx);
-        result
-    }
-}
-
-impl Handler<DoneAgencies> for BetStore {
-    type Result = MessageResult<DoneAgencies>;
-
-    fn handle(&mut self, _: DoneAgencies, _: &mut Context<Self>) -> Self::Result {
-        let mut done: Vec<AgencyId> = self.progress.iter().filter(|(_, p)| p.done).map(|(a, _)| *a).collect();
-        done.sort_unstable();
-        MessageResult(done)
-    }
-}
-
-impl Handler<Draw> for BetStore {
-    type Result = Result<DrawOutcome, StoreError>;
-
-    fn handle(&mut self, msg: Draw, ctx: &mut Context<Self>) -> Self::Result {
-        // Every row this actor accepted is in the file or its write buffer; the
-        // sync writes the buffer and makes it all durable before it is read back.
-        // Under the lock, no other replica is mid-write, and a torn row a dead one
-        // left is cut.
-        let result = self.ensure_open().and_then(|_| self.lock_and_catch_up()).and_then(|_| {
-            self.sync_all()?;
-            if let Some(file) = self.file.as_mut() {
-                // Rows wait in the buffer only while an agency is dirty, so the sync
-                // above wrote them; this keeps the draw right if that ever changes.
-                file.flush()?;
-            }
-            let (winners, rows) = storage::draw(&self.path, msg.winning_number)?;
-            let winners = winners.into_iter().map(|(a, docs)| (a, Arc::new(docs))).collect();
-            Ok(DrawOutcome { winners, rows })
-        });
-        self.end_request(ctx);
-        result
-    }
-}
-
-impl Handler<CloseStore> for BetStore {
-    type Result = Result<(), StoreError>;
-
-    fn handle(&mut self, _: CloseStore, _: &mut Context<Self>) -> Self::Result {
-        // Release anything parked (a sync may be queued behind this message).
-        let parked = self.sync_all();
-        self.release();
-        self.closed = true;
-        let journal = self.journal.take();
-        let result = match (self.file.take(), parked) {
-            (_, Err(e)) => Err(e),
-            (Some(mut file), Ok(())) => {
-                file.sync().and_then(|_| journal.map_or(Ok(()), |mut j| j.sync())).map_err(StoreError::from)
-            }
-            (None, Ok(())) => match self.broken.take() {
-                Some((e, _)) => Err(e),
-                None => Ok(()),
-            },
-        };
-        match &result {
-            Ok(()) => {
-                let l = &self.lock_stats;
-                info!(self.log, "action: close_store | result: success"; "path" => self.path.display(),
-                    "batches" => self.appends, "syncs" => self.syncs, "lock_acquisitions" => l.acquisitions,
-                    "lock_wait_us" => l.wait.as_micros() as u64, "lock_wait_max_us" => l.max_wait.as_micros() as u64,
-                    "lock_hold_us" => l.hold.as_micros() as u64, "lock_hold_max_us" => l.max_hold.as_micros() as u64,
-                    "catch_ups" => l.catch_ups, "caught_up_rows" => l.caught_up_rows,
-                    "caught_up_bytes" => l.caught_up_bytes, "torn_cut_bytes" => l.torn_cut_bytes)
-            }
-            Err(e) => {
-                error!(self.log, "action: close_store | result: fail"; "path" => self.path.display(), "error" => %e)
-            }
-        }
-        result
     }
 }
 

@@ -104,8 +104,13 @@ impl DrawCoordinator {
                 match outcome {
                     Ok(o) => {
                         let total: usize = o.winners.values().map(|w| w.len()).sum();
-                        info!(act.log, "action: sorteo | result: success";
-                            "bets" => o.rows, "winners" => total, "millis" => started.elapsed().as_millis() as u64);
+                        let millis = started.elapsed().as_millis() as u64;
+                        match &o.head {
+                            Some(head) => info!(act.log, "action: sorteo | result: success";
+                                "bets" => o.rows, "winners" => total, "head" => head, "millis" => millis),
+                            None => info!(act.log, "action: sorteo | result: success";
+                                "bets" => o.rows, "winners" => total, "millis" => millis),
+                        }
                         act.state = DrawState::Drawn(o.winners);
                     }
                     Err(e) => {

@@ -1,4 +1,6 @@
 //! The central server: `server [--config PATH]` (`server --help` lists the settings).
+//! Exit codes: 0 after an orderly stop, 1 on a runtime or boot failure, 2 on a
+//! configuration error, 3 when the store fails its open-time checks (docs/integrity.md).
 
 use loteria::config::{self, ServerConfig, Settings};
 use loteria::server;
@@ -31,8 +33,8 @@ fn run(cfg: &ServerConfig, log: &Logger) -> ExitCode {
         Ok::<_, server::BootError>(handle)
     });
     if let Err(e) = booted {
-        error!(log, "action: boot | result: fail"; "error" => %e);
-        return ExitCode::from(1);
+        error!(log, "action: boot | result: fail"; "error" => %e, "exit_code" => e.exit_code());
+        return ExitCode::from(e.exit_code());
     }
     match system.run_with_code() {
         Ok(0) => ExitCode::SUCCESS,

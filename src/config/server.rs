@@ -5,6 +5,7 @@ use super::{ConfigError, Settings};
 use crate::auth::AgencyKeys;
 use crate::bet::MAX_NUMBER;
 use crate::logging::level_name;
+use crate::storage::ChainKey;
 use slog::Level;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +50,10 @@ Settings (YAML key, environment variable, default); the environment wins over th
   server.idle_timeout_ms   SERVER_IDLE_TIMEOUT_MS   60000
   storage.path             SERVER_STORAGE_PATH      ./bets.csv
   storage.durable          SERVER_STORAGE_DURABLE   true (an ack waits for fdatasync)
+  storage.chain_key        SERVER_CHAIN_KEY         none (a file of 64 hex digits: the sync groups are chained
+                                                    with it and the sorteo line carries the head; without it,
+                                                    CRC32C checks only; never beside the store)
+  storage.integrity        SERVER_STORAGE_INTEGRITY true (false: no sidecar, the benchmark's baseline only)
   draw.winning_number      SERVER_WINNING_NUMBER    7574
   log.level                LOGGING_LEVEL            INFO
   auth.enabled             SERVER_AUTH              true (off: no handshake, local experiments only)
@@ -74,6 +79,10 @@ pub struct ServerConfig {
     pub auth: ServerAuth,
     /// The certificate and key the port speaks TLS with; `None`: plain TCP.
     pub tls: Option<crate::net::tls::ServerTls>,
+    /// The chain key's file and the key (`None`: CRC32C checks only, no head).
+    pub chain_key: Option<(PathBuf, std::sync::Arc<ChainKey>)>,
+    /// `false`: no sidecar at all (the benchmark's baseline).
+    pub integrity: bool,
 }
 
 impl Settings for ServerConfig {
@@ -122,9 +131,30 @@ impl Settings for ServerConfig {
             durable: src.get("storage.durable", Some("SERVER_STORAGE_DURABLE"), true, parse_bool)?,
             auth: ServerAuth::Off,
             tls: None,
+            chain_key: None,
+            integrity: src.get("storage.integrity", Some("SERVER_STORAGE_INTEGRITY"), true, parse_bool)?,
         };
         cfg.auth = ServerAuth::from_source(src, cfg.agencies)?;
         cfg.tls = super::tls::server(src)?;
+        // Empty means none (an environment that must override a file's key).
+        let key_path = src.get("storage.chain_key", Some("SERVER_CHAIN_KEY"), None, |s| match s {
+            "" => Ok(None),
+            s => parse_path(s).map(Some),
+        })?;
+        if let Some(path) = key_path {
+            let dir = |p: &std::path::Path| {
+                let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+                std::fs::canonicalize(parent).ok()
+            };
+            if dir(&path).is_some() && dir(&path) == dir(&cfg.storage_path) {
+                return Err(ConfigError::ChainKey {
+                    path,
+                    reason: "the chain key must not sit beside the store it seals".into(),
+                });
+            }
+            let key = ChainKey::load(&path).map_err(|reason| ConfigError::ChainKey { path: path.clone(), reason })?;
+            cfg.chain_key = Some((path, std::sync::Arc::new(key)));
+        }
         Ok(cfg)
     }
 
@@ -143,6 +173,8 @@ impl Settings for ServerConfig {
             ("max_connections", self.max_connections.to_string()),
             ("idle_timeout_ms", self.idle_timeout.as_millis().to_string()),
             ("durable", self.durable.to_string()),
+            ("chain_key", self.chain_key.as_ref().map_or("-".to_string(), |(path, _)| path.display().to_string())),
+            ("integrity", self.integrity.to_string()),
             ("auth", if matches!(self.auth, ServerAuth::Off) { "off" } else { "on" }.to_string()),
             (
                 "auth_keys",

@@ -55,6 +55,8 @@ pub mod fault {
         /// The next `fdatasync` fails with EIO (the data stays in the file, as
         /// after a real failed writeback whose pages the kernel kept).
         pub fail_sync: AtomicBool,
+        /// Syncs that succeed before the one `fail_sync` fails.
+        pub fail_sync_skip: AtomicUsize,
         /// The next `set_len` fails (a rollback that cannot happen).
         pub fail_set_len: AtomicBool,
     }
@@ -94,7 +96,10 @@ pub mod fault {
             Write::write_all(&mut self.inner, buf)
         }
         fn sync_data(&mut self) -> io::Result<()> {
-            if self.plan.fail_sync.swap(false, Ordering::SeqCst) {
+            let skip = self.plan.fail_sync_skip.load(Ordering::SeqCst);
+            if self.plan.fail_sync.load(Ordering::SeqCst) && skip > 0 {
+                self.plan.fail_sync_skip.store(skip - 1, Ordering::SeqCst);
+            } else if self.plan.fail_sync.swap(false, Ordering::SeqCst) {
                 return Err(io::Error::from_raw_os_error(5)); // EIO
             }
             self.inner.sync_data()

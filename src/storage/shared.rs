@@ -3,11 +3,14 @@
 //! Each process keeps its own in-memory view (the `BetStore` actor's); between
 //! processes the only agreement is the files themselves, guarded by an exclusive
 //! `flock` on a lock file beside them (`<bets>.lock`). A process holds it around a
-//! whole group-commit burst: it first reads what the others appended since its last
-//! look ([`scan_from`]), then decides, appends and syncs, then lets go. The kernel
-//! drops the lock of a process that dies, so a killed replica never blocks the others;
-//! what it may leave behind is a torn last row, which the next holder cuts.
+//! whole group-commit burst: it first checks the groups the others sealed since its
+//! last look (the bets through `check::scan`, the journal through [`scan_from`]),
+//! then decides, appends, syncs and seals, then lets go; so the sidecar holds one
+//! chain, in the order the groups reached the file. The kernel drops the lock of a
+//! process that dies, so a killed replica never blocks the others; what it may
+//! leave behind is unsealed rows and a torn record, which the next holder cuts.
 
+use super::{FileIo, StorageError};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -98,6 +101,58 @@ pub fn scan_from(file: &File, from: u64, mut f: impl FnMut(&[u8]) -> io::Result<
         }
     }
     Ok((complete, eof))
+}
+
+/// What one catch-up found past the last known end of a shared file.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CaughtUp {
+    pub rows: u64,
+    pub bytes: u64,
+    /// A torn last row left by a process that died mid-write, cut off.
+    pub torn_cut: u64,
+}
+
+/// Reads the complete lines of `reader` past `from`, cutting a torn tail through
+/// `file` (the caller holds the exclusive lock, so a tail without a newline
+/// belongs to a writer that died).
+pub(super) fn catch_up_lines(
+    path: &Path,
+    reader: &File,
+    file: &mut dyn FileIo,
+    from: u64,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), String>,
+) -> Result<(u64, CaughtUp), StorageError> {
+    let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
+    let mut rows = 0u64;
+    let mut bad = None;
+    let (complete, eof) = scan_from(reader, from, |line| {
+        rows += 1;
+        if let Err(reason) = f(rows, line) {
+            bad.get_or_insert((rows, reason));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "corrupt row"));
+        }
+        Ok(())
+    })
+    .map_err(|e| match bad.take() {
+        Some((n, reason)) => StorageError::Corrupt {
+            path: path.to_path_buf(),
+            line: n,
+            reason: format!("{n}. line past byte {from}: {reason}"),
+        },
+        None => io_err(e),
+    })?;
+    if eof < from {
+        return Err(StorageError::Corrupt {
+            path: path.to_path_buf(),
+            line: 0,
+            reason: format!("the file is {eof} bytes but {from} were counted: another process cut counted rows"),
+        });
+    }
+    let torn_cut = eof - complete;
+    if torn_cut > 0 {
+        file.set_len(complete).map_err(io_err)?;
+    }
+    Ok((complete, CaughtUp { rows, bytes: complete - from, torn_cut }))
 }
 
 /// Counters of the inter-process agreement, logged when the store closes.

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::bet::{Bet, Date};
+use std::io;
 
 fn bet(first: &str, last: &str, doc: &str, number: u16) -> Bet {
     Bet {
@@ -110,25 +111,186 @@ fn malformed_rows_are_named() {
     }
 }
 
-#[test]
-fn torn_last_row_is_removed_on_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bets.csv");
-    std::fs::write(&path, "1,A,B,1,2000-01-01,1\n1,A,B,2,2000-01-01,2\n2,Half,Ro").unwrap();
-    let (_, rec) = BetFile::open(&path).unwrap();
-    assert_eq!(rec.repaired_bytes, 9);
-    assert_eq!(rec.per_agency.get(&1), Some(&2));
-    assert!(!rec.per_agency.contains_key(&2));
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), "1,A,B,1,2000-01-01,1\n1,A,B,2,2000-01-01,2\n");
+/// A store of `groups` sync groups of agency 1..=3's rows, sealed with `key`.
+fn sealed_store(path: &Path, spec: &StoreSpec, groups: usize, rows_per_group: u64) -> BetFile {
+    let (mut file, _) = BetFile::open_with(path, &plain(), spec).unwrap();
+    let mut n = 0u64;
+    for _ in 0..groups {
+        for _ in 0..rows_per_group {
+            let b = bet(
+                if n.is_multiple_of(5) { "Ana, \"la\" Jr" } else { "Ana" },
+                "Pérez",
+                &format!("{:08}", 30_000_000 + n),
+                (n % 10_000) as u16,
+            );
+            file.append((n % 3 + 1) as u32, [RawBet::from(b.as_ref())]).unwrap();
+            n += 1;
+        }
+        file.sync().unwrap();
+    }
+    file
+}
+
+fn keyed(agencies: u32) -> StoreSpec {
+    StoreSpec { agencies, key: Some(std::sync::Arc::new(ChainKey::from_bytes([7; 32]))), sidecar: true }
+}
+
+/// Each group's byte range and first line, read back from the sidecar.
+fn groups_of(path: &Path) -> Vec<(u64, u64, u64)> {
+    let side = std::fs::read(integrity::sidecar_path(path)).unwrap();
+    let mut first = 1;
+    side.chunks(integrity::RECORD_LEN)
+        .map(|c| {
+            let rec = integrity::Record::decode(c.try_into().unwrap()).unwrap();
+            let out = (rec.start, rec.end, first);
+            first += rec.rows;
+            out
+        })
+        .collect()
 }
 
 #[test]
-fn a_corrupt_row_is_reported_with_its_line() {
+fn a_torn_or_unsealed_tail_past_the_last_seal_is_cut_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bets.csv");
-    std::fs::write(&path, "1,A,B,1,2000-01-01,1\nx,A,B,1,2000-01-01,1\n").unwrap();
-    let err = BetFile::open(&path).err().unwrap().to_string();
-    assert!(err.contains(":2:") && err.contains("agency"), "{err}");
+    drop(sealed_store(&path, &keyed(3), 2, 4));
+    let sealed = std::fs::read(&path).unwrap();
+    // A crash after a write and before its seal: whole rows and a torn one.
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    io::Write::write_all(&mut f, b"1,A,B,1,2000-01-01,1\n2,Half,Ro").unwrap();
+    let (file, rec) = BetFile::open_with(&path, &plain(), &keyed(3)).unwrap();
+    assert_eq!(rec.repaired_bytes, 30);
+    assert_eq!(rec.per_agency.values().sum::<u64>(), 8);
+    assert_eq!((rec.groups, std::fs::read(&path).unwrap()), (2, sealed));
+    // A torn sidecar record is cut the same way.
+    let head = file.head();
+    drop(file);
+    let mut side = OpenOptions::new().append(true).open(integrity::sidecar_path(&path)).unwrap();
+    io::Write::write_all(&mut side, &[1u8; 20]).unwrap();
+    let (file, rec) = BetFile::open_with(&path, &plain(), &keyed(3)).unwrap();
+    assert_eq!((rec.repaired_bytes, file.head()), (20, head));
+}
+
+#[test]
+fn a_cut_store_a_missing_sidecar_and_a_wrong_key_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    drop(sealed_store(&path, &keyed(3), 3, 5));
+    let groups = groups_of(&path);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let other_key = StoreSpec { key: Some(std::sync::Arc::new(ChainKey::from_bytes([8; 32]))), ..keyed(3) };
+    let err = BetFile::open_with(&path, &plain(), &other_key).err().unwrap().to_string();
+    assert!(err.contains("group 1 (bytes 0..") && err.contains("chain head"), "{err}");
+    let err = BetFile::open_with(&path, &plain(), &keyed(2)).err().unwrap().to_string();
+    assert!(err.contains("agency \"3\" is not in 1..=2"), "{err}");
+
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len / 2).unwrap();
+    let err = BetFile::open_with(&path, &plain(), &keyed(3)).err().unwrap().to_string();
+    let cut_group = groups.iter().position(|g| g.1 > len / 2).unwrap();
+    let (start, end, first) = groups[cut_group];
+    let name = format!("group {} (bytes {start}..{end}, first row line {first})", cut_group + 1);
+    assert!(err.contains(&name) && err.contains("the file was cut"), "{err}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len / 2, "a refused store is left as it is");
+
+    std::fs::remove_file(integrity::sidecar_path(&path)).unwrap();
+    let err = BetFile::open_with(&path, &plain(), &keyed(3)).err().unwrap().to_string();
+    assert!(err.contains("bets.csv.sum") && err.contains("missing"), "{err}");
+}
+
+#[test]
+fn relaxed_appends_seal_each_batch_and_the_audit_reproduces_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    let (mut file, _) = BetFile::open_with(&path, &plain(), &keyed(2)).unwrap();
+    file.set_write_through(true);
+    for n in 0..3u16 {
+        let b = bet("Ana", "Pérez", &format!("{n}"), 7574 * (n % 2));
+        file.append(u32::from(n % 2) + 1, [RawBet::from(b.as_ref())]).unwrap();
+    }
+    assert_eq!(groups_of(&path).len(), 3);
+    let head = file.head().unwrap();
+    let audit = audit::audit(&path, &keyed(2), 7574).unwrap();
+    assert_eq!((audit.head, audit.rows, audit.groups), (Some(head), 3, 3));
+    assert_eq!(audit.agencies.get(&1), Some(&(2, 0)));
+    assert_eq!(audit.agencies.get(&2), Some(&(1, 1)));
+}
+
+#[test]
+fn journal_lines_are_parsed_whole_and_totals_match_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    for (text, why) in
+        [("1,abc\n", "1,abc"), ("1\n", "agency,total"), ("1,2,3\n", "agency,total"), ("9,1\n", "not in 1..=3")]
+    {
+        std::fs::write(DoneJournal::path_for(&path), text).unwrap();
+        let err = DoneJournal::open_with(&path, &plain(), 3).err().unwrap().to_string();
+        assert!(err.contains(".done:1:") && err.contains(why), "{text:?}: {err}");
+    }
+    std::fs::write(DoneJournal::path_for(&path), "2,5\n1,4\n").unwrap();
+    let (_, done) = DoneJournal::open_with(&path, &plain(), 3).unwrap();
+    let journal = DoneJournal::path_for(&path);
+    let per_agency = HashMap::from([(1, 4), (2, 5)]);
+    check_done_totals(&journal, &done, &per_agency).unwrap();
+    let err = check_done_totals(&journal, &done, &HashMap::from([(1, 2), (2, 5)])).unwrap_err().to_string();
+    assert!(err.contains(".done:2:") && err.contains("agency 1 is recorded done with 4 bets, but 2"), "{err}");
+}
+
+#[test]
+fn a_long_burst_is_sealed_every_few_mib_and_more_unsealed_bytes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    let (mut file, _) = BetFile::open_with(&path, &plain(), &keyed(1)).unwrap();
+    let b = bet("Ana", "Pérez", "12345678", 1);
+    let row_len = {
+        let mut one = Vec::new();
+        render_row(&mut one, 1, &b.as_ref());
+        one.len() as u64
+    };
+    // One burst (no sync) of two groups and a half: two are sealed inside it.
+    let rows = integrity::MAX_GROUP * 5 / 2 / row_len;
+    for _ in 0..rows / 100 {
+        file.append(1, std::iter::repeat_n(RawBet::from(b.as_ref()), 100)).unwrap();
+    }
+    let groups = groups_of(&path);
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    for (start, end, _) in &groups {
+        assert!(end - start >= integrity::MAX_GROUP && end - start < integrity::MAX_GROUP + 2 * WRITE_CHUNK as u64);
+    }
+    drop(file);
+    // What was written after that seal is within what a crash leaves: cut.
+    let (_, rec) = BetFile::open_with(&path, &plain(), &keyed(1)).unwrap();
+    assert!(rec.repaired_bytes > 0 && rec.repaired_bytes < integrity::MAX_UNSEALED);
+    // More than that past the last seal is a cut or removed sidecar: refused, nothing cut.
+    std::fs::write(integrity::sidecar_path(&path), b"").unwrap();
+    let err = BetFile::open_with(&path, &plain(), &keyed(1)).err().unwrap().to_string();
+    assert!(err.contains("more than a crash leaves"), "{err}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), groups[1].1);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Any byte of a sealed store changed to any other value (a digit for a
+    /// digit included, which keeps the CSV valid) is found at open: the error
+    /// names the group that holds the byte and its first row, or the row itself.
+    #[test]
+    fn a_changed_byte_is_found_with_its_group_and_row(at in 0.0f64..1.0, value in 0u8..=255, digit in proptest::bool::ANY) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        drop(sealed_store(&path, &keyed(3), 4, 6));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let offset = ((bytes.len() as f64 * at) as usize).min(bytes.len() - 1);
+        let old = bytes[offset];
+        let new = if digit && old.is_ascii_digit() { b'0' + (old - b'0' + 1) % 10 } else if value == old { old ^ 1 } else { value };
+        bytes[offset] = new;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = BetFile::open_with(&path, &plain(), &keyed(3)).err().expect("a changed byte was opened").to_string();
+        let groups = groups_of(&path);
+        let (index, (start, end, first)) = groups.iter().copied().enumerate().find(|(_, g)| (g.0..g.1).contains(&(offset as u64))).unwrap();
+        let name = format!("group {} (bytes {start}..{end}, first row line {first})", index + 1);
+        proptest::prop_assert!(err.contains(&name), "offset {}: {}", offset, err);
+        proptest::prop_assert!(err.contains(&format!("bets.csv:{first}: {name}: CRC32C")), "{}", err);
+    }
 }
 
 /// The draw's scan against a line-by-line reference: rows across 1 MiB reads,

@@ -4,6 +4,7 @@
 use bytes::BytesMut;
 use loteria::auth::{AgencyKeys, AuthKey};
 use loteria::net::{ClientCodec, Request, Response};
+use loteria::storage::ChainKey;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -112,6 +113,8 @@ impl Proc {
             "SERVER_TLS_KEY",
             "CLI_TLS_CA",
             "CLI_TLS_SERVER_NAME",
+            "SERVER_CHAIN_KEY",
+            "SERVER_STORAGE_INTEGRITY",
         ] {
             cmd.env_remove(var);
         }
@@ -158,6 +161,7 @@ impl Drop for Proc {
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_server");
 pub const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+pub const VERIFY: &str = env!("CARGO_BIN_EXE_verify");
 
 /// The test run's key file, in the test's directory.
 pub fn keys_path(dir: &Path) -> PathBuf {
@@ -209,7 +213,32 @@ pub fn key_of(dir: &Path, agency: u32) -> Option<AuthKey> {
     AgencyKeys::load(&keys_path(dir)).ok().and_then(|keys| keys.get(agency).cloned())
 }
 
-/// Server environment: port, agencies, store, and keys (unless `extra` sets auth itself).
+/// The test run's chain key file: in `keys/` below the test's directory, never
+/// beside the store (the server refuses that).
+pub fn chain_key_path(dir: &Path) -> PathBuf {
+    dir.join("keys").join("chain.key")
+}
+
+/// The test run's chain key, made once per directory (a restarted server must
+/// chain on with the same key).
+pub fn ensure_chain_key(dir: &Path) -> ChainKey {
+    let path = chain_key_path(dir);
+    if let Ok(key) = ChainKey::load(&path) {
+        return key;
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let key = ChainKey::generate().unwrap();
+    key.write(&path).unwrap();
+    key
+}
+
+/// The `head` of a `sorteo` line.
+pub fn head_of(line: &str) -> Option<String> {
+    line.split(" | ").find_map(|f| f.strip_prefix("head: ")).map(str::to_string)
+}
+
+/// Server environment: port, agencies, store, keys (unless `extra` sets auth
+/// itself) and the chain key (unless `extra` sets one).
 pub fn server_env(dir: &Path, port: u16, agencies: u32, extra: &[(&str, String)]) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("SERVER_PORT", port.to_string()),
@@ -219,6 +248,10 @@ pub fn server_env(dir: &Path, port: u16, agencies: u32, extra: &[(&str, String)]
     if !extra.iter().any(|(k, _)| *k == "SERVER_AUTH" || *k == "SERVER_AUTH_KEYS") {
         ensure_keys(dir, agencies);
         env.push(("SERVER_AUTH_KEYS", keys_path(dir).display().to_string()));
+    }
+    if !extra.iter().any(|(k, _)| *k == "SERVER_CHAIN_KEY") {
+        ensure_chain_key(dir);
+        env.push(("SERVER_CHAIN_KEY", chain_key_path(dir).display().to_string()));
     }
     env
 }

@@ -144,7 +144,7 @@ impl Fence {
         }
         let mut counts: HashMap<AgencyId, u64> = HashMap::new();
         let tails = &mut self.tails;
-        storage::for_each_row(path, |_, row| {
+        for_each_row(path, |_, row| {
             let agency = row
                 .iter()
                 .position(|&b| b == b',')
@@ -172,6 +172,41 @@ impl Handler<Claim> for BetStore {
             old.fenced.do_send(Fenced { agency: msg.agency, by: epoch });
         }
         MessageResult(epoch)
+    }
+}
+
+/// Calls `f(line_number, row)` for every line of the file, reading 1 MiB at a time.
+fn for_each_row(path: &Path, mut f: impl FnMut(u64, &[u8]) -> Result<(), StorageError>) -> Result<(), StorageError> {
+    const CHUNK: usize = 1 << 20;
+    let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
+    let mut file = std::fs::File::open(path).map_err(io_err)?;
+    let mut buf = vec![0u8; CHUNK];
+    let (mut start, mut end, mut line) = (0usize, 0usize, 0u64);
+    loop {
+        while let Some(pos) = buf[start..end].iter().position(|&b| b == b'\n') {
+            line += 1;
+            f(line, &buf[start..start + pos])?;
+            start += pos + 1;
+        }
+        buf.copy_within(start..end, 0);
+        end -= start;
+        start = 0;
+        if end == buf.len() {
+            return Err(StorageError::Corrupt {
+                path: path.to_path_buf(),
+                line: line + 1,
+                reason: "row longer than 1 MiB".into(),
+            });
+        }
+        let n = std::io::Read::read(&mut file, &mut buf[end..]).map_err(io_err)?;
+        if n == 0 {
+            if end > 0 {
+                line += 1;
+                f(line, &buf[..end])?;
+            }
+            return Ok(());
+        }
+        end += n;
     }
 }
 

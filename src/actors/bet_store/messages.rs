@@ -100,6 +100,8 @@ pub struct Draw {
 pub struct DrawOutcome {
     pub winners: HashMap<AgencyId, Arc<Vec<String>>>,
     pub rows: u64,
+    /// The chain head over every sealed group (`None` without a chain key).
+    pub head: Option<String>,
 }
 
 /// Flush, sync and close the file (last step of shutdown).

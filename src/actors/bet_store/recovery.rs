@@ -6,9 +6,10 @@ use super::*;
 impl BetStore {
     /// Reads the files into a fresh in-memory state (start, and every reopen).
     pub(super) fn load(&mut self, action: &str) -> Result<(), StorageError> {
-        let (mut file, recovered) = BetFile::open_with(&self.path, &self.wrap)?;
+        let (mut file, recovered) = BetFile::open_with(&self.path, &self.wrap, &self.spec)?;
         file.set_write_through(!self.durable);
-        let (journal, done) = DoneJournal::open_with(&self.path, &self.wrap)?;
+        let (journal, done) = DoneJournal::open_with(&self.path, &self.wrap, self.spec.agencies)?;
+        storage::check_done_totals(&DoneJournal::path_for(&self.path), &done, &recovered.per_agency)?;
         self.fence.rebuild(&self.path)?;
         self.progress.clear();
         self.dirty.clear();
@@ -17,10 +18,12 @@ impl BetStore {
             p.written = *stored;
             p.synced = *stored;
         }
-        for agency in &done {
-            self.progress.entry(*agency).or_default().done = true;
+        for d in &done {
+            self.progress.entry(d.agency).or_default().done = true;
         }
         self.synced_len = file.synced_len();
+        self.sidecar_len = file.sidecar_len();
+        let head = file.head().unwrap_or_else(|| "-".into());
         self.journal_len = journal.synced_len();
         self.file = Some(file);
         self.journal = Some(journal);
@@ -28,7 +31,8 @@ impl BetStore {
         let rows: u64 = recovered.per_agency.values().sum();
         info!(self.log, "action: {action} | result: success";
             "path" => self.path.display(), "rows" => rows, "agencies_with_bets" => recovered.per_agency.len(),
-            "agencies_done" => done.len(), "repaired_bytes" => recovered.repaired_bytes);
+            "agencies_done" => done.len(), "repaired_bytes" => recovered.repaired_bytes,
+            "groups" => recovered.groups, "head" => head);
         Ok(())
     }
 
@@ -41,8 +45,8 @@ impl BetStore {
             .acquire()
             .map_err(|source| StorageError::Io { path: self.lock.path().to_path_buf(), source })
             .and_then(|_| match self.cut_pending {
-                true => BetFile::cut_at(&self.path, self.synced_len)
-                    .and_then(|_| BetFile::cut_at(&DoneJournal::path_for(&self.path), self.journal_len))
+                true => BetFile::cut_at(&self.path, self.synced_len, self.sidecar_len)
+                    .and_then(|_| storage::cut_file(&DoneJournal::path_for(&self.path), self.journal_len))
                     .map(|_| self.cut_pending = false),
                 false => Ok(()),
             })

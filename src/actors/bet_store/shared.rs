@@ -46,6 +46,7 @@ impl BetStore {
             p.synced = p.written;
         })?;
         self.synced_len = file.synced_len();
+        self.sidecar_len = file.sidecar_len();
         let (done, lines) = journal.catch_up()?;
         self.journal_len = journal.synced_len();
         for c in [rows, lines] {
@@ -60,7 +61,7 @@ impl BetStore {
             warn!(self.log, "action: catch_up | result: success"; "path" => self.path.display(),
                 "torn_cut_bytes" => rows.torn_cut + lines.torn_cut, "note" => "a writer died mid-write");
         }
-        for agency in done {
+        for storage::DoneLine { agency, .. } in done {
             let p = self.progress.entry(agency).or_default();
             if !p.done {
                 p.done = true;

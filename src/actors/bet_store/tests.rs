@@ -187,12 +187,13 @@ async fn what_another_process_appended_counts_and_its_torn_row_is_cut() {
     // three rows and its Done, then one that dies half way through a row.
     let lock = crate::storage::shared::StoreLock::open(&path).unwrap();
     lock.lock_exclusive().unwrap();
-    let mut other = Vec::new();
-    for bet in bets(2, 0, 3).raw_iter() {
-        storage::render_raw_row(&mut other, 2, &bet);
-    }
-    other.extend_from_slice(b"3,Half a r");
-    std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&other).unwrap();
+    let (mut other, _) = BetFile::open(&path).unwrap();
+    other.append(2, bets(2, 0, 3).raw_iter()).unwrap();
+    other.sync().unwrap();
+    drop(other);
+    // Sealed rows count; a whole row and a torn one past the last seal are a dead writer's.
+    let unsealed = b"3,Ana,B,1,2000-01-01,1\n3,Half a r";
+    std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(unsealed).unwrap();
     let journal = DoneJournal::path_for(&path);
     std::fs::OpenOptions::new().append(true).open(&journal).unwrap().write_all(b"2,3\n").unwrap();
     lock.unlock().unwrap();
@@ -260,4 +261,36 @@ async fn a_failed_chunk_write_takes_back_only_its_own_batch() {
     assert_eq!(acked, refused * per_batch);
     assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((acked, false)));
     assert_eq!(rows(&path), expected(1, acked), "every acked row once, nothing torn");
+}
+
+/// A failed write or sync of the sidecar (after the bets' own sync went through)
+/// acks nothing parked, and the reopen cuts both files back to the last whole
+/// group: the store passes its open-time checks, with each row once.
+#[actix::test]
+async fn a_failed_sidecar_write_or_sync_cuts_both_files_to_the_last_group() {
+    for fault in ["short sidecar write", "failed sidecar sync"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        let (store, plan) = store_with_faults(&path);
+        send(&store, 1, 0, 3).await.unwrap().unwrap();
+        let sidecar = storage::integrity::sidecar_path(&path);
+        let sealed = std::fs::metadata(&sidecar).unwrap().len();
+        match fault {
+            // The sync's writes: the rows, then the group's record.
+            "short sidecar write" => plan.short_write_after(1, 10),
+            _ => {
+                plan.fail_sync_skip.store(1, Ordering::SeqCst);
+                plan.fail_sync.store(true, Ordering::SeqCst);
+            }
+        }
+        assert!(send(&store, 1, 3, 2).await.unwrap().is_err(), "{fault}: acked");
+        assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((3, false)), "{fault}");
+        assert_eq!(std::fs::metadata(&sidecar).unwrap().len(), sealed, "{fault}");
+        assert_eq!(rows(&path), expected(1, 3), "{fault}");
+        send(&store, 1, 3, 2).await.unwrap().unwrap();
+        assert_eq!(store.send(MarkDone { agency: 1, total: 5, writer: None }).await.unwrap(), Ok(5));
+        drop(store);
+        let (_, rec) = BetFile::open(&path).unwrap();
+        assert_eq!((rec.per_agency.get(&1), rec.groups, rec.repaired_bytes), (Some(&5), 2, 0), "{fault}");
+    }
 }

@@ -1,0 +1,294 @@
+//! What seals the bets file: one fixed-size record per sync group in the sidecar
+//! (`<bets>.sum`), with the group's byte range, rows, CRC32C and the keyed chain
+//! head (the construction is in docs/integrity.md).
+
+use super::{sync_parent_dir, FileIo, StorageError, WrapFile};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes of one sidecar record.
+pub const RECORD_LEN: usize = 64;
+/// Record magic: a group sealed with a chain key, and one sealed without.
+const KEYED: [u8; 4] = *b"LSG1";
+const UNKEYED: [u8; 4] = *b"LSG0";
+/// Domain separation of the chain's HMAC input.
+const DOMAIN: &[u8; 16] = b"loteria-chain-v1";
+/// Bytes of a chain key (HMAC-SHA256's output size; 256 bits).
+pub const CHAIN_KEY_LEN: usize = 32;
+/// A group is sealed once this many bytes wait, even inside a burst, so what a
+/// crash can leave past the last seal stays bounded.
+pub const MAX_GROUP: u64 = 8 << 20;
+/// The most bytes past the last sealed group that a crash can leave: one group
+/// and the write buffer's slack. More is a cut or removed sidecar, not a crash.
+pub const MAX_UNSEALED: u64 = MAX_GROUP + (1 << 20);
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The deployment's chain key. Never printed: `Debug` says `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChainKey([u8; CHAIN_KEY_LEN]);
+
+impl fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChainKey(<redacted>)")
+    }
+}
+
+impl ChainKey {
+    pub fn from_bytes(bytes: [u8; CHAIN_KEY_LEN]) -> ChainKey {
+        ChainKey(bytes)
+    }
+
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> std::io::Result<ChainKey> {
+        crate::auth::random_bytes().map(ChainKey)
+    }
+
+    /// Parses 64 hex digits (surrounding white space allowed); the error never repeats the text.
+    pub fn from_hex(text: &str) -> Result<ChainKey, String> {
+        let text = text.trim();
+        if text.len() != 2 * CHAIN_KEY_LEN {
+            return Err(format!("a chain key is {} hex digits, found {} characters", 2 * CHAIN_KEY_LEN, text.len()));
+        }
+        let mut out = [0u8; CHAIN_KEY_LEN];
+        for (i, pair) in text.as_bytes().chunks(2).enumerate() {
+            let digit = |c: u8| (c as char).to_digit(16).ok_or("a chain key is hex digits only (0-9, a-f)");
+            out[i] = (digit(pair[0])? << 4 | digit(pair[1])?) as u8;
+        }
+        Ok(ChainKey(out))
+    }
+
+    /// The key as 64 lowercase hex digits, for writing its file only.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// Reads a key file (one line of 64 hex digits, at most 1 KiB).
+    pub fn load(path: &Path) -> Result<ChainKey, String> {
+        let mut text = String::new();
+        File::open(path)
+            .and_then(|f| f.take(1024).read_to_string(&mut text))
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        ChainKey::from_hex(&text).map_err(|e| format!("{}: {e} (the key is secret and not shown)", path.display()))
+    }
+
+    /// Writes the key file, readable by its owner only.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+        writeln!(f, "{}", self.to_hex())
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One chain step: `HMAC-SHA256(key, DOMAIN || prev || start || end || rows || SHA-256(group))`,
+/// the integers as 8 bytes little-endian.
+pub fn chain_step(key: &ChainKey, prev: &[u8; 32], start: u64, end: u64, rows: u64, digest: &[u8; 32]) -> [u8; 32] {
+    // new_from_slice fails only for lengths HMAC cannot take; it takes any length.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(&key.0).unwrap_or_else(|_| unreachable!());
+    mac.update(DOMAIN);
+    mac.update(prev);
+    mac.update(&start.to_le_bytes());
+    mac.update(&end.to_le_bytes());
+    mac.update(&rows.to_le_bytes());
+    mac.update(digest);
+    mac.finalize().into_bytes().into()
+}
+
+/// One sealed group as the sidecar holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub keyed: bool,
+    pub crc: u32,
+    pub start: u64,
+    pub end: u64,
+    pub rows: u64,
+    /// The chain head after this group (zeros when sealed without a key).
+    pub head: [u8; 32],
+}
+
+impl Record {
+    /// `magic(4) crc(4) start(8) end(8) rows(8) head(32)`, little-endian.
+    pub fn encode(&self) -> [u8; RECORD_LEN] {
+        let mut out = [0u8; RECORD_LEN];
+        out[..4].copy_from_slice(if self.keyed { &KEYED } else { &UNKEYED });
+        out[4..8].copy_from_slice(&self.crc.to_le_bytes());
+        out[8..16].copy_from_slice(&self.start.to_le_bytes());
+        out[16..24].copy_from_slice(&self.end.to_le_bytes());
+        out[24..32].copy_from_slice(&self.rows.to_le_bytes());
+        out[32..].copy_from_slice(&self.head);
+        out
+    }
+
+    pub fn decode(b: &[u8; RECORD_LEN]) -> Result<Record, String> {
+        let keyed = match [b[0], b[1], b[2], b[3]] {
+            KEYED => true,
+            UNKEYED => false,
+            other => return Err(format!("not a group record (magic {:?})", String::from_utf8_lossy(&other))),
+        };
+        let u64_at = |at: usize| {
+            u64::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5], b[at + 6], b[at + 7]])
+        };
+        let mut head = [0u8; 32];
+        head.copy_from_slice(&b[32..]);
+        let rec = Record {
+            keyed,
+            crc: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            start: u64_at(8),
+            end: u64_at(16),
+            rows: u64_at(24),
+            head,
+        };
+        if rec.end <= rec.start || rec.rows == 0 || rec.rows > rec.end - rec.start {
+            return Err(format!("group record with bytes {}..{} and {} rows", rec.start, rec.end, rec.rows));
+        }
+        Ok(rec)
+    }
+}
+
+/// What opening and appending need to know to check and seal the store.
+#[derive(Debug, Clone)]
+pub struct StoreSpec {
+    /// Stored rows must name an agency in `1..=agencies`.
+    pub agencies: u32,
+    /// The chain key; without it groups carry only their CRC32C.
+    pub key: Option<Arc<ChainKey>>,
+    /// `false` (the benchmark's baseline only): no sidecar is written or read.
+    pub sidecar: bool,
+}
+
+impl Default for StoreSpec {
+    fn default() -> Self {
+        StoreSpec { agencies: u32::MAX, key: None, sidecar: true }
+    }
+}
+
+/// The group being written: its CRC32C, its SHA-256 (with a key) and rows so far.
+pub struct Sealer {
+    crc: u32,
+    sha: Option<Sha256>,
+    rows: u64,
+    keyed: bool,
+}
+
+impl Sealer {
+    pub fn new(keyed: bool) -> Sealer {
+        Sealer { crc: 0, sha: keyed.then(Sha256::new), rows: 0, keyed }
+    }
+
+    /// Takes in bytes of whole rows as they reach the file.
+    pub fn absorb(&mut self, bytes: &[u8]) {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        if let Some(sha) = &mut self.sha {
+            sha.update(bytes);
+        }
+        self.rows += memchr::memchr_iter(b'\n', bytes).count() as u64;
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The record of the group `start..end` after the head `prev`; the sealer starts a fresh group.
+    pub fn seal(&mut self, key: Option<&ChainKey>, prev: &[u8; 32], start: u64, end: u64) -> Record {
+        let done = std::mem::replace(self, Sealer::new(self.keyed));
+        let head = match (key, done.sha) {
+            (Some(key), Some(sha)) => chain_step(key, prev, start, end, done.rows, &sha.finalize().into()),
+            _ => [0u8; 32],
+        };
+        Record { keyed: key.is_some(), crc: done.crc, start, end, rows: done.rows, head }
+    }
+
+    /// Forgets what was absorbed (the bytes were cut).
+    pub fn reset(&mut self) {
+        *self = Sealer::new(self.keyed);
+    }
+}
+
+/// The sidecar's path for a bets file (`<bets>.sum`).
+pub fn sidecar_path(bets_path: &Path) -> PathBuf {
+    let mut name = bets_path.as_os_str().to_owned();
+    name.push(".sum");
+    PathBuf::from(name)
+}
+
+/// The open sidecar: appended through the storage seam, read back through `reader`.
+pub struct Sidecar {
+    pub path: PathBuf,
+    pub file: Box<dyn FileIo>,
+    pub reader: File,
+}
+
+impl Sidecar {
+    /// Opens (creating) the sidecar of `bets_path`.
+    pub fn open(bets_path: &Path, wrap: &WrapFile) -> Result<Sidecar, StorageError> {
+        let path = sidecar_path(bets_path);
+        let io_err = |source| StorageError::Io { path: path.clone(), source };
+        let file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io_err)?;
+        sync_parent_dir(&path).map_err(io_err)?;
+        let reader = file.try_clone().map_err(io_err)?;
+        Ok(Sidecar { path: path.clone(), file: wrap(file), reader })
+    }
+
+    pub fn io_err(&self, source: std::io::Error) -> StorageError {
+        StorageError::Io { path: self.path.clone(), source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_nonsense_is_refused() {
+        let rec = Record { keyed: true, crc: 7, start: 10, end: 90, rows: 2, head: [3; 32] };
+        assert_eq!(Record::decode(&rec.encode()), Ok(rec));
+        let mut bad = rec.encode();
+        bad[0] = b'X';
+        assert!(Record::decode(&bad).is_err());
+        let empty = Record { rows: 0, ..rec };
+        assert!(Record::decode(&empty.encode()).is_err());
+    }
+
+    #[test]
+    fn the_head_depends_on_key_bytes_range_and_previous_head() {
+        let (k1, k2) = (ChainKey::from_bytes([1; 32]), ChainKey::from_bytes([2; 32]));
+        let seal = |key: &ChainKey, bytes: &[u8], prev: [u8; 32], start: u64| {
+            let mut s = Sealer::new(true);
+            s.absorb(bytes);
+            s.seal(Some(key), &prev, start, start + bytes.len() as u64)
+        };
+        let base = seal(&k1, b"1,A,B,1,2000-01-01,1\n", [0; 32], 0);
+        assert_eq!(base.rows, 1);
+        assert_eq!(base.crc, crc32c::crc32c(b"1,A,B,1,2000-01-01,1\n"));
+        for other in [
+            seal(&k2, b"1,A,B,1,2000-01-01,1\n", [0; 32], 0),
+            seal(&k1, b"1,A,B,2,2000-01-01,1\n", [0; 32], 0),
+            seal(&k1, b"1,A,B,1,2000-01-01,1\n", [9; 32], 0),
+            seal(&k1, b"1,A,B,1,2000-01-01,1\n", [0; 32], 5),
+        ] {
+            assert_ne!(other.head, base.head);
+        }
+        assert_eq!(seal(&k1, b"1,A,B,1,2000-01-01,1\n", [0; 32], 0), base);
+    }
+
+    #[test]
+    fn keys_parse_from_hex_and_never_print() {
+        let key = ChainKey::generate().unwrap();
+        assert_eq!(ChainKey::from_hex(&format!(" {}\n", key.to_hex())).unwrap(), key);
+        assert!(ChainKey::from_hex("abc").is_err());
+        let err = ChainKey::from_hex(&"z".repeat(64)).unwrap_err();
+        assert!(!err.contains("zzzz"), "{err}");
+        assert!(!format!("{key:?}").contains(&key.to_hex()[..8]));
+    }
+}
