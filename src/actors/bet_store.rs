@@ -15,23 +15,10 @@
 //! reply is parked, and one `fdatasync` at the end of the current mailbox burst
 //! releases every reply parked so far.
 //!
-//! A failed `fdatasync` is final for the in-memory state ("fsyncgate": the kernel
-//! may have dropped the dirty pages, and a later sync could succeed without
-//! them). The parked replies fail, the file is cut back to the last synced byte
-//! and reopened and recounted exactly as at start; while that is impossible,
-//! every request gets a storage error (transient for the agencies, which retry).
-//! The store also tells the DrawCoordinator about each `Done`, once the journal
-//! line is synced, so no state about an agency lives in two actors.
-//!
-//! Several server processes (replicas) may share the two files. Between processes
-//! the agreement is an exclusive `flock` (see [`storage::shared`]) that the store
-//! takes at the first request of a burst and lets go of only after the burst's
-//! sync: under it, it first catches up on the rows and Dones the others appended,
-//! then decides "new, retry or gap" against that shared truth. It never lets go
-//! with rows written but not synced, so no other process can count, and ack, rows
-//! that a failed sync here would cut. Every `POLL_DONES_EVERY` it looks (one
-//! `fstat`) whether the journal grew, and if so catches up, so its coordinator
-//! learns of Dones other replicas recorded.
+//! A failed `fdatasync` is final for the in-memory state ("fsyncgate"): the parked
+//! replies fail and the file is cut back, reopened and recounted as at start.
+//! Replicas sharing the files agree through an exclusive `flock` taken per burst
+//! ([`storage::shared`]); docs/design.md says why each step is in its order.
 
 use super::draw_coordinator::AgencyDone;
 use crate::bet::AgencyId;
