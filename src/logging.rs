@@ -10,7 +10,7 @@
 //!
 //! The server logs one line per received batch, so a line costs one buffer and no
 //! per-pair strings, and the processes hand lines to one writer thread
-//! ([`writer`]) instead of paying a write(2) each.
+//! (`writer`) instead of paying a write(2) each.
 
 mod writer;
 

@@ -3,7 +3,7 @@
 //!
 //! The file goes through one fixed buffer. A row with no quote is split on its
 //! commas where it lies in the buffer (the usual case: no copy, one UTF-8 check);
-//! any other row goes through [`quoted`], which follows the csv crate's rules.
+//! any other row goes through `quoted`, which follows the csv crate's rules.
 //! Rows are what the csv crate made of the file with `has_headers(false)` and
 //! `flexible(true)`: a UTF-8 BOM at the start is skipped, empty lines are skipped
 //! (but counted), `\n`, `\r\n` and a lone `\r` end a line, quoted fields may

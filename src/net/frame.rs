@@ -143,7 +143,7 @@ fn put_str(out: &mut BytesMut, s: &str) {
 }
 
 /// Appends one encoded bet (the agency side builds batches with this): what
-/// [`put_str`] for each name and the document, then the date and number,
+/// `put_str` for each name and the document, then the date and number,
 /// would write, with one capacity check and one length update for the whole
 /// bet instead of one per field (a fifth of the agency's encoding time).
 pub fn put_bet(out: &mut BytesMut, bet: &BetRef<'_>) {
