@@ -71,6 +71,8 @@ fn check<S: Settings + std::fmt::Debug>(heading: &str, base: &[(&str, &str)]) {
     let helped: BTreeSet<(String, String)> = S::SETTINGS_HELP
         .lines()
         .filter_map(|l| l.strip_prefix("  "))
+        // Deeper indents continue the line above.
+        .filter(|l| !l.starts_with(' '))
         .map(|l| {
             let l = l.replace("(no key)", "-");
             let mut words = l.split_whitespace();
