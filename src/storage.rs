@@ -17,6 +17,7 @@ mod draw;
 mod error;
 mod file_io;
 pub mod integrity;
+pub mod jetstream;
 mod journal;
 mod row;
 
@@ -223,6 +224,22 @@ impl BetFile {
         }
         let before = self.pending.len();
         render_rows(&mut self.pending, agency, bets);
+        self.appended(before)
+    }
+
+    /// [`append`](Self::append) for rows already rendered in the stored format
+    /// (whole rows; the replicated store's messages carry them so).
+    pub fn append_rendered(&mut self, rows: &[u8]) -> Result<(), StorageError> {
+        if self.poisoned {
+            return Err(self.poisoned_error());
+        }
+        let before = self.pending.len();
+        self.pending.extend_from_slice(rows);
+        self.appended(before)
+    }
+
+    /// Writes (and with write-through seals) what an append added past `before`.
+    fn appended(&mut self, before: usize) -> Result<(), StorageError> {
         if self.pending.len() < WRITE_CHUNK && !self.write_through {
             return Ok(());
         }

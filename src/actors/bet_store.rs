@@ -36,6 +36,7 @@ mod answers;
 mod fence;
 mod messages;
 mod recovery;
+mod replicated;
 pub use fence::{Claim, Fenced, TAIL_ROWS};
 pub use messages::*;
 
@@ -102,6 +103,8 @@ pub struct BetStore {
     cut_pending: bool,
     /// Each agency's one writer and the digests of its last rows.
     fence: fence::Fence,
+    /// The replicated backend (`None`: the local file is the store).
+    js: Option<Box<replicated::Replicated>>,
     log: Logger,
 }
 
@@ -150,6 +153,7 @@ impl BetStore {
             syncs: 0,
             cut_pending: false,
             fence: fence::Fence::default(),
+            js: None,
             log,
         };
         store.load("open_store")?;
@@ -252,6 +256,9 @@ impl Actor for BetStore {
         // Replies are parked in the actor, so a burst of batches must not be cut
         // short by the default mailbox capacity.
         ctx.set_mailbox_capacity(1024);
+        if self.js.is_some() {
+            self.js_started(ctx);
+        }
     }
 }
 
@@ -259,6 +266,9 @@ impl Handler<StoreBets> for BetStore {
     type Result = ResponseFuture<Result<Stored, StoreError>>;
 
     fn handle(&mut self, msg: StoreBets, ctx: &mut Context<Self>) -> Self::Result {
+        if self.js.is_some() {
+            return self.js_store_bets(msg, ctx);
+        }
         let (tx, rx) = oneshot::channel();
         match self.store_bets(&msg) {
             Ok((stored, must_wait)) => {
@@ -309,10 +319,14 @@ impl Handler<NotifyDone> for BetStore {
 }
 
 impl Handler<MarkDone> for BetStore {
-    type Result = Result<u64, StoreError>;
+    type Result = ResponseFuture<Result<u64, StoreError>>;
 
-    fn handle(&mut self, msg: MarkDone, _: &mut Context<Self>) -> Self::Result {
-        self.mark_done(&msg)
+    fn handle(&mut self, msg: MarkDone, ctx: &mut Context<Self>) -> Self::Result {
+        if self.js.is_some() {
+            return self.js_mark_done(msg, ctx);
+        }
+        let result = self.mark_done(&msg);
+        Box::pin(async move { result })
     }
 }
 

@@ -4,10 +4,13 @@
 use super::*;
 
 impl Handler<QueryProgress> for BetStore {
-    type Result = Result<(u64, bool), StoreError>;
+    type Result = ResponseFuture<Result<(u64, bool), StoreError>>;
 
-    fn handle(&mut self, msg: QueryProgress, _: &mut Context<Self>) -> Self::Result {
-        self.ensure_open().and_then(|_| {
+    fn handle(&mut self, msg: QueryProgress, ctx: &mut Context<Self>) -> Self::Result {
+        if self.js.is_some() {
+            return self.js_progress(msg, ctx);
+        }
+        let result = self.ensure_open().and_then(|_| {
             // Report only durable rows: sync what was written first.
             let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
             if p.written > p.synced {
@@ -15,7 +18,8 @@ impl Handler<QueryProgress> for BetStore {
             }
             let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
             Ok((p.synced, p.done))
-        })
+        });
+        Box::pin(async move { result })
     }
 }
 
@@ -54,6 +58,7 @@ impl Handler<CloseStore> for BetStore {
     type Result = Result<(), StoreError>;
 
     fn handle(&mut self, _: CloseStore, _: &mut Context<Self>) -> Self::Result {
+        self.js_close();
         // Release anything parked (a sync may be queued behind this message).
         let parked = self.sync_all();
         self.closed = true;
