@@ -19,8 +19,19 @@ use super::*;
 use crate::storage::jetstream::{self as js, Entry, Link, Outgoing, Published};
 use async_nats::jetstream::consumer::{push, DeliverPolicy};
 use async_nats::jetstream::Message as JsMessage;
+use futures_util::StreamExt;
 use std::collections::{BTreeMap, VecDeque};
 use tokio::sync::mpsc;
+
+/// One item of the stream reader, forwarded into the mailbox in stream order.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Follow(Result<JsMessage, push::OrderedError>);
+
+/// The stream reader ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FollowEnded;
 
 /// A request waiting for the view longer than this is refused (transient).
 const WAIT_LIMIT: Duration = Duration::from_secs(20);
@@ -65,6 +76,8 @@ pub(super) struct Replicated {
     /// Rows each recent message added to the view.
     recent: VecDeque<(u64, u32)>,
     agencies: u32,
+    /// The task reading the stream (aborted at close, while its runtime still runs).
+    follower: Option<tokio::task::JoinHandle<()>>,
     /// The local view could not be written: every request is refused.
     failed: Option<StoreError>,
     skipped: u64,
@@ -97,6 +110,7 @@ impl BetStore {
             waiting: BTreeMap::new(),
             recent: VecDeque::new(),
             agencies,
+            follower: None,
             failed: None,
             skipped: 0,
         }));
@@ -132,9 +146,21 @@ impl BetStore {
             consumer.messages().await.map_err(|e| e.to_string())
         };
         ctx.spawn(make.into_actor(self).map(move |made, store, ctx| match made {
-            Ok(messages) => {
+            Ok(mut messages) => {
                 info!(store.log, "action: follow_stream | result: success"; "from_sequence" => start);
-                ctx.add_stream(messages);
+                let addr = ctx.address();
+                let follower = actix::spawn(async move {
+                    while let Some(item) = messages.next().await {
+                        // Waiting for each answer keeps the mailbox bounded.
+                        if addr.send(Follow(item)).await.is_err() {
+                            return;
+                        }
+                    }
+                    addr.do_send(FollowEnded);
+                });
+                if let Some(r) = store.js.as_mut() {
+                    r.follower = Some(follower);
+                }
             }
             Err(e) => {
                 warn!(store.log, "action: follow_stream | result: fail"; "from_sequence" => start, "error" => e);
@@ -378,6 +404,9 @@ impl BetStore {
     /// At close: every waiting request is refused.
     pub(super) fn js_close(&mut self) {
         if let Some(r) = self.js.as_mut() {
+            if let Some(follower) = r.follower.take() {
+                follower.abort();
+            }
             for (_, list) in std::mem::take(&mut r.waiting) {
                 for (_, w) in list {
                     w.refuse(StoreError::Closed);
@@ -389,8 +418,10 @@ impl BetStore {
     }
 }
 
-impl StreamHandler<Result<JsMessage, async_nats::jetstream::consumer::push::OrderedError>> for BetStore {
-    fn handle(&mut self, item: Result<JsMessage, push::OrderedError>, ctx: &mut Context<Self>) {
+impl Handler<Follow> for BetStore {
+    type Result = ();
+
+    fn handle(&mut self, Follow(item): Follow, ctx: &mut Context<Self>) {
         let msg = match item {
             Ok(msg) => msg,
             Err(e) => {
@@ -433,8 +464,13 @@ impl StreamHandler<Result<JsMessage, async_nats::jetstream::consumer::push::Orde
         self.release(seq, ctx);
     }
 
+}
+
+impl Handler<FollowEnded> for BetStore {
+    type Result = ();
+
     /// The reader ended (it recreates itself on most faults): read on from the next message.
-    fn finished(&mut self, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: FollowEnded, ctx: &mut Context<Self>) {
         if self.closed {
             return;
         }
