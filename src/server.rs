@@ -91,7 +91,9 @@ pub async fn start(listener: TcpListener, cfg: &ServerConfig, log: Logger) -> Re
         (Some(_), true) => slog::info!(log, "action: integrity | result: success"; "mode" => "chained"),
     }
     let bet_store = match &cfg.backend {
-        StorageBackend::File => BetStore::open_checked(cfg.storage_path.clone(), cfg.durable, spec, plain(), log.clone())?,
+        StorageBackend::File => {
+            BetStore::open_checked(cfg.storage_path.clone(), cfg.durable, spec, plain(), log.clone())?
+        }
         StorageBackend::JetStream(nats) => {
             let link = crate::storage::jetstream::connect(nats, &log).await?;
             BetStore::open_replicated(cfg.storage_path.clone(), spec, link, log.clone())?

@@ -89,8 +89,21 @@ fn check_outcome(view: &Path, summaries: &[AgencySummary], clients: &mut [Proc])
     for (summary, client) in summaries.iter().zip(clients.iter()) {
         let want = input_rows(&summary.path);
         let got = by_agency.remove(&summary.agency.to_string()).unwrap_or_default();
-        assert_eq!(got.len(), want.len(), "{}: agency {}: {} of {} rows", view.display(), summary.agency, got.len(), want.len());
-        assert!(got == want, "{}: agency {}'s rows differ from its file (order or content)", view.display(), summary.agency);
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{}: agency {}: {} of {} rows",
+            view.display(),
+            summary.agency,
+            got.len(),
+            want.len()
+        );
+        assert!(
+            got == want,
+            "{}: agency {}'s rows differ from its file (order or content)",
+            view.display(),
+            summary.agency
+        );
         assert_eq!(winners_logged(client), Some(summary.winners), "{}", client.name);
     }
     assert!(by_agency.is_empty(), "rows of unknown agencies: {:?}", by_agency.keys());
@@ -133,7 +146,8 @@ fn a_nats_node_and_a_server_killed_mid_ingest_lose_nothing_and_store_nothing_twi
     let mut clients = agencies_over(dir.path(), &data, AGENCIES, &ports);
 
     wait_for_a_fifth(&view_of(dir.path(), "server2"), total);
-    let took: Vec<usize> = servers.iter().map(|s| s.lines.count("action: apuesta_recibida | result: success")).collect();
+    let took: Vec<usize> =
+        servers.iter().map(|s| s.lines.count("action: apuesta_recibida | result: success")).collect();
     cluster.kill_node(1);
     servers[0].signal("KILL");
     servers[0].wait(Duration::from_secs(10));
@@ -172,9 +186,8 @@ fn a_lost_quorum_for_a_few_seconds_refuses_batches_and_then_every_agency_finishe
     let mut cluster = Cluster::start(&dir.path().join("nats"), 3);
     let urls = cluster.urls();
     let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let mut servers: Vec<Proc> = (0..2)
-        .map(|i| replica(dir.path(), &format!("server{}", i + 1), ports[i], AGENCIES, &urls, "quorum"))
-        .collect();
+    let mut servers: Vec<Proc> =
+        (0..2).map(|i| replica(dir.path(), &format!("server{}", i + 1), ports[i], AGENCIES, &urls, "quorum")).collect();
     let mut clients = agencies_over(dir.path(), &data, AGENCIES, &ports);
 
     let view = view_of(dir.path(), "server1");
@@ -195,6 +208,7 @@ fn a_lost_quorum_for_a_few_seconds_refuses_batches_and_then_every_agency_finishe
     let refused: usize = servers.iter().map(|s| s.lines.count("replicated store unavailable")).sum();
     let retried: usize = clients.iter().map(|c| c.lines.count("unavailable")).sum();
     println!("refusals logged by servers: {refused}, agency lines naming unavailable: {retried}");
+    assert!(refused > 0, "no batch was refused while the quorum was lost");
     let heads: std::collections::BTreeSet<String> = servers.iter().map(|s| sorteo_head(s, total)).collect();
     assert_eq!(heads.len(), 1, "{heads:?}");
     assert_eq!(stored_rows(&view), stored_rows(&view_of(dir.path(), "server2")));

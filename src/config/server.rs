@@ -71,7 +71,8 @@ fn parse_urls(s: &str) -> Result<Vec<String>, String> {
     let urls: Vec<String> = s.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
     for url in &urls {
         let rest = url.strip_prefix("nats://").or_else(|| url.strip_prefix("tls://"));
-        let whole = rest.is_some_and(|r| r.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
+        let whole =
+            rest.is_some_and(|r| r.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
         if !whole {
             return Err(format!("{url:?} is not nats://HOST:PORT or tls://HOST:PORT"));
         }
@@ -331,6 +332,35 @@ mod tests {
         assert!(err.contains("server.agencies") && err.contains("SERVER_AGENCIES"), "{err}");
         let mut src = Source::from_parts("", env(&[("SERVER_AGENCIES", "1"), ("SERVER_AUTH", "off")])).unwrap();
         assert_eq!(ServerConfig::from_source(&mut src).unwrap().0.agencies, 1);
+    }
+
+    #[test]
+    fn the_jetstream_backend_needs_urls_and_a_readable_ca() {
+        let get = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = vec![("SERVER_AUTH", "off")];
+            all.extend_from_slice(pairs);
+            ServerConfig::from_source(&mut Source::from_parts("", env(&all)).unwrap()).map(|(cfg, _)| cfg)
+        };
+        assert!(matches!(get(&[]).unwrap().backend, StorageBackend::File));
+        let err = get(&[("SERVER_STORAGE_BACKEND", "etcd")]).unwrap_err().to_string();
+        assert!(err.contains("storage.backend") && err.contains("etcd"), "{err}");
+        let err = get(&[("SERVER_STORAGE_BACKEND", "jetstream")]).unwrap_err().to_string();
+        assert!(err.contains("storage.nats_urls") && err.contains("SERVER_NATS_URLS"), "{err}");
+        let err = get(&[("SERVER_STORAGE_BACKEND", "jetstream"), ("SERVER_NATS_URLS", "nats1:4222")]).unwrap_err();
+        assert!(err.to_string().contains("\"nats1:4222\" is not nats://"), "{err}");
+        let err = get(&[("SERVER_NATS_STREAM", "a.b")]).unwrap_err().to_string();
+        assert!(err.contains("storage.stream") && err.contains("a.b"), "{err}");
+        let urls = "tls://nats1:4222, tls://nats2:4222,tls://nats3:4222";
+        let missing = "/nonexistent/nats-ca.pem";
+        let err =
+            get(&[("SERVER_STORAGE_BACKEND", "jetstream"), ("SERVER_NATS_URLS", urls), ("SERVER_NATS_CA", missing)]);
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("storage.nats_ca") && err.contains(missing), "{err}");
+        let cfg =
+            get(&[("SERVER_STORAGE_BACKEND", "jetstream"), ("SERVER_NATS_URLS", urls), ("SERVER_NATS_STREAM", "d7")]);
+        let StorageBackend::JetStream(nats) = cfg.unwrap().backend else { panic!("not jetstream") };
+        assert_eq!(nats.urls, ["tls://nats1:4222", "tls://nats2:4222", "tls://nats3:4222"]);
+        assert_eq!((nats.stream.as_str(), nats.ca.is_none()), ("d7", true));
     }
 
     #[test]

@@ -169,7 +169,13 @@ pub fn publisher(js: jetstream::Context) -> mpsc::Sender<Outgoing> {
 }
 
 /// A batch's message: `rows` rendered rows of `agency` from index `first`.
-pub fn bets_message(stream: &str, agency: AgencyId, first: u64, rows: u32, payload: Vec<u8>) -> (String, HeaderMap, Bytes) {
+pub fn bets_message(
+    stream: &str,
+    agency: AgencyId,
+    first: u64,
+    rows: u32,
+    payload: Vec<u8>,
+) -> (String, HeaderMap, Bytes) {
     let mut headers = HeaderMap::new();
     headers.insert(MSG_ID, format!("{agency}-{first}").as_str());
     headers.insert(FIRST, first.to_string().as_str());

@@ -16,22 +16,12 @@
 //! down or without quorum makes requests fail with a transient error.
 
 use super::*;
-use crate::storage::jetstream::{self as js, Entry, Link, Outgoing, Published};
+use crate::storage::jetstream::{self as js, Link, Outgoing, Published};
 use async_nats::jetstream::consumer::{push, DeliverPolicy};
-use async_nats::jetstream::Message as JsMessage;
-use futures_util::StreamExt;
 use std::collections::{BTreeMap, VecDeque};
 use tokio::sync::mpsc;
 
-/// One item of the stream reader, forwarded into the mailbox in stream order.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Follow(Result<JsMessage, push::OrderedError>);
-
-/// The stream reader ended.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct FollowEnded;
+mod follow;
 
 /// A request waiting for the view longer than this is refused (transient).
 const WAIT_LIMIT: Duration = Duration::from_secs(20);
@@ -93,7 +83,9 @@ impl BetStore {
     pub fn open_replicated(path: PathBuf, spec: StoreSpec, link: Link, log: Logger) -> Result<BetStore, StorageError> {
         for file in [path.clone(), storage::integrity::sidecar_path(&path), DoneJournal::path_for(&path)] {
             match std::fs::remove_file(&file) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StorageError::Io { path: file, source: e }),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::Io { path: file, source: e })
+                }
                 _ => {}
             }
         }
@@ -133,87 +125,6 @@ impl BetStore {
         });
     }
 
-    fn subscribe(&mut self, ctx: &mut Context<Self>) {
-        let Some(r) = self.js.as_ref() else { return };
-        let (stream, inbox, start) = (r.link.stream.clone(), r.link.client.new_inbox(), r.applied + 1);
-        let make = async move {
-            let config = push::OrderedConfig {
-                deliver_subject: inbox,
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
-                ..Default::default()
-            };
-            let consumer = stream.create_consumer(config).await.map_err(|e| e.to_string())?;
-            consumer.messages().await.map_err(|e| e.to_string())
-        };
-        ctx.spawn(make.into_actor(self).map(move |made, store, ctx| match made {
-            Ok(mut messages) => {
-                info!(store.log, "action: follow_stream | result: success"; "from_sequence" => start);
-                let addr = ctx.address();
-                let follower = actix::spawn(async move {
-                    while let Some(item) = messages.next().await {
-                        // Waiting for each answer keeps the mailbox bounded.
-                        if addr.send(Follow(item)).await.is_err() {
-                            return;
-                        }
-                    }
-                    addr.do_send(FollowEnded);
-                });
-                if let Some(r) = store.js.as_mut() {
-                    r.follower = Some(follower);
-                }
-            }
-            Err(e) => {
-                warn!(store.log, "action: follow_stream | result: fail"; "from_sequence" => start, "error" => e);
-                ctx.run_later(RESUBSCRIBE_AFTER, |store, ctx| store.subscribe(ctx));
-            }
-        }));
-    }
-
-    /// Applies one stream message to the view; returns the rows it added.
-    fn apply(&mut self, entry: Entry) -> u32 {
-        match entry {
-            Entry::Bets { agency, first, rows, payload } => {
-                let p = self.progress.entry(agency).or_default();
-                if p.done || first > p.written || first + rows <= p.written {
-                    return 0;
-                }
-                let skip = (p.written - first) as usize;
-                let start = if skip == 0 {
-                    0
-                } else {
-                    memchr::memchr_iter(b'\n', &payload).nth(skip - 1).map_or(payload.len(), |at| at + 1)
-                };
-                let fresh = &payload[start..];
-                let at = p.written;
-                let Some(file) = self.file.as_mut() else { return 0 };
-                if let Err(e) = file.append_rendered(fresh) {
-                    let e = StoreError::from(e);
-                    error!(self.log, "action: apply_stream | result: fail"; "error" => %e);
-                    if let Some(r) = self.js.as_mut() {
-                        r.failed = Some(e);
-                    }
-                    return 0;
-                }
-                self.fence.applied_rows(agency, at, fresh);
-                let added = rows - skip as u64;
-                p.written += added;
-                p.synced = p.written;
-                self.appends += 1;
-                added as u32
-            }
-            Entry::Done { agency, total } => {
-                let p = self.progress.entry(agency).or_default();
-                if !p.done && p.written == total {
-                    p.done = true;
-                    if let Some(coordinator) = &self.coordinator {
-                        coordinator.do_send(AgencyDone { agency });
-                    }
-                }
-                0
-            }
-        }
-    }
-
     /// Answers what waited for the view to reach `seq`.
     fn release(&mut self, seq: u64, ctx: &mut Context<Self>) {
         loop {
@@ -234,9 +145,10 @@ impl BetStore {
             Waiter::Batch { tx, agency, first, count, acked } => {
                 let p = view(self, agency);
                 let answer = if p.written >= first + u64::from(count) {
-                    let added = self.js.as_ref().and_then(|r| {
-                        r.recent.iter().find(|(s, _)| *s == acked.sequence).map(|(_, rows)| *rows)
-                    });
+                    let added = self
+                        .js
+                        .as_ref()
+                        .and_then(|r| r.recent.iter().find(|(s, _)| *s == acked.sequence).map(|(_, rows)| *rows));
                     let newly = if acked.duplicate { 0 } else { added.unwrap_or(0).min(count) };
                     Ok(Stored { first_index: first, count, newly_stored: newly })
                 } else {
@@ -253,7 +165,11 @@ impl BetStore {
             }
             Waiter::Done { tx, agency, total } => {
                 let p = view(self, agency);
-                let _ = tx.send(if p.done { Ok(p.written) } else { Err(StoreError::Incomplete { stored: p.written, total }) });
+                let _ = tx.send(if p.done {
+                    Ok(p.written)
+                } else {
+                    Err(StoreError::Incomplete { stored: p.written, total })
+                });
             }
             Waiter::DoneCheck { tx, agency, total } => {
                 let p = view(self, agency);
@@ -332,7 +248,11 @@ impl BetStore {
         }
     }
 
-    pub(super) fn js_store_bets(&mut self, msg: StoreBets, ctx: &mut Context<Self>) -> ResponseFuture<Result<Stored, StoreError>> {
+    pub(super) fn js_store_bets(
+        &mut self,
+        msg: StoreBets,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Stored, StoreError>> {
         let (tx, rx) = oneshot::channel();
         match self.js_decide(&msg) {
             Err(e) => drop(tx.send(Err(e))),
@@ -347,7 +267,13 @@ impl BetStore {
                 storage::render_rows(&mut rows, agency, msg.bets.raw_iter().skip(skip));
                 let from = first + skip as u64;
                 let (subject, headers, payload) = js::bets_message(&name, agency, from, count - skip as u32, rows);
-                self.send_out(subject, headers, payload, ctx, move |acked| Waiter::Batch { tx, agency, first, count, acked });
+                self.send_out(subject, headers, payload, ctx, move |acked| Waiter::Batch {
+                    tx,
+                    agency,
+                    first,
+                    count,
+                    acked,
+                });
             }
         }
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
@@ -383,7 +309,11 @@ impl BetStore {
         Ok(Some((first, skip, r.link.name.clone())))
     }
 
-    pub(super) fn js_mark_done(&mut self, msg: MarkDone, ctx: &mut Context<Self>) -> ResponseFuture<Result<u64, StoreError>> {
+    pub(super) fn js_mark_done(
+        &mut self,
+        msg: MarkDone,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<u64, StoreError>> {
         let (tx, rx) = oneshot::channel();
         match self.js_ready().and_then(|_| self.fence.admit(msg.agency, msg.writer)) {
             Err(e) => drop(tx.send(Err(e))),
@@ -392,7 +322,11 @@ impl BetStore {
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
     }
 
-    pub(super) fn js_progress(&mut self, msg: QueryProgress, ctx: &mut Context<Self>) -> ResponseFuture<Result<(u64, bool), StoreError>> {
+    pub(super) fn js_progress(
+        &mut self,
+        msg: QueryProgress,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<(u64, bool), StoreError>> {
         let (tx, rx) = oneshot::channel();
         match self.js_ready() {
             Err(e) => drop(tx.send(Err(e))),
@@ -415,66 +349,5 @@ impl BetStore {
             info!(self.log, "action: close_view | result: success"; "stream" => &r.link.name,
                 "applied_sequence" => r.applied, "skipped" => r.skipped);
         }
-    }
-}
-
-impl Handler<Follow> for BetStore {
-    type Result = ();
-
-    fn handle(&mut self, Follow(item): Follow, ctx: &mut Context<Self>) {
-        let msg = match item {
-            Ok(msg) => msg,
-            Err(e) => {
-                warn!(self.log, "action: follow_stream | result: fail"; "error" => %e);
-                return;
-            }
-        };
-        let Some(r) = self.js.as_ref() else { return };
-        if r.failed.is_some() {
-            return;
-        }
-        let seq = match msg.info() {
-            Ok(info) => info.stream_sequence,
-            Err(e) => {
-                warn!(self.log, "action: follow_stream | result: fail"; "error" => %e);
-                return;
-            }
-        };
-        if seq <= r.applied {
-            return;
-        }
-        let decoded = js::decode(&r.link.name, msg.subject.as_str(), msg.headers.as_ref(), &msg.payload, r.agencies);
-        let added = match decoded {
-            Ok(entry) => self.apply(entry),
-            Err(reason) => {
-                warn!(self.log, "action: apply_stream | result: fail"; "sequence" => seq, "skipped" => reason);
-                if let Some(r) = self.js.as_mut() {
-                    r.skipped += 1;
-                }
-                0
-            }
-        };
-        if let Some(r) = self.js.as_mut() {
-            r.applied = seq;
-            if r.recent.len() == RECENT {
-                r.recent.pop_front();
-            }
-            r.recent.push_back((seq, added));
-        }
-        self.release(seq, ctx);
-    }
-
-}
-
-impl Handler<FollowEnded> for BetStore {
-    type Result = ();
-
-    /// The reader ended (it recreates itself on most faults): read on from the next message.
-    fn handle(&mut self, _: FollowEnded, ctx: &mut Context<Self>) {
-        if self.closed {
-            return;
-        }
-        warn!(self.log, "action: follow_stream | result: fail"; "error" => "the stream reader ended; following again");
-        ctx.run_later(RESUBSCRIBE_AFTER, |store, ctx| store.subscribe(ctx));
     }
 }

@@ -2,9 +2,9 @@
 //! through the storage seam.
 
 use super::*;
-use std::io;
 use crate::bet::{Bet, BetBatch, Date};
 use crate::storage::fault::{self, FaultPlan};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
