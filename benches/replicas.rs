@@ -209,7 +209,7 @@ fn floor(nats: &Nats, stream: &str, messages: u64, window: usize) -> (f64, f64) 
     use async_nats::jetstream;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     rt.block_on(async {
-        let client = async_nats::connect(nats.urls.as_str()).await.expect("connect to NATS");
+        let client = async_nats::connect(nats.urls.split(',').collect::<Vec<_>>()).await.expect("connect to NATS");
         let js = jetstream::new(client);
         let config = loteria::storage::jetstream::stream_config(stream, 3);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -244,7 +244,7 @@ fn floor(nats: &Nats, stream: &str, messages: u64, window: usize) -> (f64, f64) 
 fn drop_stream(nats: &Nats, stream: &str) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     rt.block_on(async {
-        if let Ok(client) = async_nats::connect(nats.urls.as_str()).await {
+        if let Ok(client) = async_nats::connect(nats.urls.split(',').collect::<Vec<_>>()).await {
             let _ = async_nats::jetstream::new(client).delete_stream(stream).await;
         }
     });
