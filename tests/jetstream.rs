@@ -269,3 +269,19 @@ fn the_link_to_nats_speaks_tls_verified_against_the_deployment_ca() {
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(10)).success(), "{}", server.lines.dump());
 }
+
+#[test]
+fn a_second_server_on_the_same_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, _) = start_server(dir.path(), 1, &[]);
+    let mut second = Proc::spawn(SERVER, "second", &server_env(dir.path(), 0, 1, &[]), dir.path());
+    assert_eq!(second.wait(Duration::from_secs(20)).code(), Some(1), "{}", second.lines.dump());
+    let log = second.lines.dump();
+    assert!(log.contains("bets.csv.lock") && log.contains("storage.backend: jetstream"), "{log}");
+    first.signal("TERM");
+    assert!(first.wait(Duration::from_secs(10)).success());
+    // Once the first is gone the store is free again.
+    let (mut again, _) = start_server(dir.path(), 1, &[]);
+    again.signal("TERM");
+    assert!(again.wait(Duration::from_secs(10)).success());
+}
