@@ -59,15 +59,7 @@ impl BetStore {
         match entry {
             Entry::Bets { agency, first, rows, payload } => {
                 let p = self.progress.entry(agency).or_default();
-                if p.done || first > p.written || first + rows <= p.written {
-                    return 0;
-                }
-                let skip = (p.written - first) as usize;
-                let start = if skip == 0 {
-                    0
-                } else {
-                    memchr::memchr_iter(b'\n', &payload).nth(skip - 1).map_or(payload.len(), |at| at + 1)
-                };
+                let Some((start, added)) = fresh_part(p.written, p.done, first, rows, &payload) else { return 0 };
                 let fresh = &payload[start..];
                 let at = p.written;
                 let Some(file) = self.file.as_mut() else { return 0 };
@@ -80,7 +72,6 @@ impl BetStore {
                     return 0;
                 }
                 self.fence.applied_rows(agency, at, fresh);
-                let added = rows - skip as u64;
                 p.written += added;
                 p.synced = p.written;
                 self.appends += 1;
@@ -88,7 +79,7 @@ impl BetStore {
             }
             Entry::Done { agency, total } => {
                 let p = self.progress.entry(agency).or_default();
-                if !p.done && p.written == total {
+                if done_counts(p.written, p.done, total) {
                     p.done = true;
                     if let Some(coordinator) = &self.coordinator {
                         coordinator.do_send(AgencyDone { agency });
@@ -98,6 +89,27 @@ impl BetStore {
             }
         }
     }
+}
+
+/// The rule every replica applies to a batch message of an agency with `count`
+/// rows in the view: the offset in `payload` from which its rows are new, and
+/// how many they are; `None` after the agency's Done, after a gap (`first`
+/// past `count`), or for rows the view holds all of.
+fn fresh_part(count: u64, done: bool, first: u64, rows: u64, payload: &[u8]) -> Option<(usize, u64)> {
+    if done || first > count || first + rows <= count {
+        return None;
+    }
+    let skip = count - first;
+    let start = match skip {
+        0 => 0,
+        n => memchr::memchr_iter(b'\n', payload).nth(n as usize - 1).map_or(payload.len(), |at| at + 1),
+    };
+    Some((start, rows - skip))
+}
+
+/// The rule for a Done: it counts once, and only with the total the view holds.
+fn done_counts(count: u64, done: bool, total: u64) -> bool {
+    !done && count == total
 }
 
 impl Handler<Follow> for BetStore {
@@ -157,5 +169,41 @@ impl Handler<FollowEnded> for BetStore {
         }
         warn!(self.log, "action: follow_stream | result: fail"; "error" => "the stream reader ended; following again");
         ctx.run_later(RESUBSCRIBE_AFTER, |store, ctx| store.subscribe(ctx));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays `(first, rows)` batches and Dones (`rows` 0, `first` the total)
+    /// of one agency by the rule: the row indexes the view ends up with, and Done.
+    fn replay(messages: &[(u64, u64)]) -> (Vec<u64>, bool) {
+        let (mut view, mut done) = (Vec::new(), false);
+        for &(first, rows) in messages {
+            if rows == 0 {
+                done |= done_counts(view.len() as u64, done, first);
+                continue;
+            }
+            let payload: String = (first..first + rows).map(|i| format!("1,row{i}\n")).collect();
+            if let Some((start, added)) = fresh_part(view.len() as u64, done, first, rows, payload.as_bytes()) {
+                let fresh = &payload[start..];
+                assert_eq!(fresh.lines().count() as u64, added);
+                view.extend(fresh.lines().map(|l| l.trim_start_matches("1,row").parse::<u64>().unwrap()));
+            }
+        }
+        (view, done)
+    }
+
+    #[test]
+    fn the_view_takes_each_row_once_in_order_whatever_the_stream_repeats() {
+        // In order; a resend with other boundaries overlapping the end; a copy of
+        // rows held; a batch after a lost predecessor (a gap) adds nothing.
+        let (view, done) = replay(&[(0, 3), (3, 2), (2, 4), (0, 3), (9, 2), (6, 1)]);
+        assert_eq!((view, done), ((0..7).collect(), false));
+        // A Done with the wrong total does not count; the right one does, and
+        // nothing after it is taken.
+        let (view, done) = replay(&[(0, 4), (5, 0), (4, 0), (4, 2)]);
+        assert_eq!((view, done), ((0..4).collect(), true));
     }
 }
