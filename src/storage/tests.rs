@@ -171,6 +171,35 @@ fn a_torn_or_unsealed_tail_past_the_last_seal_is_cut_on_open() {
     assert_eq!((rec.repaired_bytes, file.head()), (20, head));
 }
 
+/// Both files of a group are synced at once: a crash between the two syncs can
+/// leave the last record on disk and its rows only in part. That group was never
+/// acknowledged, so opening cuts it; a record past the end anywhere else is a cut file.
+#[test]
+fn a_last_record_whose_rows_did_not_reach_the_disk_is_cut_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    drop(sealed_store(&path, &keyed(3), 2, 4));
+    let (head, two_groups) = {
+        let (file, _) = BetFile::open_with(&path, &plain(), &keyed(3)).unwrap();
+        (file.head(), std::fs::read(&path).unwrap())
+    };
+    drop(sealed_store(&path, &keyed(3), 1, 4));
+    let groups = groups_of(&path);
+    assert_eq!(groups.len(), 3);
+    let side_len = std::fs::metadata(integrity::sidecar_path(&path)).unwrap().len();
+    // The third group's rows reached the disk only up to the middle of its second row.
+    let torn_at = groups[2].0 + (groups[2].1 - groups[2].0) / 3;
+    OpenOptions::new().write(true).open(&path).unwrap().set_len(torn_at).unwrap();
+    let (file, rec) = BetFile::open_with(&path, &plain(), &keyed(3)).unwrap();
+    assert_eq!((rec.groups, rec.per_agency.values().sum::<u64>()), (2, 8));
+    assert_eq!(rec.repaired_bytes, torn_at - groups[2].0 + integrity::RECORD_LEN as u64);
+    assert_eq!((file.head(), std::fs::read(&path).unwrap()), (head, two_groups));
+    assert_eq!(
+        std::fs::metadata(integrity::sidecar_path(&path)).unwrap().len(),
+        side_len - integrity::RECORD_LEN as u64
+    );
+}
+
 #[test]
 fn a_cut_store_a_missing_sidecar_and_a_wrong_key_are_refused() {
     let dir = tempfile::tempdir().unwrap();
