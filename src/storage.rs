@@ -121,6 +121,19 @@ impl BetFile {
     /// row (see [`check::scan`]), cuts what a crash left past the last seal and
     /// counts what is stored. Writes go through `wrap` (the test seam).
     pub fn open_with(path: &Path, wrap: &WrapFile, spec: &StoreSpec) -> Result<(BetFile, Recovered), StorageError> {
+        BetFile::open_seeing(path, wrap, spec, |_, _, _| {})
+    }
+
+    /// [`open_with`](Self::open_with), showing `seen` each kept row as the one
+    /// read of the file meets it: its agency, its index among that agency's rows
+    /// and its bytes (without the `\n`). Rows a crash left past the last seal are
+    /// cut, never shown; after an error, what was shown is void.
+    pub fn open_seeing(
+        path: &Path,
+        wrap: &WrapFile,
+        spec: &StoreSpec,
+        mut seen: impl FnMut(AgencyId, u64, &[u8]),
+    ) -> Result<(BetFile, Recovered), StorageError> {
         let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_err)?;
@@ -148,8 +161,10 @@ impl BetFile {
         let mut per_agency: HashMap<AgencyId, u64> = HashMap::new();
         let tail = if spec.sidecar { Tail::Cut } else { Tail::Adopt };
         let side = sidecar.as_ref().map(|s| (&s.reader, s.path.as_path()));
-        let scanned = check::scan(&reader, path, side, Position::default(), spec, tail, |_, row| {
-            *per_agency.entry(row.agency).or_default() += 1;
+        let scanned = check::scan(&reader, path, side, Position::default(), spec, tail, |_, row, line| {
+            let count = per_agency.entry(row.agency).or_default();
+            seen(row.agency, *count, line);
+            *count += 1;
         })?;
         let mut sidecar = sidecar;
         if scanned.bets_cut > 0 {
@@ -304,7 +319,7 @@ impl BetFile {
         let from = self.sealed;
         let tail = if self.sidecar.is_some() { Tail::Cut } else { Tail::Adopt };
         let side = self.sidecar.as_ref().map(|s| (&s.reader, s.path.as_path()));
-        let scanned = check::scan(&self.reader, &self.path, side, from, &self.spec, tail, |_, row| f(row.agency))?;
+        let scanned = check::scan(&self.reader, &self.path, side, from, &self.spec, tail, |_, row, _| f(row.agency))?;
         let io_err = |source| StorageError::Io { path: self.path.clone(), source };
         if scanned.bets_cut > 0 {
             self.file.set_len(scanned.pos.bets).map_err(io_err)?;

@@ -134,8 +134,9 @@ pub struct Scanned {
 /// order, contiguous, within the file; its rows, CRC32C and, with a key, chain
 /// head), every row in it, and the bytes past the last group as `tail` says
 /// (with [`Tail::Cut`], a last record whose rows the file does not all hold is
-/// past it too: a crash came between the group's two syncs). `on_row` sees each row (with its line number) as it is read; on an error the
-/// caller throws away what it was told.
+/// past it too: a crash came between the group's two syncs). `on_row` sees each
+/// row (its line number, what it holds and its bytes) as it is read; on an error
+/// the caller throws away what it was told.
 pub fn scan(
     bets: &File,
     bets_path: &Path,
@@ -143,7 +144,7 @@ pub fn scan(
     from: Position,
     spec: &StoreSpec,
     tail: Tail,
-    mut on_row: impl FnMut(u64, StoredRow),
+    mut on_row: impl FnMut(u64, StoredRow, &[u8]),
 ) -> Result<Scanned, StorageError> {
     let corrupt =
         |path: &Path, line: u64, reason: String| StorageError::Corrupt { path: path.to_path_buf(), line, reason };
@@ -293,7 +294,7 @@ impl<'a> GroupReader<'a> {
         start: u64,
         end: u64,
         rows_before: u64,
-        on_row: &mut impl FnMut(u64, StoredRow),
+        on_row: &mut impl FnMut(u64, StoredRow, &[u8]),
     ) -> Result<Read, StorageError> {
         let mut sha = self.spec.key.is_some().then(Sha256::new);
         let mut out = Read { crc: 0, rows: 0, digest: None, bad_row: None, complete_end: start, complete_rows: 0 };
@@ -333,7 +334,7 @@ impl<'a> GroupReader<'a> {
                 if line_start < filled {
                     out.rows += 1;
                     let line_no = rows_before + out.rows;
-                    self.check(line_start, filled, line_no, &mut out, &mut |_, _| {});
+                    self.check(line_start, filled, line_no, &mut out, &mut |_, _, _| {});
                 }
                 out.digest = sha.map(|s| s.finalize().into());
                 return Ok(out);
@@ -350,9 +351,16 @@ impl<'a> GroupReader<'a> {
         }
     }
 
-    fn check(&mut self, from: usize, to: usize, line_no: u64, out: &mut Read, on_row: &mut impl FnMut(u64, StoredRow)) {
+    fn check(
+        &mut self,
+        from: usize,
+        to: usize,
+        line_no: u64,
+        out: &mut Read,
+        on_row: &mut impl FnMut(u64, StoredRow, &[u8]),
+    ) {
         match check_row(&self.buf[from..to], self.spec.agencies, &mut self.scratch) {
-            Ok(row) => on_row(line_no, row),
+            Ok(row) => on_row(line_no, row, &self.buf[from..to]),
             Err(reason) => {
                 out.bad_row.get_or_insert((line_no, reason));
             }
