@@ -102,6 +102,8 @@ pub struct BetStore {
     /// Batches appended and syncs done: their ratio is what group commit saves.
     appends: u64,
     syncs: u64,
+    /// Time spent in those syncs (the store takes no batch meanwhile).
+    sync_time: Duration,
     /// The lock shared with other processes on the same files, and since when it is held.
     lock: StoreLock,
     locked_since: Option<Instant>,
@@ -160,6 +162,7 @@ impl BetStore {
             coordinator: None,
             appends: 0,
             syncs: 0,
+            sync_time: Duration::ZERO,
             lock,
             locked_since: None,
             cut_pending: false,
@@ -200,7 +203,10 @@ impl BetStore {
             return Err(self.broken.as_ref().map(|(e, _)| e.clone()).unwrap_or(StoreError::Closed));
         };
         if self.durable {
-            if let Err(e) = file.sync() {
+            let started = Instant::now();
+            let synced = file.sync();
+            self.sync_time += started.elapsed();
+            if let Err(e) = synced {
                 let e = StoreError::from(e);
                 error!(self.log, "action: sync_store | result: fail"; "path" => self.path.display(),
                     "kind" => %storage_kind(&e), "error" => %e, "parked" => self.parked.len());

@@ -6,7 +6,6 @@
 use super::integrity::{chain_step, hex, Record, StoreSpec, MAX_UNSEALED, RECORD_LEN};
 use super::{render_raw_row, StorageError};
 use crate::bet::{AgencyId, BetRef, RawBet};
-use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -296,7 +295,7 @@ impl<'a> GroupReader<'a> {
         rows_before: u64,
         on_row: &mut impl FnMut(u64, StoredRow, &[u8]),
     ) -> Result<Read, StorageError> {
-        let mut sha = self.spec.key.is_some().then(Sha256::new);
+        let mut digest = self.spec.key.is_some().then(blake3::Hasher::new);
         let mut out = Read { crc: 0, rows: 0, digest: None, bad_row: None, complete_end: start, complete_rows: 0 };
         let (mut pos, mut filled) = (start, 0usize);
         loop {
@@ -315,8 +314,8 @@ impl<'a> GroupReader<'a> {
                 });
             }
             out.crc = crc32c::crc32c_append(out.crc, &self.buf[filled..filled + n]);
-            if let Some(sha) = &mut sha {
-                sha.update(&self.buf[filled..filled + n]);
+            if let Some(digest) = &mut digest {
+                digest.update(&self.buf[filled..filled + n]);
             }
             pos += n as u64;
             filled += n;
@@ -336,7 +335,7 @@ impl<'a> GroupReader<'a> {
                     let line_no = rows_before + out.rows;
                     self.check(line_start, filled, line_no, &mut out, &mut |_, _, _| {});
                 }
-                out.digest = sha.map(|s| s.finalize().into());
+                out.digest = digest.map(|d| *d.finalize().as_bytes());
                 return Ok(out);
             }
             self.buf.copy_within(line_start..filled, 0);

@@ -79,7 +79,7 @@ impl Handler<CloseStore> for BetStore {
             Ok(()) => {
                 let l = &self.lock_stats;
                 info!(self.log, "action: close_store | result: success"; "path" => self.path.display(),
-                    "batches" => self.appends, "syncs" => self.syncs, "lock_acquisitions" => l.acquisitions,
+                    "batches" => self.appends, "syncs" => self.syncs, "sync_us" => self.sync_time.as_micros() as u64, "lock_acquisitions" => l.acquisitions,
                     "lock_wait_us" => l.wait.as_micros() as u64, "lock_wait_max_us" => l.max_wait.as_micros() as u64,
                     "lock_hold_us" => l.hold.as_micros() as u64, "lock_hold_max_us" => l.max_hold.as_micros() as u64,
                     "catch_ups" => l.catch_ups, "caught_up_rows" => l.caught_up_rows,
