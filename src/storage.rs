@@ -375,8 +375,8 @@ impl BetFile {
             }
             return Ok(());
         };
-        let rec = self.sealer.seal(self.spec.key.as_deref(), &self.sealed.head, self.sealed.bets, self.len);
-        if let Err(e) = s.file.write_all(&rec.encode()) {
+        let (rec, bytes) = self.sealer.seal(self.spec.key.as_deref(), &self.sealed.head, self.sealed.bets, self.len);
+        if let Err(e) = s.file.write_all(&bytes) {
             if s.file.set_len(self.sealed.sidecar).is_err() {
                 self.poisoned = true;
             }
@@ -392,7 +392,7 @@ impl BetFile {
             bets: self.len,
             rows: self.sealed.rows + rec.rows,
             groups: self.sealed.groups + 1,
-            sidecar: self.sealed.sidecar + integrity::RECORD_LEN as u64,
+            sidecar: self.sealed.sidecar + rec.len(),
             head: rec.head,
         };
         Ok(())

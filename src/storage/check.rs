@@ -3,7 +3,7 @@
 //! (range, rows, CRC32C, chain head). The server's open, the replicas' catch-up and
 //! the `verify` command all run [`scan`].
 
-use super::integrity::{chain_step, hex, Record, StoreSpec, MAX_UNSEALED, RECORD_LEN};
+use super::integrity::{chain_step, hex, Record, StoreSpec, MAX_UNSEALED, RECORD_LEN, ROW_CRC_LEN};
 use super::{render_raw_row, StorageError};
 use crate::bet::{AgencyId, BetRef, RawBet};
 use std::borrow::Cow;
@@ -170,6 +170,12 @@ pub fn scan(
                 Record::decode(&raw).map_err(|r| corrupt(side_path, 0, format!("record {group} at byte {at}: {r}")))?;
             let first = pos.rows + 1;
             let name = format!("group {group} (bytes {}..{}, first row line {first})", rec.start, rec.end);
+            let next = at + rec.len();
+            if next > side_eof {
+                // The record's row CRCs were torn: the record never got whole to the disk.
+                break;
+            }
+            let last = next + RECORD_LEN as u64 > side_eof;
             if rec.start != pos.bets {
                 return Err(corrupt(
                     side_path,
@@ -177,7 +183,6 @@ pub fn scan(
                     format!("{name}: starts at byte {} but the previous group ends at byte {}", rec.start, pos.bets),
                 ));
             }
-            let last = pos.sidecar + 2 * RECORD_LEN as u64 > side_eof;
             if rec.end > eof && last && tail == Tail::Cut {
                 // Both files of a group are synced at once, so a crash between the
                 // two syncs can leave its record without all of its rows: no ack
@@ -194,11 +199,15 @@ pub fn scan(
             let got = reader.read(bets, bets_path, rec.start, rec.end, pos.rows, &mut on_row)?;
             if got.crc != rec.crc || got.rows != rec.rows {
                 let bad = got.bad_row.map(|(l, r)| format!("; first bad row: line {l}: {r}")).unwrap_or_default();
+                let (line, row) = match locate_row(bets, bets_path, side, side_path, &rec, at, first)? {
+                    Some((line, byte)) => (line, format!("; row line {line} (byte {byte}) is not the row sealed")),
+                    None => (first, String::new()),
+                };
                 return Err(corrupt(
                     bets_path,
-                    first,
+                    line,
                     format!(
-                        "{name}: CRC32C {:08x} and {} rows, the sidecar sealed {:08x} and {} rows{bad}",
+                        "{name}: CRC32C {:08x} and {} rows, the sidecar sealed {:08x} and {} rows{row}{bad}",
                         got.crc, got.rows, rec.crc, rec.rows
                     ),
                 ));
@@ -223,7 +232,7 @@ pub fn scan(
             pos.bets = rec.end;
             pos.rows += rec.rows;
             pos.groups = group;
-            pos.sidecar += RECORD_LEN as u64;
+            pos.sidecar = next;
         }
         sidecar_cut = side_eof - pos.sidecar;
         if sidecar_cut > 0 && tail == Tail::Refuse {
@@ -255,6 +264,61 @@ pub fn scan(
         }
     };
     Ok(Scanned { pos, bets_cut, sidecar_cut })
+}
+
+/// The first row of a group that fails its group check whose bytes differ from
+/// the row the sidecar sealed (its CRC32C after the record at `at`): its line and
+/// first byte. `None` if every sealed row matches (the change is in the group's
+/// count, past its last sealed row). Runs only on a failed group, reading it in
+/// bounded chunks.
+fn locate_row(
+    bets: &File,
+    bets_path: &Path,
+    side: &File,
+    side_path: &Path,
+    rec: &Record,
+    at: u64,
+    first: u64,
+) -> Result<Option<(u64, u64)>, StorageError> {
+    let io = |path: &Path, source| StorageError::Io { path: path.to_path_buf(), source };
+    let mut buf = vec![0u8; CHUNK];
+    let (mut pos, mut filled, mut row) = (rec.start, 0usize, 0u64);
+    let mut crc = [0u8; ROW_CRC_LEN];
+    loop {
+        let want = ((rec.end - pos) as usize).min(buf.len() - filled);
+        let n = bets.read_at(&mut buf[filled..filled + want], pos).map_err(|e| io(bets_path, e))?;
+        pos += n as u64;
+        filled += n;
+        let at_end = n == 0 || pos == rec.end;
+        let mut line_start = 0;
+        while line_start < filled {
+            let line_end = match memchr::memchr(b'\n', &buf[line_start..filled]) {
+                Some(nl) => line_start + nl + 1,
+                None if at_end => filled,
+                None => break,
+            };
+            if row == rec.rows {
+                return Ok(None);
+            }
+            side.read_exact_at(&mut crc, at + RECORD_LEN as u64 + row * ROW_CRC_LEN as u64)
+                .map_err(|e| io(side_path, e))?;
+            if crc32c::crc32c(&buf[line_start..line_end]) != u32::from_le_bytes(crc) {
+                let byte = pos - filled as u64 + line_start as u64;
+                return Ok(Some((first + row, byte)));
+            }
+            row += 1;
+            line_start = line_end;
+        }
+        if at_end {
+            return Ok(None);
+        }
+        buf.copy_within(line_start..filled, 0);
+        filled -= line_start;
+        if filled == buf.len() {
+            // A line longer than a chunk: no stored row is; this one is not the row sealed.
+            return Ok(Some((first + row, pos - filled as u64)));
+        }
+    }
 }
 
 /// What reading one range found.

@@ -140,15 +140,14 @@ fn keyed(agencies: u32) -> StoreSpec {
 /// Each group's byte range and first line, read back from the sidecar.
 fn groups_of(path: &Path) -> Vec<(u64, u64, u64)> {
     let side = std::fs::read(integrity::sidecar_path(path)).unwrap();
-    let mut first = 1;
-    side.chunks(integrity::RECORD_LEN)
-        .map(|c| {
-            let rec = integrity::Record::decode(c.try_into().unwrap()).unwrap();
-            let out = (rec.start, rec.end, first);
-            first += rec.rows;
-            out
-        })
-        .collect()
+    let (mut first, mut at, mut out) = (1, 0, Vec::new());
+    while at < side.len() {
+        let rec = integrity::Record::decode(side[at..at + integrity::RECORD_LEN].try_into().unwrap()).unwrap();
+        out.push((rec.start, rec.end, first));
+        first += rec.rows;
+        at += rec.len() as usize;
+    }
+    out
 }
 
 #[test]
@@ -194,11 +193,13 @@ fn a_last_record_whose_rows_did_not_reach_the_disk_is_cut_on_open() {
     OpenOptions::new().write(true).open(&path).unwrap().set_len(torn_at).unwrap();
     let (file, rec) = BetFile::open_with(&path, &plain(), &keyed(3)).unwrap();
     assert_eq!((rec.groups, rec.per_agency.values().sum::<u64>()), (2, 8));
-    assert_eq!(rec.repaired_bytes, torn_at - groups[2].0 + integrity::RECORD_LEN as u64);
+    // The third group's record: its fixed part and its 4 row CRCs.
+    let third = (integrity::RECORD_LEN + 4 * integrity::ROW_CRC_LEN) as u64;
+    assert_eq!(rec.repaired_bytes, torn_at - groups[2].0 + third);
     assert_eq!((file.head(), std::fs::read(&path).unwrap()), (head, two_groups));
     assert_eq!(
         std::fs::metadata(integrity::sidecar_path(&path)).unwrap().len(),
-        side_len - integrity::RECORD_LEN as u64
+        side_len - third
     );
 }
 
@@ -303,7 +304,7 @@ proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
     /// Any byte of a sealed store changed to any other value (a digit for a
     /// digit included, which keeps the CSV valid) is found at open: the error
-    /// names the group that holds the byte and its first row, or the row itself.
+    /// names the group that holds the byte and the row, with its first byte.
     #[test]
     fn a_changed_byte_is_found_with_its_group_and_row(at in 0.0f64..1.0, value in 0u8..=255, digit in proptest::bool::ANY) {
         let dir = tempfile::tempdir().unwrap();
@@ -320,6 +321,12 @@ proptest::proptest! {
         let (index, (start, end, first)) = groups.iter().copied().enumerate().find(|(_, g)| (g.0..g.1).contains(&(offset as u64))).unwrap();
         let name = format!("group {} (bytes {start}..{end}, first row line {first})", index + 1);
         proptest::prop_assert!(err.contains(&name), "offset {}: {}", offset, err);
-        proptest::prop_assert!(err.contains(&format!("bets.csv:{first}: {name}: CRC32C")), "{}", err);
+        // The row holding the byte (a changed `\n` belongs to the row it ended).
+        let line = 1 + bytes[..offset].iter().filter(|&&b| b == b'\n').count();
+        let row_start = bytes[..offset].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        let named = format!("bets.csv:{line}: {name}: CRC32C");
+        proptest::prop_assert!(err.contains(&named), "offset {}: wanted {}: {}", offset, named, err);
+        let row = format!("row line {line} (byte {row_start}) is not the row sealed");
+        proptest::prop_assert!(err.contains(&row), "offset {}: wanted {}: {}", offset, row, err);
     }
 }
