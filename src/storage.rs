@@ -38,6 +38,7 @@ pub use file_io::{plain, FileIo, WrapFile};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 #[cfg(test)]
@@ -104,8 +105,8 @@ pub struct BetFile {
     reader: File,
     /// The group records (`None` only in the benchmark's baseline).
     sidecar: Option<Sidecar>,
-    /// The group being written since the last seal.
-    sealer: Sealer,
+    /// Where a group is read back to be sealed (one chunk, reused).
+    seal_buf: Vec<u8>,
     /// The last sealed group's end, rows, head and sidecar length.
     sealed: Position,
     spec: StoreSpec,
@@ -189,7 +190,7 @@ impl BetFile {
             poisoned: false,
             reader,
             sidecar,
-            sealer: Sealer::new(spec.key.is_some()),
+            seal_buf: Vec::new(),
             sealed: scanned.pos,
             spec: spec.clone(),
         };
@@ -268,9 +269,6 @@ impl BetFile {
         match self.file.write_all(&self.pending) {
             Ok(()) => {
                 self.len += self.pending.len() as u64;
-                if self.sidecar.is_some() {
-                    self.sealer.absorb(&self.pending);
-                }
                 self.pending.clear();
                 // One batch past a chunk at most; keep no more between bursts.
                 self.pending.shrink_to(2 * WRITE_CHUNK);
@@ -355,37 +353,53 @@ impl BetFile {
         self.seal(true)
     }
 
-    /// Seals the bytes written since the last seal: the group's record is
-    /// appended to the sidecar, then with `durable` both files are synced at once
-    /// (two `fdatasync`s in parallel cost the disk one wait, in sequence two).
-    /// Only then do the seal's counters move, so a failure leaves them at the last
-    /// group that is whole on disk (where a reopen cuts). A crash between the two
-    /// syncs can leave the last record on disk without all of its rows: opening
-    /// cuts that group, which no ack covered (see [`check::scan`]).
+    /// Seals the bytes written since the last seal. With `durable` the bets'
+    /// `fdatasync` runs here while a second thread reads the group back from the
+    /// page cache, digests it, appends its record to the sidecar and syncs that:
+    /// the sealing's CPU and the sidecar's flush overlap the bets' flush instead
+    /// of following it. Only once both are done do the seal's counters move, so a
+    /// failure leaves them at the last group that is whole on disk (where a
+    /// reopen cuts). A crash between the two syncs can leave the last record on
+    /// disk without all of its rows: opening cuts that group, which no ack
+    /// covered (see [`check::scan`]).
     fn seal(&mut self, durable: bool) -> Result<(), StorageError> {
-        let path = &self.path;
+        let BetFile { path, file, reader, sidecar, sealed, spec, seal_buf, len, .. } = self;
         let io_err = |source| StorageError::Io { path: path.clone(), source };
-        let Some(s) = self.sidecar.as_mut().filter(|_| self.len != self.sealed.bets) else {
+        let Some(side) = sidecar.as_mut().filter(|_| *len != sealed.bets) else {
             if durable {
-                self.file.sync_data().map_err(io_err)?;
+                file.sync_data().map_err(io_err)?;
                 self.synced_len = self.len;
             }
-            if self.len != self.sealed.bets {
-                self.sealed.bets = self.len;
-            }
+            self.sealed.bets = self.len;
             return Ok(());
         };
-        let (rec, bytes) = self.sealer.seal(self.spec.key.as_deref(), &self.sealed.head, self.sealed.bets, self.len);
-        if let Err(e) = s.file.write_all(&bytes) {
-            if s.file.set_len(self.sealed.sidecar).is_err() {
+        let group = GroupSeal { reader, path, spec, prev: *sealed, end: *len, durable };
+        let (bets, rec) = if durable {
+            std::thread::scope(|scope| {
+                let sealing =
+                    std::thread::Builder::new().name("seal".into()).spawn_scoped(scope, || group.seal(side, seal_buf));
+                let bets = file.sync_data();
+                let rec = match sealing {
+                    Ok(handle) => handle.join().unwrap_or_else(|_| {
+                        Err(SealError::Failed(io_err(io::Error::other("the sealing thread panicked"))))
+                    }),
+                    Err(e) => Err(SealError::Failed(io_err(e))),
+                };
+                (bets, rec)
+            })
+        } else {
+            (Ok(()), group.seal(side, seal_buf))
+        };
+        let rec = match rec {
+            Ok(rec) => rec,
+            Err(SealError::Failed(e)) => return Err(e),
+            Err(SealError::Poisoned(e)) => {
                 self.poisoned = true;
+                return Err(e);
             }
-            return Err(s.io_err(e));
-        }
+        };
+        bets.map_err(io_err)?;
         if durable {
-            let (bets, side) = sync_both(self.file.as_mut(), s.file.as_mut());
-            bets.map_err(io_err)?;
-            side.map_err(|e| s.io_err(e))?;
             self.synced_len = self.len;
         }
         self.sealed = Position {
@@ -399,21 +413,49 @@ impl BetFile {
     }
 }
 
-/// `fdatasync` of both files at once: the sidecar's on a scoped thread while
-/// the bets' runs here. A thread that cannot start fails the sidecar's sync (the
-/// store then treats it as any failed sync).
-fn sync_both(bets: &mut dyn FileIo, side: &mut dyn FileIo) -> (io::Result<()>, io::Result<()>) {
-    std::thread::scope(|scope| {
-        match std::thread::Builder::new().name("sidecar-sync".into()).spawn_scoped(scope, || side.sync_data()) {
-            Ok(handle) => {
-                let bets = bets.sync_data();
-                let side =
-                    handle.join().unwrap_or_else(|_| Err(io::Error::other("the sidecar's sync thread panicked")));
-                (bets, side)
-            }
-            Err(e) => (bets.sync_data(), Err(e)),
+/// How sealing a group failed: `Poisoned` when the sidecar may hold part of
+/// its record and could not be cut back.
+enum SealError {
+    Failed(StorageError),
+    Poisoned(StorageError),
+}
+
+/// One group to seal: the bytes `prev.bets..end` of the bets file.
+struct GroupSeal<'a> {
+    reader: &'a File,
+    path: &'a Path,
+    spec: &'a StoreSpec,
+    prev: Position,
+    end: u64,
+    durable: bool,
+}
+
+impl GroupSeal<'_> {
+    /// Reads the group back (through `buf`, at most [`WRITE_CHUNK`] at a time),
+    /// appends its record and row CRCs to the sidecar, and with `durable` syncs it.
+    fn seal(&self, side: &mut Sidecar, buf: &mut Vec<u8>) -> Result<integrity::Record, SealError> {
+        let io_err = |source| SealError::Failed(StorageError::Io { path: self.path.to_path_buf(), source });
+        let mut sealer = Sealer::new(self.spec.key.is_some());
+        buf.resize(WRITE_CHUNK, 0);
+        let mut at = self.prev.bets;
+        while at < self.end {
+            let want = ((self.end - at) as usize).min(buf.len());
+            self.reader.read_exact_at(&mut buf[..want], at).map_err(io_err)?;
+            sealer.absorb(&buf[..want]);
+            at += want as u64;
         }
-    })
+        let (rec, bytes) = sealer.seal(self.spec.key.as_deref(), &self.prev.head, self.prev.bets, self.end);
+        if let Err(e) = side.file.write_all(&bytes) {
+            return Err(match side.file.set_len(self.prev.sidecar) {
+                Ok(()) => SealError::Failed(side.io_err(e)),
+                Err(_) => SealError::Poisoned(side.io_err(e)),
+            });
+        }
+        if self.durable {
+            side.file.sync_data().map_err(|e| SealError::Failed(side.io_err(e)))?;
+        }
+        Ok(rec)
+    }
 }
 
 #[cfg(test)]

@@ -108,7 +108,11 @@ fn a_store_that_fails_its_checks_stops_the_server_and_verify_names_the_row() {
     assert_eq!(b[at], b'\n');
     b[at] = b'x';
     std::fs::write(changed.join("bets.csv"), &b).unwrap();
-    refused(dir, &changed, &["bets.csv:11: group 1 (bytes 0..", "CRC32C", "row line 11 (byte ", "first bad row: line 11"]);
+    refused(
+        dir,
+        &changed,
+        &["bets.csv:11: group 1 (bytes 0..", "CRC32C", "row line 11 (byte ", "first bad row: line 11"],
+    );
 
     // One digit of a document in row 2,500 (the CSV stays valid).
     let changed = copy_store(dir, "digit");

@@ -159,7 +159,8 @@ impl Record {
             rows: u64_at(24),
             head,
         };
-        if rec.end <= rec.start || rec.end - rec.start > MAX_UNSEALED || rec.rows == 0 || rec.rows > rec.end - rec.start {
+        if rec.end <= rec.start || rec.end - rec.start > MAX_UNSEALED || rec.rows == 0 || rec.rows > rec.end - rec.start
+        {
             return Err(format!("group record with bytes {}..{} and {} rows", rec.start, rec.end, rec.rows));
         }
         Ok(rec)
@@ -191,15 +192,17 @@ pub struct Sealer {
     digest: Option<blake3::Hasher>,
     rows: u64,
     row_crcs: Vec<u8>,
+    /// CRC32C of the row begun in an earlier chunk, not yet ended.
+    row_crc: u32,
     keyed: bool,
 }
 
 impl Sealer {
     pub fn new(keyed: bool) -> Sealer {
-        Sealer { crc: 0, digest: keyed.then(blake3::Hasher::new), rows: 0, row_crcs: Vec::new(), keyed }
+        Sealer { crc: 0, digest: keyed.then(blake3::Hasher::new), rows: 0, row_crcs: Vec::new(), row_crc: 0, keyed }
     }
 
-    /// Takes in bytes of whole rows (each ending in `\n`) as they reach the file.
+    /// Takes in the group's next bytes (cut anywhere; the group ends with a `\n`).
     pub fn absorb(&mut self, bytes: &[u8]) {
         self.crc = crc32c::crc32c_append(self.crc, bytes);
         if let Some(digest) = &mut self.digest {
@@ -207,10 +210,12 @@ impl Sealer {
         }
         let mut start = 0;
         for nl in memchr::memchr_iter(b'\n', bytes) {
-            self.row_crcs.extend_from_slice(&crc32c::crc32c(&bytes[start..=nl]).to_le_bytes());
+            let row = crc32c::crc32c_append(std::mem::take(&mut self.row_crc), &bytes[start..=nl]);
+            self.row_crcs.extend_from_slice(&row.to_le_bytes());
             start = nl + 1;
             self.rows += 1;
         }
+        self.row_crc = crc32c::crc32c_append(self.row_crc, &bytes[start..]);
     }
 
     pub fn rows(&self) -> u64 {

@@ -197,10 +197,7 @@ fn a_last_record_whose_rows_did_not_reach_the_disk_is_cut_on_open() {
     let third = (integrity::RECORD_LEN + 4 * integrity::ROW_CRC_LEN) as u64;
     assert_eq!(rec.repaired_bytes, torn_at - groups[2].0 + third);
     assert_eq!((file.head(), std::fs::read(&path).unwrap()), (head, two_groups));
-    assert_eq!(
-        std::fs::metadata(integrity::sidecar_path(&path)).unwrap().len(),
-        side_len - third
-    );
+    assert_eq!(std::fs::metadata(integrity::sidecar_path(&path)).unwrap().len(), side_len - third);
 }
 
 #[test]
