@@ -820,7 +820,7 @@ fn measure_mix(o: &Options, dir: &Path, mix: datagen::Mix) -> (String, MixSummar
     if let (Some((_, _, with, _)), Some((_, _, without, _))) = (default, unsealed) {
         let (with, without) = (with.median(), without.median());
         println!(
-            "integrity cost (sidecar CRC32C + HMAC-SHA256 chain), window {DEFAULT_BATCH_WINDOW}, durable acks: \
+            "integrity cost (sidecar CRC32C + BLAKE3/HMAC-SHA256 chain), window {DEFAULT_BATCH_WINDOW}, durable acks: \
              {with:.3} s with, {without:.3} s without: {:+.1} % of the wall (target: at most +5 %)",
             100.0 * (with / without - 1.0)
         );

@@ -5,7 +5,8 @@
 //! `storage::render_rows`, over and over until a million bets have gone
 //! through each. The agency's side is timed too: (3) `BetReader` reading a
 //! real-mix agency stream from memory (64 KiB at a time, as from its file),
-//! (4) `Batcher` encoding the bets read into BATCH frames. Figures (ns per bet
+//! (4) `Batcher` encoding the bets read into BATCH frames, and (5) what sealing
+//! the rendered rows adds (`Sealer`: CRC32C, and BLAKE3 with a chain key). Figures (ns per bet
 //! or row, every round, then the best and the median) are printed, never
 //! asserted.
 
@@ -15,6 +16,7 @@ use loteria::client::{Batcher, BetReader};
 use loteria::datagen::{self, Mix};
 use loteria::net::codec::split_frame;
 use loteria::net::Request;
+use loteria::storage::integrity::Sealer;
 use std::hint::black_box;
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -147,6 +149,7 @@ fn main() {
 
     let (mut decode_ns, mut render_ns) = (Vec::new(), Vec::new());
     let (mut read_ns, mut encode_ns) = (Vec::new(), Vec::new());
+    let (mut seal_ns, mut sealkey_ns) = (Vec::new(), Vec::new());
     let mut frame = BytesMut::with_capacity(2 * loteria::net::MAX_FRAME);
     let mut out = Vec::with_capacity(64 * 1024);
     for round in 1..=rounds {
@@ -179,6 +182,37 @@ fn main() {
         decode_ns.push(d);
         render_ns.push(r);
 
+        // What sealing adds per row: the sidecar's CRC32C and row count, with a
+        // chain key the group's BLAKE3 digest as well; SHA-256 beside it, the
+        // digest it replaced.
+        out.clear();
+        for batch in &batches {
+            loteria::storage::render_rows(&mut out, AGENCY, batch.raw_iter());
+        }
+        let mut seal = [0.0f64; 2];
+        for (keyed, ns) in [false, true].into_iter().zip(seal.iter_mut()) {
+            let mut sealer = Sealer::new(keyed);
+            let start = Instant::now();
+            for _ in 0..passes {
+                sealer.absorb(black_box(&out));
+            }
+            *ns = start.elapsed().as_nanos() as f64 / total;
+            black_box(sealer.rows());
+        }
+        let mut sha = <sha2::Sha256 as sha2::Digest>::new();
+        let start = Instant::now();
+        for _ in 0..passes {
+            sha2::Digest::update(&mut sha, black_box(&out));
+        }
+        let sha_ns = start.elapsed().as_nanos() as f64 / total;
+        black_box(sha2::Digest::finalize(sha));
+        println!(
+            "round {round}: seal crc32c {:6.1} ns/row   seal crc32c+blake3 {:6.1} ns/row   (sha256 alone {sha_ns:6.1})",
+            seal[0], seal[1]
+        );
+        seal_ns.push(seal[0]);
+        sealkey_ns.push(seal[1]);
+
         let start = Instant::now();
         let mut rows = 0usize;
         for _ in 0..stream_passes {
@@ -205,6 +239,13 @@ fn main() {
         median(decode_ns.clone()),
         best(&render_ns),
         median(render_ns.clone())
+    );
+    println!(
+        "seal crc32c: best {:.1} median {:.1} ns/row; seal crc32c+blake3 (chain key): best {:.1} median {:.1} ns/row",
+        best(&seal_ns),
+        median(seal_ns.clone()),
+        best(&sealkey_ns),
+        median(sealkey_ns.clone())
     );
     println!(
         "read (agency): best {:.1} median {:.1} ns/row; encode (agency): best {:.1} median {:.1} ns/bet",

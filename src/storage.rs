@@ -38,6 +38,7 @@ pub use file_io::{plain, FileIo, WrapFile};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 #[cfg(test)]
@@ -100,10 +101,12 @@ pub struct BetFile {
     /// A failed append could not be rolled back: the file may end in a torn row,
     /// so it takes no more rows (reopening cuts the tail).
     poisoned: bool,
+    /// The same open file, for reading a group back to seal it.
+    reader: File,
     /// The group records (`None` only in the benchmark's baseline).
     sidecar: Option<Sidecar>,
-    /// The group being written since the last seal.
-    sealer: Sealer,
+    /// Where a group is read back to be sealed (one chunk, reused).
+    seal_buf: Vec<u8>,
     /// The last sealed group's end, rows, head and sidecar length.
     sealed: Position,
     spec: StoreSpec,
@@ -119,6 +122,19 @@ impl BetFile {
     /// row (see [`check::scan`]), cuts what a crash left past the last seal and
     /// counts what is stored. Writes go through `wrap` (the test seam).
     pub fn open_with(path: &Path, wrap: &WrapFile, spec: &StoreSpec) -> Result<(BetFile, Recovered), StorageError> {
+        BetFile::open_seeing(path, wrap, spec, |_, _, _| {})
+    }
+
+    /// [`open_with`](Self::open_with), showing `seen` each kept row as the one
+    /// read of the file meets it: its agency, its index among that agency's rows
+    /// and its bytes (without the `\n`). Rows a crash left past the last seal are
+    /// cut, never shown; after an error, what was shown is void.
+    pub fn open_seeing(
+        path: &Path,
+        wrap: &WrapFile,
+        spec: &StoreSpec,
+        mut seen: impl FnMut(AgencyId, u64, &[u8]),
+    ) -> Result<(BetFile, Recovered), StorageError> {
         let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_err)?;
@@ -146,8 +162,10 @@ impl BetFile {
         let mut per_agency: HashMap<AgencyId, u64> = HashMap::new();
         let tail = if spec.sidecar { Tail::Cut } else { Tail::Adopt };
         let side = sidecar.as_ref().map(|s| (&s.reader, s.path.as_path()));
-        let scanned = check::scan(&reader, path, side, Position::default(), spec, tail, |_, row| {
-            *per_agency.entry(row.agency).or_default() += 1;
+        let scanned = check::scan(&reader, path, side, Position::default(), spec, tail, |_, row, line| {
+            let count = per_agency.entry(row.agency).or_default();
+            seen(row.agency, *count, line);
+            *count += 1;
         })?;
         let mut sidecar = sidecar;
         if scanned.bets_cut > 0 {
@@ -170,8 +188,9 @@ impl BetFile {
             len,
             synced_len: len,
             poisoned: false,
+            reader,
             sidecar,
-            sealer: Sealer::new(spec.key.is_some()),
+            seal_buf: Vec::new(),
             sealed: scanned.pos,
             spec: spec.clone(),
         };
@@ -266,9 +285,6 @@ impl BetFile {
         match self.file.write_all(&self.pending) {
             Ok(()) => {
                 self.len += self.pending.len() as u64;
-                if self.sidecar.is_some() {
-                    self.sealer.absorb(&self.pending);
-                }
                 self.pending.clear();
                 // One batch past a chunk at most; keep no more between bursts.
                 self.pending.shrink_to(2 * WRITE_CHUNK);
@@ -309,44 +325,108 @@ impl BetFile {
         self.seal(true)
     }
 
-    /// Seals the bytes written since the last seal: with `durable`, `fdatasync` of
-    /// the bets, then the group's record appended to the sidecar and synced. Only
-    /// then do the seal's counters move, so a failure leaves them at the last
-    /// group that is whole on disk (where a reopen cuts).
+    /// Seals the bytes written since the last seal. With `durable` the bets'
+    /// `fdatasync` runs here while a second thread reads the group back from the
+    /// page cache, digests it, appends its record to the sidecar and syncs that:
+    /// the sealing's CPU and the sidecar's flush overlap the bets' flush instead
+    /// of following it. Only once both are done do the seal's counters move, so a
+    /// failure leaves them at the last group that is whole on disk (where a
+    /// reopen cuts). A crash between the two syncs can leave the last record on
+    /// disk without all of its rows: opening cuts that group, which no ack
+    /// covered (see [`check::scan`]).
     fn seal(&mut self, durable: bool) -> Result<(), StorageError> {
-        let io_err = |source| StorageError::Io { path: self.path.clone(), source };
-        if durable {
-            self.file.sync_data().map_err(io_err)?;
-        }
-        if self.len == self.sealed.bets {
+        let BetFile { path, file, reader, sidecar, sealed, spec, seal_buf, len, .. } = self;
+        let io_err = |source| StorageError::Io { path: path.clone(), source };
+        let Some(side) = sidecar.as_mut().filter(|_| *len != sealed.bets) else {
             if durable {
+                file.sync_data().map_err(io_err)?;
                 self.synced_len = self.len;
             }
+            self.sealed.bets = self.len;
             return Ok(());
-        }
-        let mut next = self.sealed;
-        if let Some(s) = &mut self.sidecar {
-            let rec = self.sealer.seal(self.spec.key.as_deref(), &self.sealed.head, self.sealed.bets, self.len);
-            if let Err(e) = s.file.write_all(&rec.encode()) {
-                if s.file.set_len(self.sealed.sidecar).is_err() {
-                    self.poisoned = true;
-                }
-                return Err(s.io_err(e));
+        };
+        let group = GroupSeal { reader, path, spec, prev: *sealed, end: *len, durable };
+        let (bets, rec) = if durable {
+            std::thread::scope(|scope| {
+                let sealing =
+                    std::thread::Builder::new().name("seal".into()).spawn_scoped(scope, || group.seal(side, seal_buf));
+                let bets = file.sync_data();
+                let rec = match sealing {
+                    Ok(handle) => handle.join().unwrap_or_else(|_| {
+                        Err(SealError::Failed(io_err(io::Error::other("the sealing thread panicked"))))
+                    }),
+                    Err(e) => Err(SealError::Failed(io_err(e))),
+                };
+                (bets, rec)
+            })
+        } else {
+            (Ok(()), group.seal(side, seal_buf))
+        };
+        let rec = match rec {
+            Ok(rec) => rec,
+            Err(SealError::Failed(e)) => return Err(e),
+            Err(SealError::Poisoned(e)) => {
+                self.poisoned = true;
+                return Err(e);
             }
-            if durable {
-                s.file.sync_data().map_err(|e| s.io_err(e))?;
-            }
-            next.head = rec.head;
-            next.rows += rec.rows;
-            next.groups += 1;
-            next.sidecar += integrity::RECORD_LEN as u64;
-        }
-        next.bets = self.len;
-        self.sealed = next;
+        };
+        bets.map_err(io_err)?;
         if durable {
             self.synced_len = self.len;
         }
+        self.sealed = Position {
+            bets: self.len,
+            rows: self.sealed.rows + rec.rows,
+            groups: self.sealed.groups + 1,
+            sidecar: self.sealed.sidecar + rec.len(),
+            head: rec.head,
+        };
         Ok(())
+    }
+}
+
+/// How sealing a group failed: `Poisoned` when the sidecar may hold part of
+/// its record and could not be cut back.
+enum SealError {
+    Failed(StorageError),
+    Poisoned(StorageError),
+}
+
+/// One group to seal: the bytes `prev.bets..end` of the bets file.
+struct GroupSeal<'a> {
+    reader: &'a File,
+    path: &'a Path,
+    spec: &'a StoreSpec,
+    prev: Position,
+    end: u64,
+    durable: bool,
+}
+
+impl GroupSeal<'_> {
+    /// Reads the group back (through `buf`, at most [`WRITE_CHUNK`] at a time),
+    /// appends its record and row CRCs to the sidecar, and with `durable` syncs it.
+    fn seal(&self, side: &mut Sidecar, buf: &mut Vec<u8>) -> Result<integrity::Record, SealError> {
+        let io_err = |source| SealError::Failed(StorageError::Io { path: self.path.to_path_buf(), source });
+        let mut sealer = Sealer::new(self.spec.key.is_some());
+        buf.resize(WRITE_CHUNK, 0);
+        let mut at = self.prev.bets;
+        while at < self.end {
+            let want = ((self.end - at) as usize).min(buf.len());
+            self.reader.read_exact_at(&mut buf[..want], at).map_err(io_err)?;
+            sealer.absorb(&buf[..want]);
+            at += want as u64;
+        }
+        let (rec, bytes) = sealer.seal(self.spec.key.as_deref(), &self.prev.head, self.prev.bets, self.end);
+        if let Err(e) = side.file.write_all(&bytes) {
+            return Err(match side.file.set_len(self.prev.sidecar) {
+                Ok(()) => SealError::Failed(side.io_err(e)),
+                Err(_) => SealError::Poisoned(side.io_err(e)),
+            });
+        }
+        if self.durable {
+            side.file.sync_data().map_err(|e| SealError::Failed(side.io_err(e)))?;
+        }
+        Ok(rec)
     }
 }
 

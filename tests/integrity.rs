@@ -101,14 +101,18 @@ fn a_store_that_fails_its_checks_stops_the_server_and_verify_names_the_row() {
     }
 
     let bets = std::fs::read(dir.join("bets.csv")).unwrap();
-    // Row 11's newline turned into `x`: its group's CRC, named with the group's range.
+    // Row 11's newline turned into `x`: its group's CRC, named with the group's range and the row.
     let changed = copy_store(dir, "newline");
     let mut b = bets.clone();
     let at = line_start(&b, 12) - 1;
     assert_eq!(b[at], b'\n');
     b[at] = b'x';
     std::fs::write(changed.join("bets.csv"), &b).unwrap();
-    refused(dir, &changed, &["bets.csv:1: group 1 (bytes 0..", "CRC32C", "first bad row: line 11"]);
+    refused(
+        dir,
+        &changed,
+        &["bets.csv:11: group 1 (bytes 0..", "CRC32C", "row line 11 (byte ", "first bad row: line 11"],
+    );
 
     // One digit of a document in row 2,500 (the CSV stays valid).
     let changed = copy_store(dir, "digit");
@@ -117,14 +121,15 @@ fn a_store_that_fails_its_checks_stops_the_server_and_verify_names_the_row() {
     let comma = row + b[row..].iter().enumerate().filter(|(_, &c)| c == b',').nth(2).unwrap().0 + 1;
     b[comma] = if b[comma] == b'9' { b'0' } else { b[comma] + 1 };
     std::fs::write(changed.join("bets.csv"), &b).unwrap();
-    refused(dir, &changed, &["bets.csv:", "CRC32C", "group "]);
+    refused(dir, &changed, &["bets.csv:2500: group ", "CRC32C", "row line 2500 (byte "]);
     let (code, out) = verify(dir, &changed);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("action: verify | result: fail") && out.contains("CRC32C"), "{out}");
-    // The error names the group holding row 2,500: its first row is at or before it.
+    // The error names the group holding row 2,500 (its first row is at or before it) and the row.
     let first: usize = out.split("first row line ").nth(1).unwrap().split(')').next().unwrap().parse().unwrap();
     let named: usize = out.split("bets.csv:").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
-    assert!(first <= 2500 && first == named, "{out}");
+    assert!(first <= 2500 && named == 2500, "{out}");
+    assert!(out.contains(&format!("row line 2500 (byte {row}) is not the row sealed")), "{out}");
 
     // Cut in the middle after the finished draw.
     let changed = copy_store(dir, "cut");

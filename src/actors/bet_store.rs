@@ -99,6 +99,8 @@ pub struct BetStore {
     /// Batches appended and syncs done: their ratio is what group commit saves.
     appends: u64,
     syncs: u64,
+    /// Time spent in those syncs (the store takes no batch meanwhile).
+    sync_time: Duration,
     /// A failed sync left rows past `synced_len`: the reopen cuts them.
     cut_pending: bool,
     /// Each agency's one writer and the digests of its last rows.
@@ -151,6 +153,7 @@ impl BetStore {
             coordinator: None,
             appends: 0,
             syncs: 0,
+            sync_time: Duration::ZERO,
             cut_pending: false,
             fence: fence::Fence::default(),
             js: None,
@@ -177,7 +180,10 @@ impl BetStore {
             return Err(self.broken.as_ref().map(|(e, _)| e.clone()).unwrap_or(StoreError::Closed));
         };
         if self.durable {
-            if let Err(e) = file.sync() {
+            let started = Instant::now();
+            let synced = file.sync();
+            self.sync_time += started.elapsed();
+            if let Err(e) = synced {
                 let e = StoreError::from(e);
                 error!(self.log, "action: sync_store | result: fail"; "path" => self.path.display(),
                     "kind" => %storage_kind(&e), "error" => %e, "parked" => self.parked.len());

@@ -31,12 +31,19 @@ pub fn audit(bets_path: &Path, spec: &StoreSpec, winning_number: u16) -> Result<
     let side_path = sidecar_path(bets_path);
     let side = open(&side_path)?;
     let mut agencies: BTreeMap<AgencyId, (u64, u64)> = BTreeMap::new();
-    let scanned =
-        check::scan(&bets, bets_path, Some((&side, &side_path)), Position::default(), spec, Tail::Refuse, |_, row| {
+    let scanned = check::scan(
+        &bets,
+        bets_path,
+        Some((&side, &side_path)),
+        Position::default(),
+        spec,
+        Tail::Refuse,
+        |_, row, _| {
             let entry = agencies.entry(row.agency).or_default();
             entry.0 += 1;
             entry.1 += u64::from(row.number == winning_number);
-        })?;
+        },
+    )?;
     let journal_path = DoneJournal::path_for(bets_path);
     let done = match std::fs::read(&journal_path) {
         Ok(text) => DoneJournal::parse_all(&journal_path, &text, spec.agencies)?,

@@ -3,10 +3,9 @@
 //! (range, rows, CRC32C, chain head). The server's open and the `verify` command
 //! both run [`scan`].
 
-use super::integrity::{chain_step, hex, Record, StoreSpec, MAX_UNSEALED, RECORD_LEN};
+use super::integrity::{chain_step, hex, Record, StoreSpec, MAX_UNSEALED, RECORD_LEN, ROW_CRC_LEN};
 use super::{render_raw_row, StorageError};
 use crate::bet::{AgencyId, BetRef, RawBet};
-use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -132,9 +131,11 @@ pub struct Scanned {
 
 /// Checks the store from `from` to the end: every sidecar record's group (in
 /// order, contiguous, within the file; its rows, CRC32C and, with a key, chain
-/// head), every row in it, and the bytes past the last group as `tail` says.
-/// `on_row` sees each row (with its line number) as it is read; on an error the
-/// caller throws away what it was told.
+/// head), every row in it, and the bytes past the last group as `tail` says
+/// (with [`Tail::Cut`], a last record whose rows the file does not all hold is
+/// past it too: a crash came between the group's two syncs). `on_row` sees each
+/// row (its line number, what it holds and its bytes) as it is read; on an error
+/// the caller throws away what it was told.
 pub fn scan(
     bets: &File,
     bets_path: &Path,
@@ -142,7 +143,7 @@ pub fn scan(
     from: Position,
     spec: &StoreSpec,
     tail: Tail,
-    mut on_row: impl FnMut(u64, StoredRow),
+    mut on_row: impl FnMut(u64, StoredRow, &[u8]),
 ) -> Result<Scanned, StorageError> {
     let corrupt =
         |path: &Path, line: u64, reason: String| StorageError::Corrupt { path: path.to_path_buf(), line, reason };
@@ -169,12 +170,24 @@ pub fn scan(
                 Record::decode(&raw).map_err(|r| corrupt(side_path, 0, format!("record {group} at byte {at}: {r}")))?;
             let first = pos.rows + 1;
             let name = format!("group {group} (bytes {}..{}, first row line {first})", rec.start, rec.end);
+            let next = at + rec.len();
+            if next > side_eof {
+                // The record's row CRCs were torn: the record never got whole to the disk.
+                break;
+            }
+            let last = next + RECORD_LEN as u64 > side_eof;
             if rec.start != pos.bets {
                 return Err(corrupt(
                     side_path,
                     0,
                     format!("{name}: starts at byte {} but the previous group ends at byte {}", rec.start, pos.bets),
                 ));
+            }
+            if rec.end > eof && last && tail == Tail::Cut {
+                // Both files of a group are synced at once, so a crash between the
+                // two syncs can leave its record without all of its rows: no ack
+                // covered that group, and it is cut with the unsealed tail.
+                break;
             }
             if rec.end > eof {
                 return Err(corrupt(
@@ -186,11 +199,15 @@ pub fn scan(
             let got = reader.read(bets, bets_path, rec.start, rec.end, pos.rows, &mut on_row)?;
             if got.crc != rec.crc || got.rows != rec.rows {
                 let bad = got.bad_row.map(|(l, r)| format!("; first bad row: line {l}: {r}")).unwrap_or_default();
+                let (line, row) = match locate_row(bets, bets_path, side, side_path, &rec, at, first)? {
+                    Some((line, byte)) => (line, format!("; row line {line} (byte {byte}) is not the row sealed")),
+                    None => (first, String::new()),
+                };
                 return Err(corrupt(
                     bets_path,
-                    first,
+                    line,
                     format!(
-                        "{name}: CRC32C {:08x} and {} rows, the sidecar sealed {:08x} and {} rows{bad}",
+                        "{name}: CRC32C {:08x} and {} rows, the sidecar sealed {:08x} and {} rows{row}{bad}",
                         got.crc, got.rows, rec.crc, rec.rows
                     ),
                 ));
@@ -215,7 +232,7 @@ pub fn scan(
             pos.bets = rec.end;
             pos.rows += rec.rows;
             pos.groups = group;
-            pos.sidecar += RECORD_LEN as u64;
+            pos.sidecar = next;
         }
         sidecar_cut = side_eof - pos.sidecar;
         if sidecar_cut > 0 && tail == Tail::Refuse {
@@ -247,6 +264,61 @@ pub fn scan(
         }
     };
     Ok(Scanned { pos, bets_cut, sidecar_cut })
+}
+
+/// The first row of a group that fails its group check whose bytes differ from
+/// the row the sidecar sealed (its CRC32C after the record at `at`): its line and
+/// first byte. `None` if every sealed row matches (the change is in the group's
+/// count, past its last sealed row). Runs only on a failed group, reading it in
+/// bounded chunks.
+fn locate_row(
+    bets: &File,
+    bets_path: &Path,
+    side: &File,
+    side_path: &Path,
+    rec: &Record,
+    at: u64,
+    first: u64,
+) -> Result<Option<(u64, u64)>, StorageError> {
+    let io = |path: &Path, source| StorageError::Io { path: path.to_path_buf(), source };
+    let mut buf = vec![0u8; CHUNK];
+    let (mut pos, mut filled, mut row) = (rec.start, 0usize, 0u64);
+    let mut crc = [0u8; ROW_CRC_LEN];
+    loop {
+        let want = ((rec.end - pos) as usize).min(buf.len() - filled);
+        let n = bets.read_at(&mut buf[filled..filled + want], pos).map_err(|e| io(bets_path, e))?;
+        pos += n as u64;
+        filled += n;
+        let at_end = n == 0 || pos == rec.end;
+        let mut line_start = 0;
+        while line_start < filled {
+            let line_end = match memchr::memchr(b'\n', &buf[line_start..filled]) {
+                Some(nl) => line_start + nl + 1,
+                None if at_end => filled,
+                None => break,
+            };
+            if row == rec.rows {
+                return Ok(None);
+            }
+            side.read_exact_at(&mut crc, at + RECORD_LEN as u64 + row * ROW_CRC_LEN as u64)
+                .map_err(|e| io(side_path, e))?;
+            if crc32c::crc32c(&buf[line_start..line_end]) != u32::from_le_bytes(crc) {
+                let byte = pos - filled as u64 + line_start as u64;
+                return Ok(Some((first + row, byte)));
+            }
+            row += 1;
+            line_start = line_end;
+        }
+        if at_end {
+            return Ok(None);
+        }
+        buf.copy_within(line_start..filled, 0);
+        filled -= line_start;
+        if filled == buf.len() {
+            // A line longer than a chunk: no stored row is; this one is not the row sealed.
+            return Ok(Some((first + row, pos - filled as u64)));
+        }
+    }
 }
 
 /// What reading one range found.
@@ -285,9 +357,9 @@ impl<'a> GroupReader<'a> {
         start: u64,
         end: u64,
         rows_before: u64,
-        on_row: &mut impl FnMut(u64, StoredRow),
+        on_row: &mut impl FnMut(u64, StoredRow, &[u8]),
     ) -> Result<Read, StorageError> {
-        let mut sha = self.spec.key.is_some().then(Sha256::new);
+        let mut digest = self.spec.key.is_some().then(blake3::Hasher::new);
         let mut out = Read { crc: 0, rows: 0, digest: None, bad_row: None, complete_end: start, complete_rows: 0 };
         let (mut pos, mut filled) = (start, 0usize);
         loop {
@@ -306,8 +378,8 @@ impl<'a> GroupReader<'a> {
                 });
             }
             out.crc = crc32c::crc32c_append(out.crc, &self.buf[filled..filled + n]);
-            if let Some(sha) = &mut sha {
-                sha.update(&self.buf[filled..filled + n]);
+            if let Some(digest) = &mut digest {
+                digest.update(&self.buf[filled..filled + n]);
             }
             pos += n as u64;
             filled += n;
@@ -325,9 +397,9 @@ impl<'a> GroupReader<'a> {
                 if line_start < filled {
                     out.rows += 1;
                     let line_no = rows_before + out.rows;
-                    self.check(line_start, filled, line_no, &mut out, &mut |_, _| {});
+                    self.check(line_start, filled, line_no, &mut out, &mut |_, _, _| {});
                 }
-                out.digest = sha.map(|s| s.finalize().into());
+                out.digest = digest.map(|d| *d.finalize().as_bytes());
                 return Ok(out);
             }
             self.buf.copy_within(line_start..filled, 0);
@@ -342,9 +414,16 @@ impl<'a> GroupReader<'a> {
         }
     }
 
-    fn check(&mut self, from: usize, to: usize, line_no: u64, out: &mut Read, on_row: &mut impl FnMut(u64, StoredRow)) {
+    fn check(
+        &mut self,
+        from: usize,
+        to: usize,
+        line_no: u64,
+        out: &mut Read,
+        on_row: &mut impl FnMut(u64, StoredRow, &[u8]),
+    ) {
         match check_row(&self.buf[from..to], self.spec.agencies, &mut self.scratch) {
-            Ok(row) => on_row(line_no, row),
+            Ok(row) => on_row(line_no, row, &self.buf[from..to]),
             Err(reason) => {
                 out.bad_row.get_or_insert((line_no, reason));
             }

@@ -1,23 +1,28 @@
-//! What seals the bets file: one fixed-size record per sync group in the sidecar
+//! What seals the bets file: one record per sync group in the sidecar
 //! (`<bets>.sum`), with the group's byte range, rows, CRC32C and the keyed chain
-//! head (the construction is in docs/integrity.md).
+//! head, followed by each row's CRC32C so a changed row can be named (the
+//! construction is in docs/integrity.md).
 
 use super::{sync_parent_dir, FileIo, StorageError, WrapFile};
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Bytes of one sidecar record.
+/// Bytes of a sidecar record's fixed part; the group's row CRCs follow it.
 pub const RECORD_LEN: usize = 64;
-/// Record magic: a group sealed with a chain key, and one sealed without.
-const KEYED: [u8; 4] = *b"LSG1";
-const UNKEYED: [u8; 4] = *b"LSG0";
+/// Bytes of one row's CRC32C after a record.
+pub const ROW_CRC_LEN: usize = 4;
+/// Record magic: a group sealed with a chain key, and one sealed without
+/// (version 2 and 3: records carry their rows' CRCs).
+const KEYED: [u8; 4] = *b"LSG3";
+const UNKEYED: [u8; 4] = *b"LSG2";
 /// Domain separation of the chain's HMAC input.
-const DOMAIN: &[u8; 16] = b"loteria-chain-v1";
+/// v2: the group digest is BLAKE3 (v1 used SHA-256, three times the CPU per row).
+const DOMAIN: &[u8; 16] = b"loteria-chain-v2";
 /// Bytes of a chain key (HMAC-SHA256's output size; 256 bits).
 pub const CHAIN_KEY_LEN: usize = 32;
 /// A group is sealed once this many bytes wait, even inside a burst, so what a
@@ -91,7 +96,7 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// One chain step: `HMAC-SHA256(key, DOMAIN || prev || start || end || rows || SHA-256(group))`,
+/// One chain step: `HMAC-SHA256(key, DOMAIN || prev || start || end || rows || BLAKE3(group))`,
 /// the integers as 8 bytes little-endian.
 pub fn chain_step(key: &ChainKey, prev: &[u8; 32], start: u64, end: u64, rows: u64, digest: &[u8; 32]) -> [u8; 32] {
     // new_from_slice fails only for lengths HMAC cannot take; it takes any length.
@@ -118,6 +123,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// Bytes of this record in the sidecar, its row CRCs included.
+    pub fn len(&self) -> u64 {
+        RECORD_LEN as u64 + self.rows * ROW_CRC_LEN as u64
+    }
+
     /// `magic(4) crc(4) start(8) end(8) rows(8) head(32)`, little-endian.
     pub fn encode(&self) -> [u8; RECORD_LEN] {
         let mut out = [0u8; RECORD_LEN];
@@ -149,7 +159,8 @@ impl Record {
             rows: u64_at(24),
             head,
         };
-        if rec.end <= rec.start || rec.rows == 0 || rec.rows > rec.end - rec.start {
+        if rec.end <= rec.start || rec.end - rec.start > MAX_UNSEALED || rec.rows == 0 || rec.rows > rec.end - rec.start
+        {
             return Err(format!("group record with bytes {}..{} and {} rows", rec.start, rec.end, rec.rows));
         }
         Ok(rec)
@@ -173,40 +184,57 @@ impl Default for StoreSpec {
     }
 }
 
-/// The group being written: its CRC32C, its SHA-256 (with a key) and rows so far.
+/// The group being written: its CRC32C, its BLAKE3 digest (with a key), its
+/// rows so far and each one's CRC32C (little-endian, as the sidecar stores them;
+/// bounded by the group's bound, [`MAX_GROUP`] and one write).
 pub struct Sealer {
     crc: u32,
-    sha: Option<Sha256>,
+    digest: Option<blake3::Hasher>,
     rows: u64,
+    row_crcs: Vec<u8>,
+    /// CRC32C of the row begun in an earlier chunk, not yet ended.
+    row_crc: u32,
     keyed: bool,
 }
 
 impl Sealer {
     pub fn new(keyed: bool) -> Sealer {
-        Sealer { crc: 0, sha: keyed.then(Sha256::new), rows: 0, keyed }
+        Sealer { crc: 0, digest: keyed.then(blake3::Hasher::new), rows: 0, row_crcs: Vec::new(), row_crc: 0, keyed }
     }
 
-    /// Takes in bytes of whole rows as they reach the file.
+    /// Takes in the group's next bytes (cut anywhere; the group ends with a `\n`).
     pub fn absorb(&mut self, bytes: &[u8]) {
         self.crc = crc32c::crc32c_append(self.crc, bytes);
-        if let Some(sha) = &mut self.sha {
-            sha.update(bytes);
+        if let Some(digest) = &mut self.digest {
+            digest.update(bytes);
         }
-        self.rows += memchr::memchr_iter(b'\n', bytes).count() as u64;
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', bytes) {
+            let row = crc32c::crc32c_append(std::mem::take(&mut self.row_crc), &bytes[start..=nl]);
+            self.row_crcs.extend_from_slice(&row.to_le_bytes());
+            start = nl + 1;
+            self.rows += 1;
+        }
+        self.row_crc = crc32c::crc32c_append(self.row_crc, &bytes[start..]);
     }
 
     pub fn rows(&self) -> u64 {
         self.rows
     }
 
-    /// The record of the group `start..end` after the head `prev`; the sealer starts a fresh group.
-    pub fn seal(&mut self, key: Option<&ChainKey>, prev: &[u8; 32], start: u64, end: u64) -> Record {
-        let done = std::mem::replace(self, Sealer::new(self.keyed));
-        let head = match (key, done.sha) {
-            (Some(key), Some(sha)) => chain_step(key, prev, start, end, done.rows, &sha.finalize().into()),
+    /// The record of the group `start..end` after the head `prev`, and its
+    /// bytes in the sidecar (the fixed part, then the row CRCs); the sealer
+    /// starts a fresh group.
+    pub fn seal(&mut self, key: Option<&ChainKey>, prev: &[u8; 32], start: u64, end: u64) -> (Record, Vec<u8>) {
+        let mut done = std::mem::replace(self, Sealer::new(self.keyed));
+        let head = match (key, done.digest) {
+            (Some(key), Some(digest)) => chain_step(key, prev, start, end, done.rows, digest.finalize().as_bytes()),
             _ => [0u8; 32],
         };
-        Record { keyed: key.is_some(), crc: done.crc, start, end, rows: done.rows, head }
+        let rec = Record { keyed: key.is_some(), crc: done.crc, start, end, rows: done.rows, head };
+        let mut bytes = rec.encode().to_vec();
+        bytes.append(&mut done.row_crcs);
+        (rec, bytes)
     }
 
     /// Forgets what was absorbed (the bytes were cut).
@@ -266,11 +294,17 @@ mod tests {
         let seal = |key: &ChainKey, bytes: &[u8], prev: [u8; 32], start: u64| {
             let mut s = Sealer::new(true);
             s.absorb(bytes);
-            s.seal(Some(key), &prev, start, start + bytes.len() as u64)
+            s.seal(Some(key), &prev, start, start + bytes.len() as u64).0
         };
         let base = seal(&k1, b"1,A,B,1,2000-01-01,1\n", [0; 32], 0);
         assert_eq!(base.rows, 1);
         assert_eq!(base.crc, crc32c::crc32c(b"1,A,B,1,2000-01-01,1\n"));
+        let mut two = Sealer::new(false);
+        two.absorb(b"1,A,B,1,2000-01-01,1\n2,C,D,3,2001-02-03,4\n");
+        let (rec, bytes) = two.seal(None, &[0; 32], 0, 44);
+        assert_eq!((rec.rows, rec.len(), bytes.len()), (2, 72, 72));
+        assert_eq!(bytes[64..68], crc32c::crc32c(b"1,A,B,1,2000-01-01,1\n").to_le_bytes());
+        assert_eq!(bytes[68..], crc32c::crc32c(b"2,C,D,3,2001-02-03,4\n").to_le_bytes());
         for other in [
             seal(&k2, b"1,A,B,1,2000-01-01,1\n", [0; 32], 0),
             seal(&k1, b"1,A,B,2,2000-01-01,1\n", [0; 32], 0),

@@ -75,7 +75,7 @@ impl Handler<CloseStore> for BetStore {
         };
         match &result {
             Ok(()) => info!(self.log, "action: close_store | result: success"; "path" => self.path.display(),
-                "batches" => self.appends, "syncs" => self.syncs),
+                "batches" => self.appends, "syncs" => self.syncs, "sync_us" => self.sync_time.as_micros() as u64),
             Err(e) => {
                 error!(self.log, "action: close_store | result: fail"; "path" => self.path.display(), "error" => %e)
             }

@@ -13,11 +13,10 @@
 
 use super::{BetStore, StoreError};
 use crate::bet::{AgencyId, BetBatch, RawBet};
-use crate::storage::{self, StorageError};
+use crate::storage;
 use actix::prelude::*;
 use slog::info;
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
 
 /// Rows per agency whose digest is kept: at least what an agency resends to
 /// check its resume point.
@@ -146,27 +145,15 @@ impl Fence {
         }
     }
 
-    /// Rebuilds every agency's tail from the file (start and reopen); the
-    /// writers stay, as their connections do.
-    pub(super) fn rebuild(&mut self, path: &Path) -> Result<(), StorageError> {
+    /// Forgets every agency's tail (start and reopen); the writers stay, as
+    /// their connections do. The store's open then shows each kept row to [`saw`](Self::saw).
+    pub(super) fn clear_tails(&mut self) {
         self.tails.clear();
-        if !path.exists() {
-            return Ok(());
-        }
-        let mut counts: HashMap<AgencyId, u64> = HashMap::new();
-        let tails = &mut self.tails;
-        for_each_row(path, |_, row| {
-            let agency = row
-                .iter()
-                .position(|&b| b == b',')
-                .and_then(|comma| std::str::from_utf8(&row[..comma]).ok().and_then(|a| a.parse::<AgencyId>().ok()));
-            if let Some(agency) = agency {
-                let count = counts.entry(agency).or_default();
-                tails.entry(agency).or_default().push(*count, digest(row));
-                *count += 1;
-            }
-            Ok(())
-        })
+    }
+
+    /// A stored row of `agency` (without its `\n`) at index `at`, in file order.
+    pub(super) fn saw(&mut self, agency: AgencyId, at: u64, row: &[u8]) {
+        self.tails.entry(agency).or_default().push(at, digest(row));
     }
 }
 
@@ -186,46 +173,12 @@ impl Handler<Claim> for BetStore {
     }
 }
 
-/// Calls `f(line_number, row)` for every line of the file, reading 1 MiB at a time.
-fn for_each_row(path: &Path, mut f: impl FnMut(u64, &[u8]) -> Result<(), StorageError>) -> Result<(), StorageError> {
-    const CHUNK: usize = 1 << 20;
-    let io_err = |source| StorageError::Io { path: path.to_path_buf(), source };
-    let mut file = std::fs::File::open(path).map_err(io_err)?;
-    let mut buf = vec![0u8; CHUNK];
-    let (mut start, mut end, mut line) = (0usize, 0usize, 0u64);
-    loop {
-        while let Some(pos) = buf[start..end].iter().position(|&b| b == b'\n') {
-            line += 1;
-            f(line, &buf[start..start + pos])?;
-            start += pos + 1;
-        }
-        buf.copy_within(start..end, 0);
-        end -= start;
-        start = 0;
-        if end == buf.len() {
-            return Err(StorageError::Corrupt {
-                path: path.to_path_buf(),
-                line: line + 1,
-                reason: "row longer than 1 MiB".into(),
-            });
-        }
-        let n = std::io::Read::read(&mut file, &mut buf[end..]).map_err(io_err)?;
-        if n == 0 {
-            if end > 0 {
-                line += 1;
-                f(line, &buf[..end])?;
-            }
-            return Ok(());
-        }
-        end += n;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::{CloseStore, MarkDone, QueryProgress, StoreBets};
     use super::*;
     use crate::bet::{Bet, Date};
+    use std::path::Path;
 
     fn batch(tag: &str, from: u64, n: u64) -> BetBatch {
         let bets: Vec<Bet> = (from..from + n)

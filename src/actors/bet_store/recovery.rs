@@ -6,11 +6,15 @@ use super::*;
 impl BetStore {
     /// Reads the files into a fresh in-memory state (start, and every reopen).
     pub(super) fn load(&mut self, action: &str) -> Result<(), StorageError> {
-        let (mut file, recovered) = BetFile::open_with(&self.path, &self.wrap, &self.spec)?;
+        // The fence's digests of each agency's last rows come from the same read of the file.
+        self.fence.clear_tails();
+        let fence = &mut self.fence;
+        let opened =
+            BetFile::open_seeing(&self.path, &self.wrap, &self.spec, |agency, at, row| fence.saw(agency, at, row));
+        let (mut file, recovered) = opened?;
         file.set_write_through(!self.durable);
         let (journal, done) = DoneJournal::open_with(&self.path, &self.wrap, self.spec.agencies)?;
         storage::check_done_totals(&DoneJournal::path_for(&self.path), &done, &recovered.per_agency)?;
-        self.fence.rebuild(&self.path)?;
         self.progress.clear();
         self.dirty.clear();
         for (agency, stored) in &recovered.per_agency {
