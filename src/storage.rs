@@ -378,7 +378,7 @@ impl BetFile {
             bets: self.len,
             rows: self.sealed.rows + rec.rows,
             groups: self.sealed.groups + 1,
-            sidecar: self.sealed.sidecar + rec.len(),
+            sidecar: self.sealed.sidecar + rec.sidecar_len(),
             head: rec.head,
         };
         Ok(())

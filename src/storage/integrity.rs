@@ -124,7 +124,7 @@ pub struct Record {
 
 impl Record {
     /// Bytes of this record in the sidecar, its row CRCs included.
-    pub fn len(&self) -> u64 {
+    pub fn sidecar_len(&self) -> u64 {
         RECORD_LEN as u64 + self.rows * ROW_CRC_LEN as u64
     }
 
@@ -302,7 +302,7 @@ mod tests {
         let mut two = Sealer::new(false);
         two.absorb(b"1,A,B,1,2000-01-01,1\n2,C,D,3,2001-02-03,4\n");
         let (rec, bytes) = two.seal(None, &[0; 32], 0, 44);
-        assert_eq!((rec.rows, rec.len(), bytes.len()), (2, 72, 72));
+        assert_eq!((rec.rows, rec.sidecar_len(), bytes.len()), (2, 72, 72));
         assert_eq!(bytes[64..68], crc32c::crc32c(b"1,A,B,1,2000-01-01,1\n").to_le_bytes());
         assert_eq!(bytes[68..], crc32c::crc32c(b"2,C,D,3,2001-02-03,4\n").to_le_bytes());
         for other in [

@@ -145,7 +145,7 @@ fn groups_of(path: &Path) -> Vec<(u64, u64, u64)> {
         let rec = integrity::Record::decode(side[at..at + integrity::RECORD_LEN].try_into().unwrap()).unwrap();
         out.push((rec.start, rec.end, first));
         first += rec.rows;
-        at += rec.len() as usize;
+        at += rec.sidecar_len() as usize;
     }
     out
 }
