@@ -165,7 +165,7 @@ docker-compose-logs:
 bench:
 	cargo bench --bench end_to_end -- $(BENCH_ARGS)
 
-# REPLICAS_ARGS: --quick, --agencies N, --bets M, --runs R, --servers 1,2,3
+# REPLICAS_ARGS: --quick, --agencies N, --bets M, --runs R, --servers 1,2,3, --mix real|plain
 bench-replicas:
 	cargo bench --bench replicas -- $(REPLICAS_ARGS)
 

@@ -1,5 +1,5 @@
 //! `make bench-replicas` (`cargo bench --bench replicas -- [--agencies N] [--bets M]
-//! [--runs R] [--servers 1,2,3] [--quick]`): the system with one server on the
+//! [--runs R] [--servers 1,2,3] [--mix real|plain] [--quick]`): the system with one server on the
 //! local file, and with M = 1, 2, 3 servers sharing a JetStream stream (R3 on a
 //! three-node NATS cluster on 127.0.0.1, every node `sync_interval: "always"`),
 //! side by side: wall time, CPU of each side (servers, agencies, NATS nodes) and
@@ -264,12 +264,13 @@ fn main() {
         return;
     }
     let (mut agencies, mut bets, mut runs, mut servers, mut quick) = (5u32, 200_000u64, 3usize, vec![1, 2, 3], false);
+    let mut mix = datagen::Mix::Real;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().unwrap_or_default();
         let bad = |what: &str| -> ! {
-            eprintln!("replicas: {what} needs a whole number (options: --agencies N --bets M --runs R --servers 1,2,3 --quick)");
+            eprintln!("replicas: bad {what} (options: --agencies N --bets M --runs R --servers 1,2,3 --mix real|plain --quick)");
             std::process::exit(2)
         };
         match a.as_str() {
@@ -282,6 +283,13 @@ fn main() {
             "--agencies" => agencies = value().parse().unwrap_or_else(|_| bad("--agencies")),
             "--bets" => bets = value().parse().unwrap_or_else(|_| bad("--bets")),
             "--runs" => runs = value().parse().unwrap_or_else(|_| bad("--runs")),
+            "--mix" => {
+                mix = match value().as_str() {
+                    "real" => datagen::Mix::Real,
+                    "plain" => datagen::Mix::Plain,
+                    _ => bad("--mix"),
+                }
+            }
             "--servers" => {
                 servers = value().split(',').map(|s| s.trim().parse().unwrap_or_else(|_| bad("--servers"))).collect()
             }
@@ -294,8 +302,8 @@ fn main() {
     }
     let tmp = tempfile::tempdir().expect("temp dir");
     let data = tmp.path().join("data");
-    println!("generating {agencies} agencies x {bets} bets (not timed)");
-    datagen::generate(&data, agencies, bets, 7574, 7574).expect("generate data");
+    println!("generating {agencies} agencies x {bets} bets, {mix:?} mix (not timed)");
+    datagen::generate_mix(&data, agencies, bets, 7574, 7574, mix).expect("generate data");
     let nats = Nats::start(&tmp.path().join("nats"), true);
     let mut file_runs = Vec::new();
     let mut js_runs: Vec<(usize, Vec<Run>)> = servers.iter().map(|m| (*m, Vec::new())).collect();
