@@ -292,4 +292,37 @@ mod tests {
         let again = issue(&server_names(2), Validity::default()).unwrap();
         assert_ne!(again.ca_cert_pem, pki.ca_cert_pem, "every deployment has its own CA");
     }
+
+    #[test]
+    fn the_nats_certificate_serves_both_ends_of_a_route_under_the_same_ca() {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+        let der = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let (pki, leaf) = issue_with_nats(&server_names(3), &nats_names(3), Validity::default()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der(&pki.ca_cert_pem)).unwrap();
+        let roots = std::sync::Arc::new(roots);
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .unwrap();
+        let client = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider).build().unwrap();
+        let node = der(&leaf.cert_pem);
+        for name in ["nats1", "nats3", "localhost", "127.0.0.1"] {
+            let name = ServerName::try_from(name).unwrap();
+            server.verify_server_cert(&node, &[], &name, &[], UnixTime::now()).unwrap();
+        }
+        let wrong = ServerName::try_from("server").unwrap();
+        assert!(server.verify_server_cert(&node, &[], &wrong, &[], UnixTime::now()).is_err());
+        // As the dialing end of a route it is a client certificate too.
+        client.verify_client_cert(&node, &[], UnixTime::now()).unwrap();
+        assert!(client.verify_client_cert(&der(&pki.server_cert_pem), &[], UnixTime::now()).is_err());
+        assert!(!format!("{leaf:?}").contains("PRIVATE"));
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_nats(&leaf, &dir.path().join("k"), "dc").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&files.key), mode(&files.cert), mode(&dir.path().join("k"))), (0o600, 0o644, 0o700));
+    }
 }
