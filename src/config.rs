@@ -17,7 +17,7 @@ mod source;
 mod tls;
 
 pub use client::{ClientConfig, DEFAULT_BATCH_WINDOW};
-pub use server::{ServerAuth, ServerConfig};
+pub use server::{NatsConfig, ServerAuth, ServerConfig, StorageBackend};
 pub use source::{EnvLookup, Source};
 
 use crate::auth::KeyFileError;
@@ -79,6 +79,11 @@ pub enum ConfigError {
     MissingKeys { path: PathBuf, missing: String, agencies: u32 },
     #[error("{0}")]
     Tls(#[from] crate::net::tls::TlsFileError),
+    /// The NATS settings of the replicated backend do not fit together.
+    #[error("{key} ({var}): {reason}")]
+    Nats { key: &'static str, var: &'static str, reason: String },
+    #[error("storage.nats_ca (SERVER_NATS_CA): {0}")]
+    NatsCa(crate::net::tls::TlsFileError),
 }
 
 /// What both programs' configurations share: where they are read from, their

@@ -8,7 +8,7 @@ use crate::actors::bet_store::{DoneAgencies, NotifyDone};
 use crate::actors::connection::ConnectionDeps;
 use crate::actors::supervisor::Shutdown;
 use crate::actors::{AuthGuard, BetStore, DrawCoordinator, Listener, Supervisor};
-use crate::config::{ServerAuth, ServerConfig};
+use crate::config::{ServerAuth, ServerConfig, StorageBackend};
 use crate::storage::{plain, StorageError, StoreSpec};
 use actix::prelude::*;
 use slog::Logger;
@@ -23,6 +23,8 @@ pub enum BootError {
     Bind { port: u16, source: io::Error },
     #[error("cannot open the bets store: {0}")]
     Store(#[from] StorageError),
+    #[error("{0}")]
+    Nats(#[from] crate::storage::jetstream::NatsError),
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
     #[error("actor system: {0}")]
@@ -41,10 +43,12 @@ pub struct ServerHandle {
 }
 
 impl BootError {
-    /// The exit code: 3 when the store failed its checks, 1 otherwise.
+    /// The exit code: 3 when the store failed its checks, 4 when NATS could not
+    /// be reached or its stream not made, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             BootError::Store(StorageError::Corrupt { .. }) => STORE_FAILED_CHECKS,
+            BootError::Nats(_) => NATS_UNREACHABLE,
             _ => 1,
         }
     }
@@ -52,6 +56,8 @@ impl BootError {
 
 /// The server's exit code when the store fails its open-time checks (configuration errors exit 2).
 pub const STORE_FAILED_CHECKS: u8 = 3;
+/// The server's exit code when the replicated store's NATS cluster cannot be reached at start.
+pub const NATS_UNREACHABLE: u8 = 4;
 
 impl ServerHandle {
     /// The same ordered stop that SIGTERM triggers.
@@ -84,7 +90,15 @@ pub async fn start(listener: TcpListener, cfg: &ServerConfig, log: Logger) -> Re
             "warning" => "no chain key (storage.chain_key / SERVER_CHAIN_KEY): groups are checksummed, not chained; the sorteo line carries no head"),
         (Some(_), true) => slog::info!(log, "action: integrity | result: success"; "mode" => "chained"),
     }
-    let bet_store = BetStore::open_checked(cfg.storage_path.clone(), cfg.durable, spec, plain(), log.clone())?;
+    let bet_store = match &cfg.backend {
+        StorageBackend::File => {
+            BetStore::open_checked(cfg.storage_path.clone(), cfg.durable, spec, plain(), log.clone())?
+        }
+        StorageBackend::JetStream(nats) => {
+            let link = crate::storage::jetstream::connect(nats, &log).await?;
+            BetStore::open_replicated(cfg.storage_path.clone(), spec, link, log.clone())?
+        }
+    };
     // The store gets a thread of its own: disk waits never stall the network actors.
     let store_thread = Arbiter::new();
     let store = BetStore::start_in_arbiter(&store_thread.handle(), move |_| bet_store);

@@ -17,9 +17,9 @@ mod draw;
 mod error;
 mod file_io;
 pub mod integrity;
+pub mod jetstream;
 mod journal;
 mod row;
-pub mod shared;
 
 use check::{Position, Tail};
 pub use draw::{draw, Winners};
@@ -30,8 +30,6 @@ pub use integrity::{ChainKey, StoreSpec};
 use integrity::{Sealer, Sidecar};
 pub use journal::{check_done_totals, DoneJournal, DoneLine};
 pub use row::{parse_row_keys, render_raw_row, render_row, render_rows, RowKeys};
-use shared::catch_up_lines;
-pub use shared::CaughtUp;
 
 use crate::bet::{AgencyId, RawBet};
 pub use file_io::{plain, FileIo, WrapFile};
@@ -100,8 +98,6 @@ pub struct BetFile {
     /// A failed append could not be rolled back: the file may end in a torn row,
     /// so it takes no more rows (reopening cuts the tail).
     poisoned: bool,
-    /// The same open file, for reading what other processes appended.
-    reader: File,
     /// The group records (`None` only in the benchmark's baseline).
     sidecar: Option<Sidecar>,
     /// The group being written since the last seal.
@@ -172,7 +168,6 @@ impl BetFile {
             len,
             synced_len: len,
             poisoned: false,
-            reader,
             sidecar,
             sealer: Sealer::new(spec.key.is_some()),
             sealed: scanned.pos,
@@ -229,6 +224,22 @@ impl BetFile {
         }
         let before = self.pending.len();
         render_rows(&mut self.pending, agency, bets);
+        self.appended(before)
+    }
+
+    /// [`append`](Self::append) for rows already rendered in the stored format
+    /// (whole rows; the replicated store's messages carry them so).
+    pub fn append_rendered(&mut self, rows: &[u8]) -> Result<(), StorageError> {
+        if self.poisoned {
+            return Err(self.poisoned_error());
+        }
+        let before = self.pending.len();
+        self.pending.extend_from_slice(rows);
+        self.appended(before)
+    }
+
+    /// Writes (and with write-through seals) what an append added past `before`.
+    fn appended(&mut self, before: usize) -> Result<(), StorageError> {
         if self.pending.len() < WRITE_CHUNK && !self.write_through {
             return Ok(());
         }
@@ -287,50 +298,6 @@ impl BetFile {
             path: self.path.clone(),
             source: io::Error::other("a failed append could not be rolled back; the file must be reopened"),
         }
-    }
-
-    /// Checks and counts (with `f`) the groups other processes sealed since this
-    /// one's last look, cuts what a dead writer left past the last seal, and with
-    /// `sync` makes it durable before anything is decided from it. The caller holds
-    /// the exclusive lock, and this process has nothing unsealed.
-    pub fn catch_up(&mut self, sync: bool, mut f: impl FnMut(AgencyId)) -> Result<CaughtUp, StorageError> {
-        self.flush()?;
-        if self.len != self.sealed.bets {
-            return Err(StorageError::Io {
-                path: self.path.clone(),
-                source: io::Error::other("catch-up with rows of this process not sealed"),
-            });
-        }
-        let from = self.sealed;
-        let tail = if self.sidecar.is_some() { Tail::Cut } else { Tail::Adopt };
-        let side = self.sidecar.as_ref().map(|s| (&s.reader, s.path.as_path()));
-        let scanned = check::scan(&self.reader, &self.path, side, from, &self.spec, tail, |_, row| f(row.agency))?;
-        let io_err = |source| StorageError::Io { path: self.path.clone(), source };
-        if scanned.bets_cut > 0 {
-            self.file.set_len(scanned.pos.bets).map_err(io_err)?;
-        }
-        if let Some(s) = &mut self.sidecar {
-            if scanned.sidecar_cut > 0 {
-                s.file.set_len(scanned.pos.sidecar).map_err(|e| s.io_err(e))?;
-            }
-        }
-        let caught = CaughtUp {
-            rows: scanned.pos.rows - from.rows,
-            bytes: scanned.pos.bets - from.bets,
-            torn_cut: scanned.bets_cut + scanned.sidecar_cut,
-        };
-        self.sealed = scanned.pos;
-        self.len = scanned.pos.bets;
-        if caught.bytes > 0 || caught.torn_cut > 0 {
-            if sync {
-                self.file.sync_data().map_err(io_err)?;
-                if let Some(s) = &mut self.sidecar {
-                    s.file.sync_data().map_err(|e| s.io_err(e))?;
-                }
-            }
-            self.synced_len = self.len;
-        }
-        Ok(caught)
     }
 
     /// Forces the appended rows to the disk (writing the waiting ones first) and

@@ -3,8 +3,8 @@
 //!
 //! The write path, its group-commit sync and `Done` stay in this file, because
 //! whether an ack is safe depends on the order of those steps; the messages, the
-//! read-side answers (progress, draw, close), the recovery, the replicas' lock and
-//! the tests are in `bet_store/`.
+//! read-side answers (progress, draw, close), the recovery, the replicated
+//! backend on JetStream (`replicated`) and the tests are in `bet_store/`.
 //!
 //! It owns each agency's progress, with two watermarks: `written` (rows in the
 //! file) and `synced` (rows covered by a successful `fdatasync`). The decision
@@ -17,17 +17,16 @@
 //!
 //! A failed `fdatasync` is final for the in-memory state ("fsyncgate"): the parked
 //! replies fail and the file is cut back, reopened and recounted as at start.
-//! Replicas sharing the files agree through an exclusive `flock` taken per burst
-//! ([`storage::shared`]); docs/design.md says why each step is in its order.
+//! With `storage.backend: jetstream` the same messages are answered from a NATS
+//! JetStream stream instead (`replicated`); docs/design.md says why each step is
+//! in its order.
 
 use super::draw_coordinator::AgencyDone;
 use crate::bet::AgencyId;
-use crate::storage::shared::{LockStats, StoreLock};
 use crate::storage::{self, BetFile, DoneJournal, StorageError, StoreSpec, WrapFile};
 use actix::prelude::*;
 use slog::{debug, error, info, warn, Logger};
 use std::collections::HashMap;
-use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,14 +36,12 @@ mod answers;
 mod fence;
 mod messages;
 mod recovery;
-mod shared;
+mod replicated;
 pub use fence::{Claim, Fenced, TAIL_ROWS};
 pub use messages::*;
 
 /// A store that could not be reopened tries again at most this often.
 const REOPEN_EVERY: Duration = Duration::from_millis(500);
-/// How often the store looks for Dones recorded by other replicas.
-const POLL_DONES_EVERY: Duration = Duration::from_millis(150);
 
 /// Per-agency progress, rebuilt from disk at start and at every reopen.
 #[derive(Debug, Default, Clone, Copy)]
@@ -63,8 +60,8 @@ struct SyncNow;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// The BetStore actor: owns the bets file, the done journal, every agency's
-/// progress and the lock shared with other replicas. Connections send it
+/// The BetStore actor: owns the bets file, the done journal and every agency's
+/// progress (or, replicated, the JetStream link and the local view of its stream). Connections send it
 /// `StoreBets`, `MarkDone` and `QueryProgress`; the DrawCoordinator sends `Draw`
 /// and `DoneAgencies`; the Supervisor sends `CloseStore`. It tells the
 /// coordinator (`NotifyDone`'s recipient) about every synced Done.
@@ -102,16 +99,12 @@ pub struct BetStore {
     /// Batches appended and syncs done: their ratio is what group commit saves.
     appends: u64,
     syncs: u64,
-    /// The lock shared with other processes on the same files, and since when it is held.
-    lock: StoreLock,
-    locked_since: Option<Instant>,
-    /// A failed sync left rows of this process past `synced_len`: they must be cut
-    /// before the lock is let go of (another process would count them).
+    /// A failed sync left rows past `synced_len`: the reopen cuts them.
     cut_pending: bool,
-    /// Lock waits, holds and rows read back, logged at close.
-    lock_stats: LockStats,
     /// Each agency's one writer and the digests of its last rows.
     fence: fence::Fence,
+    /// The replicated backend (`None`: the local file is the store).
+    js: Option<Box<replicated::Replicated>>,
     log: Logger,
 }
 
@@ -139,8 +132,6 @@ impl BetStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StorageError::Io { path: dir.to_path_buf(), source })?;
         }
-        let lock = StoreLock::open(&path)
-            .map_err(|source| StorageError::Io { path: storage::shared::lock_path_for(&path), source })?;
         let mut store = BetStore {
             file: None,
             journal: None,
@@ -160,27 +151,13 @@ impl BetStore {
             coordinator: None,
             appends: 0,
             syncs: 0,
-            lock,
-            locked_since: None,
             cut_pending: false,
-            lock_stats: LockStats::default(),
             fence: fence::Fence::default(),
+            js: None,
             log,
         };
-        // Opening cuts a torn tail: not while another replica is mid-write.
-        store.acquire().map_err(|e| StorageError::Io { path: store.lock.path().to_path_buf(), source: e })?;
-        let loaded = store.load("open_store");
-        store.release();
-        loaded?;
+        store.load("open_store")?;
         Ok(store)
-    }
-
-    /// Ends a request that may have taken the lock: the lock goes once the mailbox
-    /// burst is synced.
-    fn end_request(&mut self, ctx: &mut Context<Self>) {
-        if self.locked_since.is_some() {
-            self.schedule_sync(ctx);
-        }
     }
 
     fn schedule_sync(&mut self, ctx: &mut Context<Self>) {
@@ -226,7 +203,6 @@ impl BetStore {
     /// answer must wait for a sync.
     fn store_bets(&mut self, msg: &StoreBets) -> Result<(Stored, bool), StoreError> {
         self.ensure_open()?;
-        self.lock_and_catch_up()?;
         self.fence.admit(msg.agency, msg.writer)?;
         let progress = self.progress.entry(msg.agency).or_default();
         // After Done only a resend of stored rows is taken (to be compared).
@@ -280,13 +256,9 @@ impl Actor for BetStore {
         // Replies are parked in the actor, so a burst of batches must not be cut
         // short by the default mailbox capacity.
         ctx.set_mailbox_capacity(1024);
-        ctx.run_interval(POLL_DONES_EVERY, |store, ctx| {
-            let idle = store.locked_since.is_none() && !store.closed && store.broken.is_none();
-            if idle && store.journal.as_ref().is_some_and(DoneJournal::grew) {
-                let _ = store.lock_and_catch_up();
-                store.end_request(ctx);
-            }
-        });
+        if self.js.is_some() {
+            self.js_started(ctx);
+        }
     }
 }
 
@@ -294,6 +266,9 @@ impl Handler<StoreBets> for BetStore {
     type Result = ResponseFuture<Result<Stored, StoreError>>;
 
     fn handle(&mut self, msg: StoreBets, ctx: &mut Context<Self>) -> Self::Result {
+        if self.js.is_some() {
+            return self.js_store_bets(msg, ctx);
+        }
         let (tx, rx) = oneshot::channel();
         match self.store_bets(&msg) {
             Ok((stored, must_wait)) => {
@@ -318,7 +293,6 @@ impl Handler<StoreBets> for BetStore {
                 let _ = tx.send(Err(e));
             }
         }
-        self.end_request(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
     }
 }
@@ -330,7 +304,9 @@ impl Handler<SyncNow> for BetStore {
         self.sync_scheduled = false;
         // A failure is logged and answered to the parked replies inside.
         let _ = self.sync_all();
-        self.release();
+        if let Some(e) = self.file.as_ref().and_then(BetFile::poisoned) {
+            self.distrust(e.into());
+        }
     }
 }
 
@@ -343,19 +319,20 @@ impl Handler<NotifyDone> for BetStore {
 }
 
 impl Handler<MarkDone> for BetStore {
-    type Result = Result<u64, StoreError>;
+    type Result = ResponseFuture<Result<u64, StoreError>>;
 
     fn handle(&mut self, msg: MarkDone, ctx: &mut Context<Self>) -> Self::Result {
+        if self.js.is_some() {
+            return self.js_mark_done(msg, ctx);
+        }
         let result = self.mark_done(&msg);
-        self.end_request(ctx);
-        result
+        Box::pin(async move { result })
     }
 }
 
 impl BetStore {
     fn mark_done(&mut self, msg: &MarkDone) -> Result<u64, StoreError> {
         self.ensure_open()?;
-        self.lock_and_catch_up()?;
         self.fence.admit(msg.agency, msg.writer)?;
         let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
         if p.done {

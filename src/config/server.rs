@@ -41,6 +41,48 @@ impl ServerAuth {
     }
 }
 
+/// Where the store keeps the bets: one local file, or a NATS JetStream stream
+/// that several servers share (docs/design.md, "Replicas").
+#[derive(Debug, Clone)]
+pub enum StorageBackend {
+    File,
+    JetStream(NatsConfig),
+}
+
+/// How the replicated store reaches its NATS cluster.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// `nats://` or `tls://` URLs of the cluster's nodes (any of them will do).
+    pub urls: Vec<String>,
+    /// The CA the nodes' certificates must chain to; with it the link requires TLS.
+    pub ca: Option<crate::net::tls::AgencyTls>,
+    /// The stream's name, the prefix of its subjects (`<stream>.bets.<agency>`).
+    pub stream: String,
+}
+
+/// A stream name NATS takes as one subject token: letters, digits, `-` and `_`.
+fn parse_stream(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| s.to_string()).ok_or_else(|| "a stream name is 1..=64 letters, digits, '-' or '_'".to_string())
+}
+
+/// Comma-separated `nats://HOST:PORT` or `tls://HOST:PORT` URLs (empty: none).
+fn parse_urls(s: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<String> = s.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+    for url in &urls {
+        let rest = url.strip_prefix("nats://").or_else(|| url.strip_prefix("tls://"));
+        let whole =
+            rest.is_some_and(|r| r.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
+        if !whole {
+            return Err(format!("{url:?} is not nats://HOST:PORT or tls://HOST:PORT"));
+        }
+    }
+    if urls.len() > 32 {
+        return Err("at most 32 URLs".into());
+    }
+    Ok(urls)
+}
+
 const SETTINGS_HELP: &str = "\
 Settings (YAML key, environment variable, default); the environment wins over the file:
   server.port              SERVER_PORT              12345
@@ -54,6 +96,11 @@ Settings (YAML key, environment variable, default); the environment wins over th
                                                     with it and the sorteo line carries the head; without it,
                                                     CRC32C checks only; never beside the store)
   storage.integrity        SERVER_STORAGE_INTEGRITY true (false: no sidecar, the benchmark's baseline only)
+  storage.backend          SERVER_STORAGE_BACKEND   file (jetstream: replicas share a NATS JetStream stream;
+                                                    storage.path is then each replica's local view of it)
+  storage.nats_urls        SERVER_NATS_URLS         none (comma-separated nats:// or tls:// URLs; required with jetstream)
+  storage.nats_ca          SERVER_NATS_CA           none (PEM CA of the NATS nodes' certificates: TLS required)
+  storage.stream           SERVER_NATS_STREAM       bets (the stream's name and its subjects' prefix)
   draw.winning_number      SERVER_WINNING_NUMBER    7574
   log.level                LOGGING_LEVEL            INFO
   auth.enabled             SERVER_AUTH              true (off: no handshake, local experiments only)
@@ -83,6 +130,8 @@ pub struct ServerConfig {
     pub chain_key: Option<(PathBuf, std::sync::Arc<ChainKey>)>,
     /// `false`: no sidecar at all (the benchmark's baseline).
     pub integrity: bool,
+    /// One local file (the default) or a shared JetStream stream.
+    pub backend: StorageBackend,
 }
 
 impl Settings for ServerConfig {
@@ -133,7 +182,9 @@ impl Settings for ServerConfig {
             tls: None,
             chain_key: None,
             integrity: src.get("storage.integrity", Some("SERVER_STORAGE_INTEGRITY"), true, parse_bool)?,
+            backend: StorageBackend::File,
         };
+        cfg.backend = read_backend(src)?;
         cfg.auth = ServerAuth::from_source(src, cfg.agencies)?;
         cfg.tls = super::tls::server(src)?;
         // Empty means none (an environment that must override a file's key).
@@ -175,6 +226,18 @@ impl Settings for ServerConfig {
             ("durable", self.durable.to_string()),
             ("chain_key", self.chain_key.as_ref().map_or("-".to_string(), |(path, _)| path.display().to_string())),
             ("integrity", self.integrity.to_string()),
+            (
+                "backend",
+                match &self.backend {
+                    StorageBackend::File => "file".to_string(),
+                    StorageBackend::JetStream(n) => format!(
+                        "jetstream (stream {}, {}, {})",
+                        n.stream,
+                        n.urls.join(","),
+                        n.ca.as_ref().map_or("no TLS".to_string(), |ca| format!("CA {}", ca.ca_path.display()))
+                    ),
+                },
+            ),
             ("auth", if matches!(self.auth, ServerAuth::Off) { "off" } else { "on" }.to_string()),
             (
                 "auth_keys",
@@ -192,6 +255,37 @@ impl Settings for ServerConfig {
             ),
         ]
     }
+}
+
+/// The backend and, for JetStream, its NATS settings (all read always, so
+/// `--help` and the README name every one).
+fn read_backend(src: &mut Source) -> Result<StorageBackend, ConfigError> {
+    let jetstream = src.get("storage.backend", Some("SERVER_STORAGE_BACKEND"), false, |s| match s {
+        "file" => Ok(false),
+        "jetstream" => Ok(true),
+        _ => Err("expected file or jetstream".to_string()),
+    })?;
+    let urls = src.get("storage.nats_urls", Some("SERVER_NATS_URLS"), Vec::new(), parse_urls)?;
+    let ca = src.get("storage.nats_ca", Some("SERVER_NATS_CA"), None, |s| match s {
+        "" => Ok(None),
+        s => parse_path(s).map(Some),
+    })?;
+    let stream = src.get("storage.stream", Some("SERVER_NATS_STREAM"), "bets".to_string(), parse_stream)?;
+    if !jetstream {
+        return Ok(StorageBackend::File);
+    }
+    if urls.is_empty() {
+        return Err(ConfigError::Nats {
+            key: "storage.nats_urls",
+            var: "SERVER_NATS_URLS",
+            reason: "required with storage.backend: jetstream (e.g. tls://nats1:4222,tls://nats2:4222)".into(),
+        });
+    }
+    let ca = match ca {
+        Some(path) => Some(crate::net::tls::AgencyTls::load(&path, None).map_err(ConfigError::NatsCa)?),
+        None => None,
+    };
+    Ok(StorageBackend::JetStream(NatsConfig { urls, ca, stream }))
 }
 
 #[cfg(test)]
@@ -238,6 +332,35 @@ mod tests {
         assert!(err.contains("server.agencies") && err.contains("SERVER_AGENCIES"), "{err}");
         let mut src = Source::from_parts("", env(&[("SERVER_AGENCIES", "1"), ("SERVER_AUTH", "off")])).unwrap();
         assert_eq!(ServerConfig::from_source(&mut src).unwrap().0.agencies, 1);
+    }
+
+    #[test]
+    fn the_jetstream_backend_needs_urls_and_a_readable_ca() {
+        let get = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = vec![("SERVER_AUTH", "off")];
+            all.extend_from_slice(pairs);
+            ServerConfig::from_source(&mut Source::from_parts("", env(&all)).unwrap()).map(|(cfg, _)| cfg)
+        };
+        assert!(matches!(get(&[]).unwrap().backend, StorageBackend::File));
+        let err = get(&[("SERVER_STORAGE_BACKEND", "etcd")]).unwrap_err().to_string();
+        assert!(err.contains("storage.backend") && err.contains("etcd"), "{err}");
+        let err = get(&[("SERVER_STORAGE_BACKEND", "jetstream")]).unwrap_err().to_string();
+        assert!(err.contains("storage.nats_urls") && err.contains("SERVER_NATS_URLS"), "{err}");
+        let err = get(&[("SERVER_STORAGE_BACKEND", "jetstream"), ("SERVER_NATS_URLS", "nats1:4222")]).unwrap_err();
+        assert!(err.to_string().contains("\"nats1:4222\" is not nats://"), "{err}");
+        let err = get(&[("SERVER_NATS_STREAM", "a.b")]).unwrap_err().to_string();
+        assert!(err.contains("storage.stream") && err.contains("a.b"), "{err}");
+        let urls = "tls://nats1:4222, tls://nats2:4222,tls://nats3:4222";
+        let missing = "/nonexistent/nats-ca.pem";
+        let err =
+            get(&[("SERVER_STORAGE_BACKEND", "jetstream"), ("SERVER_NATS_URLS", urls), ("SERVER_NATS_CA", missing)]);
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("storage.nats_ca") && err.contains(missing), "{err}");
+        let cfg =
+            get(&[("SERVER_STORAGE_BACKEND", "jetstream"), ("SERVER_NATS_URLS", urls), ("SERVER_NATS_STREAM", "d7")]);
+        let StorageBackend::JetStream(nats) = cfg.unwrap().backend else { panic!("not jetstream") };
+        assert_eq!(nats.urls, ["tls://nats1:4222", "tls://nats2:4222", "tls://nats3:4222"]);
+        assert_eq!((nats.stream.as_str(), nats.ca.is_none()), ("d7", true));
     }
 
     #[test]

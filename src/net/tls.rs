@@ -142,6 +142,12 @@ impl AgencyTls {
         tokio_rustls::TlsConnector::from(self.config.clone())
     }
 
+    /// The client configuration itself (the NATS client of the replicated store
+    /// takes one: the same CA, TLS 1.3 and the ring provider).
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        (*self.config).clone()
+    }
+
     /// The name to verify for a connection to `address` (`HOST:PORT`).
     pub fn name_for(&self, address: &str) -> Result<ServerName<'static>, String> {
         if let Some(name) = &self.server_name {

@@ -1,7 +1,7 @@
 //! The checks every stored byte passes: each row as strictly as an incoming bet
 //! and in the exact stored format, and each sync group against its sidecar record
-//! (range, rows, CRC32C, chain head). The server's open, the replicas' catch-up and
-//! the `verify` command all run [`scan`].
+//! (range, rows, CRC32C, chain head). The server's open and the `verify` command
+//! both run [`scan`].
 
 use super::integrity::{chain_step, hex, Record, StoreSpec, MAX_UNSEALED, RECORD_LEN};
 use super::{render_raw_row, StorageError};

@@ -61,10 +61,6 @@ pub struct DoneJournal {
     file: Box<dyn FileIo>,
     /// Bytes of complete, synced lines.
     len: u64,
-    reader: File,
-    agencies: u32,
-    /// Lines read so far (for the numbers of lines other processes add).
-    lines: u64,
 }
 
 impl DoneJournal {
@@ -90,7 +86,6 @@ impl DoneJournal {
         let io_err = |source| StorageError::Io { path: path.clone(), source };
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io_err)?;
         sync_parent_dir(&path).map_err(io_err)?;
-        let reader = file.try_clone().map_err(io_err)?;
         repair_tail(&mut file).map_err(io_err)?;
         file.sync_data().map_err(io_err)?;
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
@@ -98,8 +93,7 @@ impl DoneJournal {
         // The journal holds one short line per agency: bounded by the agency count.
         (&mut file).take(64 * 1024 * 1024).read_to_end(&mut text).map_err(io_err)?;
         let done = DoneJournal::parse_all(&path, &text, agencies)?;
-        let lines = done.len() as u64;
-        Ok((DoneJournal { path, file: wrap(file), len: text.len() as u64, reader, agencies, lines }, done))
+        Ok((DoneJournal { path, file: wrap(file), len: text.len() as u64 }, done))
     }
 
     /// Parses every line of a journal's `text` (which must end with a newline).
@@ -122,29 +116,6 @@ impl DoneJournal {
         Ok(done)
     }
 
-    /// The agencies other processes recorded since this one's last look (the
-    /// caller holds the exclusive lock; a torn line is cut).
-    pub fn catch_up(&mut self) -> Result<(Vec<DoneLine>, CaughtUp), StorageError> {
-        let mut done = Vec::new();
-        let (agencies, before) = (self.agencies, self.lines);
-        let (end, caught) = catch_up_lines(&self.path, &self.reader, self.file.as_mut(), self.len, |n, line| {
-            let (agency, total) = parse_line(line, agencies)?;
-            done.push(DoneLine { agency, total, line: before + n });
-            Ok(())
-        })?;
-        self.lines += caught.rows;
-        if caught.torn_cut > 0 {
-            self.sync()?;
-        }
-        self.len = end;
-        Ok((done, caught))
-    }
-
-    /// Whether the journal on disk grew past what this process has read (one `fstat`).
-    pub fn grew(&self) -> bool {
-        self.reader.metadata().map(|m| m.len() != self.len).unwrap_or(false)
-    }
-
     /// Appends and syncs one `Done` (rare: once per agency). A failed write is cut
     /// back at once; a failed sync is reported so the caller stops trusting the
     /// journal's state and reopens it (see `BetStore`).
@@ -157,7 +128,6 @@ impl DoneJournal {
         }
         self.file.sync_data().map_err(io_err)?;
         self.len += line.len() as u64;
-        self.lines += 1;
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 //! Helpers for tests that run the real binaries on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod nats;
+
 use bytes::BytesMut;
 use loteria::auth::{AgencyKeys, AuthKey};
 use loteria::net::{ClientCodec, Request, Response};

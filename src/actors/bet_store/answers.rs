@@ -4,10 +4,13 @@
 use super::*;
 
 impl Handler<QueryProgress> for BetStore {
-    type Result = Result<(u64, bool), StoreError>;
+    type Result = ResponseFuture<Result<(u64, bool), StoreError>>;
 
     fn handle(&mut self, msg: QueryProgress, ctx: &mut Context<Self>) -> Self::Result {
-        let result = self.ensure_open().and_then(|_| self.lock_and_catch_up()).and_then(|_| {
+        if self.js.is_some() {
+            return self.js_progress(msg, ctx);
+        }
+        let result = self.ensure_open().and_then(|_| {
             // Report only durable rows: sync what was written first.
             let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
             if p.written > p.synced {
@@ -16,8 +19,7 @@ impl Handler<QueryProgress> for BetStore {
             let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
             Ok((p.synced, p.done))
         });
-        self.end_request(ctx);
-        result
+        Box::pin(async move { result })
     }
 }
 
@@ -34,12 +36,10 @@ impl Handler<DoneAgencies> for BetStore {
 impl Handler<Draw> for BetStore {
     type Result = Result<DrawOutcome, StoreError>;
 
-    fn handle(&mut self, msg: Draw, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Draw, _: &mut Context<Self>) -> Self::Result {
         // Every row this actor accepted is in the file or its write buffer; the
         // sync writes the buffer and makes it all durable before it is read back.
-        // Under the lock, no other replica is mid-write, and a torn row a dead one
-        // left is cut.
-        let result = self.ensure_open().and_then(|_| self.lock_and_catch_up()).and_then(|_| {
+        self.ensure_open().and_then(|_| {
             self.sync_all()?;
             if let Some(file) = self.file.as_mut() {
                 // Rows wait in the buffer only while an agency is dirty, so the sync
@@ -50,9 +50,7 @@ impl Handler<Draw> for BetStore {
             let winners = winners.into_iter().map(|(a, docs)| (a, Arc::new(docs))).collect();
             let head = self.file.as_ref().and_then(BetFile::head);
             Ok(DrawOutcome { winners, rows, head })
-        });
-        self.end_request(ctx);
-        result
+        })
     }
 }
 
@@ -60,9 +58,9 @@ impl Handler<CloseStore> for BetStore {
     type Result = Result<(), StoreError>;
 
     fn handle(&mut self, _: CloseStore, _: &mut Context<Self>) -> Self::Result {
+        self.js_close();
         // Release anything parked (a sync may be queued behind this message).
         let parked = self.sync_all();
-        self.release();
         self.closed = true;
         let journal = self.journal.take();
         let result = match (self.file.take(), parked) {
@@ -76,15 +74,8 @@ impl Handler<CloseStore> for BetStore {
             },
         };
         match &result {
-            Ok(()) => {
-                let l = &self.lock_stats;
-                info!(self.log, "action: close_store | result: success"; "path" => self.path.display(),
-                    "batches" => self.appends, "syncs" => self.syncs, "lock_acquisitions" => l.acquisitions,
-                    "lock_wait_us" => l.wait.as_micros() as u64, "lock_wait_max_us" => l.max_wait.as_micros() as u64,
-                    "lock_hold_us" => l.hold.as_micros() as u64, "lock_hold_max_us" => l.max_hold.as_micros() as u64,
-                    "catch_ups" => l.catch_ups, "caught_up_rows" => l.caught_up_rows,
-                    "caught_up_bytes" => l.caught_up_bytes, "torn_cut_bytes" => l.torn_cut_bytes)
-            }
+            Ok(()) => info!(self.log, "action: close_store | result: success"; "path" => self.path.display(),
+                "batches" => self.appends, "syncs" => self.syncs),
             Err(e) => {
                 error!(self.log, "action: close_store | result: fail"; "path" => self.path.display(), "error" => %e)
             }

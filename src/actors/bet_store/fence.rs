@@ -135,6 +135,17 @@ impl Fence {
         }
     }
 
+    /// Rows rendered in the stored format (whole lines) were appended at index
+    /// `at`: only the last [`TAIL_ROWS`] are digested (the replicated view).
+    pub(super) fn applied_rows(&mut self, agency: AgencyId, at: u64, rows: &[u8]) {
+        let lines: Vec<&[u8]> = rows.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        let from = lines.len().saturating_sub(TAIL_ROWS);
+        let tail = self.tails.entry(agency).or_default();
+        for (i, line) in lines.iter().enumerate().skip(from) {
+            tail.push(at + i as u64, digest(line));
+        }
+    }
+
     /// Rebuilds every agency's tail from the file (start and reopen); the
     /// writers stay, as their connections do.
     pub(super) fn rebuild(&mut self, path: &Path) -> Result<(), StorageError> {

@@ -29,6 +29,10 @@ pub enum StoreError {
     Conflict { agency: AgencyId, index: u64 },
     #[error("the store is closed")]
     Closed,
+    /// The replicated store cannot answer now (NATS down, no quorum, the view
+    /// behind): transient, the agency backs off and resumes.
+    #[error("replicated store unavailable: {reason}")]
+    Replication { reason: String },
 }
 
 impl From<StorageError> for StoreError {

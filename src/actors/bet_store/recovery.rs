@@ -41,16 +41,13 @@ impl BetStore {
     pub(super) fn reopen(&mut self) -> Result<(), StoreError> {
         self.file = None;
         self.journal = None;
-        let result = self
-            .acquire()
-            .map_err(|source| StorageError::Io { path: self.lock.path().to_path_buf(), source })
-            .and_then(|_| match self.cut_pending {
-                true => BetFile::cut_at(&self.path, self.synced_len, self.sidecar_len)
-                    .and_then(|_| storage::cut_file(&DoneJournal::path_for(&self.path), self.journal_len))
-                    .map(|_| self.cut_pending = false),
-                false => Ok(()),
-            })
-            .and_then(|_| self.load("reopen_store"));
+        let result = match self.cut_pending {
+            true => BetFile::cut_at(&self.path, self.synced_len, self.sidecar_len)
+                .and_then(|_| storage::cut_file(&DoneJournal::path_for(&self.path), self.journal_len))
+                .map(|_| self.cut_pending = false),
+            false => Ok(()),
+        }
+        .and_then(|_| self.load("reopen_store"));
         if let Err(e) = result {
             let e = StoreError::from(e);
             error!(self.log, "action: reopen_store | result: fail"; "path" => self.path.display(), "error" => %e);
@@ -67,8 +64,7 @@ impl BetStore {
             let _ = tx.send(Err(cause.clone()));
         }
         self.broken = Some((cause, Instant::now()));
-        // Rows of this process past the last sync go; others' rows (counted at the
-        // last catch-up, all synced) stay. The lock is held here.
+        // Rows past the last sync go: none of them was acknowledged.
         self.cut_pending = true;
         let _ = self.reopen();
     }

@@ -4,6 +4,7 @@
 use super::*;
 use crate::bet::{Bet, BetBatch, Date};
 use crate::storage::fault::{self, FaultPlan};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -171,44 +172,6 @@ async fn a_failed_journal_sync_records_no_done_and_tells_nobody() {
     assert_eq!(store.send(QueryProgress { agency: 1 }).await.unwrap(), Ok((3, true)));
     assert_eq!(coordinator.send(QueryStatus).await.unwrap().done, vec![1]);
     assert_eq!(rows(&path), expected(1, 3));
-}
-
-#[actix::test]
-async fn what_another_process_appended_counts_and_its_torn_row_is_cut() {
-    use crate::actors::draw_coordinator::{DrawCoordinator, QueryStatus};
-    use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bets.csv");
-    let store = BetStore::open(path.clone(), true, crate::logging::discard()).unwrap().start();
-    let coordinator = DrawCoordinator::new(3, 7574, vec![], store.clone(), crate::logging::discard()).start();
-    store.send(NotifyDone(coordinator.clone().recipient())).await.unwrap();
-    send(&store, 1, 0, 2).await.unwrap().unwrap();
-    // Another replica (holding the lock while this one is idle) stores agency 2's
-    // three rows and its Done, then one that dies half way through a row.
-    let lock = crate::storage::shared::StoreLock::open(&path).unwrap();
-    lock.lock_exclusive().unwrap();
-    let (mut other, _) = BetFile::open(&path).unwrap();
-    other.append(2, bets(2, 0, 3).raw_iter()).unwrap();
-    other.sync().unwrap();
-    drop(other);
-    // Sealed rows count; a whole row and a torn one past the last seal are a dead writer's.
-    let unsealed = b"3,Ana,B,1,2000-01-01,1\n3,Half a r";
-    std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(unsealed).unwrap();
-    let journal = DoneJournal::path_for(&path);
-    std::fs::OpenOptions::new().append(true).open(&journal).unwrap().write_all(b"2,3\n").unwrap();
-    lock.unlock().unwrap();
-    // This store answers from the shared truth, cuts the torn row, and tells its coordinator.
-    assert_eq!(store.send(QueryProgress { agency: 2 }).await.unwrap(), Ok((3, true)));
-    assert_eq!(store.send(QueryProgress { agency: 3 }).await.unwrap(), Ok((0, false)));
-    assert!(matches!(send(&store, 2, 3, 1).await.unwrap(), Err(StoreError::AlreadyDone(2))));
-    send(&store, 1, 2, 1).await.unwrap().unwrap();
-    send(&store, 3, 0, 1).await.unwrap().unwrap();
-    let mut want = expected(1, 2);
-    want.extend(expected(2, 3));
-    want.extend(expected(1, 3).split_off(2));
-    want.extend(expected(3, 1));
-    assert_eq!(rows(&path), want);
-    assert_eq!(coordinator.send(QueryStatus).await.unwrap().done, vec![2]);
 }
 
 #[actix::test]

@@ -56,6 +56,6 @@ pub(super) fn nack_code(e: &StoreError) -> NackCode {
         StoreError::Storage { .. } => NackCode::StorageError,
         StoreError::Fenced { .. } => NackCode::Fenced,
         StoreError::Conflict { .. } => NackCode::Conflict,
-        StoreError::Closed => NackCode::Unavailable,
+        StoreError::Closed | StoreError::Replication { .. } => NackCode::Unavailable,
     }
 }
