@@ -21,7 +21,7 @@ VOLUMES=()
 . "$ROOT/scripts/docker-lib.sh"
 deployment_of() { grep -o 'SERVER_NATS_STREAM=bets_[0-9a-f]*' "$WORK/docker-compose-dev.yaml" | head -1 | grep -o '[0-9a-f]*$'; }
 # A monitoring endpoint of a NATS node, read from a container on the network.
-monitor() { docker run --rm --network "$NETWORK" --entrypoint /bin/busybox loteria-netcat:latest wget -qO- -T 5 "http://$1:8222/$2" 2>/dev/null; }
+monitor() { timeout 20 docker run --rm --network "$NETWORK" --entrypoint /bin/busybox loteria-netcat:latest wget -qO- "http://$1:8222/$2" 2>/dev/null; }
 # Field $2 of a JSON document on stdin (a Python expression over `v`).
 json() { python3 -c "import json,sys; v=json.load(sys.stdin); print($1)" 2>/dev/null; }
 # The stream's leader node, as the monitoring of node $1 reports it.
