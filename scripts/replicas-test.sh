@@ -119,7 +119,11 @@ at_kill=$(stored_in server1)
 check "a fifth of the $TOTAL bets, and not all, are in before the kill ($at_kill)" \
     [ "${at_kill:-0}" -ge $((TOTAL / 5)) -a "${at_kill:-0}" -lt "$TOTAL" ]
 NATS_VICTIM=$(stream_leader nats1 "$STREAM")
-case "$NATS_VICTIM" in nats1 | nats2 | nats3) ;; *) echo "    no stream leader reported ('$NATS_VICTIM'): killing nats2"; NATS_VICTIM=nats2 ;; esac
+NATS_ROLE="the stream's leader"
+case "$NATS_VICTIM" in
+    nats1 | nats2 | nats3) ;;
+    *) echo "    no stream leader reported ('$NATS_VICTIM'): killing nats2"; NATS_VICTIM=nats2; NATS_ROLE="a node" ;;
+esac
 VICTIM=server2
 most=-1
 took=0
@@ -133,7 +137,7 @@ for k in 1 2 3; do
 done
 check "at least two replicas took batches before the kill ($took)" [ "$took" -ge 2 ]
 docker kill "$NATS_VICTIM" "$VICTIM" >/dev/null 2>&1
-check "docker kill $NATS_VICTIM (the stream's leader) and $VICTIM (the busiest server, $most batches)" \
+check "docker kill $NATS_VICTIM ($NATS_ROLE) and $VICTIM (the busiest server, $most batches)" \
     bash -c '[ "$(docker inspect -f "{{.State.Running}}" "$1")" = false ] && [ "$(docker inspect -f "{{.State.Running}}" "$2")" = false ]' _ "$NATS_VICTIM" "$VICTIM"
 SURVIVORS=()
 for k in 1 2 3; do [ "server$k" != "$VICTIM" ] && SURVIVORS+=("server$k"); done
