@@ -30,7 +30,7 @@ help:
 	@echo "make compose-file         write $(COMPOSE_FILE) for CLIENTS and SERVERS (gen_compose)"
 	@echo "make data                 .data/agency-K.csv for K in 1..CLIENTS (dataset.zip or generated)"
 	@echo "make bench                end-to-end benchmark against measured floors (BENCH_ARGS=--quick for a small run)"
-	@echo "make bench-replicas       the system with 1, 2 and 3 servers sharing one store"
+	@echo "make bench-replicas       one server on the file beside 1, 2, 3 servers on JetStream (R3), and its raw floor"
 	@echo "make bench-hot-path       per-bet CPU of the server's and the agency's hot paths"
 	@echo "make clean                cargo clean and remove $(COMPOSE_FILE)"
 

@@ -20,6 +20,7 @@ pub mod integrity;
 pub mod jetstream;
 mod journal;
 mod row;
+mod sole;
 
 use check::{Position, Tail};
 pub use draw::{draw, Winners};
@@ -30,6 +31,7 @@ pub use integrity::{ChainKey, StoreSpec};
 use integrity::{Sealer, Sidecar};
 pub use journal::{check_done_totals, DoneJournal, DoneLine};
 pub use row::{parse_row_keys, render_raw_row, render_row, render_rows, RowKeys};
+pub use sole::{lock_path_for, SoleWriter};
 
 use crate::bet::{AgencyId, RawBet};
 pub use file_io::{plain, FileIo, WrapFile};

@@ -230,3 +230,58 @@ fn an_unreachable_nats_url_at_start_is_an_error_naming_it() {
     let log = server.lines.dump();
     assert!(log.contains("action: boot | result: fail") && log.contains(&url), "{log}");
 }
+
+#[test]
+fn the_link_to_nats_speaks_tls_verified_against_the_deployment_ca() {
+    const AGENCIES: u32 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, AGENCIES, 2_000, 3, 7574).unwrap();
+    let pki = ensure_pki(dir.path());
+    let cluster = Cluster::start_with(&dir.path().join("nats"), 1, Some((&pki.server_cert, &pki.server_key)));
+    let url = format!("tls://localhost:{}", cluster.nodes[0].port);
+
+    // Another deployment's CA: the node's certificate does not chain to it.
+    let other = tempfile::tempdir().unwrap();
+    let stranger = ensure_pki(other.path()).ca_cert;
+    let mut env = server_env(dir.path(), 0, AGENCIES, &[]);
+    env.extend([
+        ("SERVER_STORAGE_BACKEND", "jetstream".to_string()),
+        ("SERVER_NATS_URLS", url.clone()),
+        ("SERVER_NATS_CA", stranger.display().to_string()),
+    ]);
+    let mut refused = Proc::spawn(SERVER, "server-wrong-ca", &env, dir.path());
+    assert_eq!(refused.wait(Duration::from_secs(60)).code(), Some(4), "{}", refused.lines.dump());
+    assert!(refused.lines.dump().contains(&url), "{}", refused.lines.dump());
+
+    env.retain(|(k, _)| *k != "SERVER_NATS_CA");
+    env.push(("SERVER_NATS_CA", pki.ca_cert.display().to_string()));
+    let port = free_port();
+    env.retain(|(k, _)| *k != "SERVER_PORT");
+    env.push(("SERVER_PORT", port.to_string()));
+    let mut server = Proc::spawn(SERVER, "server", &env, dir.path());
+    server
+        .lines
+        .wait_for("action: accept_connections | result: in_progress", Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("the server did not start:\n{}", server.lines.dump()));
+    let mut clients = agencies_over(dir.path(), &data, AGENCIES, &[port]);
+    check_outcome(&dir.path().join("bets.csv"), &summaries, &mut clients);
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success(), "{}", server.lines.dump());
+}
+
+#[test]
+fn a_second_server_on_the_same_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, _) = start_server(dir.path(), 1, &[]);
+    let mut second = Proc::spawn(SERVER, "second", &server_env(dir.path(), 0, 1, &[]), dir.path());
+    assert_eq!(second.wait(Duration::from_secs(20)).code(), Some(1), "{}", second.lines.dump());
+    let log = second.lines.dump();
+    assert!(log.contains("bets.csv.lock") && log.contains("storage.backend: jetstream"), "{log}");
+    first.signal("TERM");
+    assert!(first.wait(Duration::from_secs(10)).success());
+    // Once the first is gone the store is free again.
+    let (mut again, _) = start_server(dir.path(), 1, &[]);
+    again.signal("TERM");
+    assert!(again.wait(Duration::from_secs(10)).success());
+}

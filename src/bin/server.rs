@@ -25,6 +25,15 @@ fn run(cfg: &ServerConfig, log: &Logger) -> ExitCode {
             "warning" => "SERVER_AUTH=off: any peer can send, close or read for any agency; local experiments only");
     }
 
+    // One server per store (replicas share JetStream, each with its own view):
+    // held until the process ends.
+    let _sole = match loteria::storage::SoleWriter::take(&cfg.storage_path) {
+        Ok(guard) => guard,
+        Err(e) => {
+            error!(log, "action: boot | result: fail"; "error" => %e, "exit_code" => 1);
+            return ExitCode::from(1);
+        }
+    };
     let system = actix::System::new();
     let booted = system.block_on(async {
         let listener = server::bind(cfg.port, cfg.listen_backlog)?;

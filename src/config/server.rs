@@ -66,15 +66,16 @@ fn parse_stream(s: &str) -> Result<String, String> {
     ok.then(|| s.to_string()).ok_or_else(|| "a stream name is 1..=64 letters, digits, '-' or '_'".to_string())
 }
 
-/// Comma-separated `nats://HOST:PORT` or `tls://HOST:PORT` URLs (empty: none).
+/// Comma-separated `nats://HOST:PORT`, `tls://HOST:PORT` or `HOST:PORT` (plain
+/// unless a CA is set) URLs (empty: none).
 fn parse_urls(s: &str) -> Result<Vec<String>, String> {
     let urls: Vec<String> = s.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
     for url in &urls {
-        let rest = url.strip_prefix("nats://").or_else(|| url.strip_prefix("tls://"));
-        let whole =
-            rest.is_some_and(|r| r.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
+        let rest = url.strip_prefix("nats://").or_else(|| url.strip_prefix("tls://")).unwrap_or(url);
+        let host_port = rest.rsplit_once(':');
+        let whole = host_port.is_some_and(|(h, p)| !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok());
         if !whole {
-            return Err(format!("{url:?} is not nats://HOST:PORT or tls://HOST:PORT"));
+            return Err(format!("{url:?} is not nats://HOST:PORT, tls://HOST:PORT or HOST:PORT"));
         }
     }
     if urls.len() > 32 {
@@ -346,8 +347,10 @@ mod tests {
         assert!(err.contains("storage.backend") && err.contains("etcd"), "{err}");
         let err = get(&[("SERVER_STORAGE_BACKEND", "jetstream")]).unwrap_err().to_string();
         assert!(err.contains("storage.nats_urls") && err.contains("SERVER_NATS_URLS"), "{err}");
-        let err = get(&[("SERVER_STORAGE_BACKEND", "jetstream"), ("SERVER_NATS_URLS", "nats1:4222")]).unwrap_err();
-        assert!(err.to_string().contains("\"nats1:4222\" is not nats://"), "{err}");
+        let err = get(&[("SERVER_STORAGE_BACKEND", "jetstream"), ("SERVER_NATS_URLS", "http://nats1")]).unwrap_err();
+        assert!(err.to_string().contains("\"http://nats1\" is not nats://"), "{err}");
+        let bare = get(&[("SERVER_STORAGE_BACKEND", "jetstream"), ("SERVER_NATS_URLS", "nats1:4222")]);
+        assert!(matches!(bare.unwrap().backend, StorageBackend::JetStream(_)));
         let err = get(&[("SERVER_NATS_STREAM", "a.b")]).unwrap_err().to_string();
         assert!(err.contains("storage.stream") && err.contains("a.b"), "{err}");
         let urls = "tls://nats1:4222, tls://nats2:4222,tls://nats3:4222";

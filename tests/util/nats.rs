@@ -49,6 +49,12 @@ pub struct Cluster {
 impl Cluster {
     /// Writes the configs of `n` nodes under `dir` and starts them all.
     pub fn start(dir: &Path, n: usize) -> Cluster {
+        Cluster::start_with(dir, n, None)
+    }
+
+    /// [`start`](Self::start), the client port speaking TLS only with this
+    /// certificate and key when `tls` is given.
+    pub fn start_with(dir: &Path, n: usize, tls: Option<(&Path, &Path)>) -> Cluster {
         let bin = nats_server();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let mut nodes = Vec::new();
@@ -70,12 +76,15 @@ impl Cluster {
             } else {
                 String::new()
             };
+            let tls = tls.map_or(String::new(), |(cert, key)| {
+                format!("tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n", cert.display(), key.display())
+            });
             let config = dir.join(format!("{name}.conf"));
             std::fs::write(
                 &config,
                 format!(
                     "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
-                     jetstream {{\n  store_dir: \"{}\"\n  sync_interval: \"always\"\n}}\n{cluster}",
+                     jetstream {{\n  store_dir: \"{}\"\n  sync_interval: \"always\"\n}}\n{cluster}{tls}",
                     store.display()
                 ),
             )

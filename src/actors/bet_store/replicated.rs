@@ -73,6 +73,13 @@ pub(super) struct Replicated {
     skipped: u64,
 }
 
+/// What a batch needs: nothing (a resend the view holds whole, from `first`),
+/// or a message with its rows past the first `skip` (those the view holds).
+enum Publish {
+    No { first: u64 },
+    Rows { first: u64, skip: usize, stream: String },
+}
+
 fn unavailable(reason: impl Into<String>) -> StoreError {
     StoreError::Replication { reason: reason.into() }
 }
@@ -256,12 +263,11 @@ impl BetStore {
         let (tx, rx) = oneshot::channel();
         match self.js_decide(&msg) {
             Err(e) => drop(tx.send(Err(e))),
-            Ok(None) => {
+            Ok(Publish::No { first }) => {
                 let count = msg.bets.len() as u32;
-                let first_index = msg.first_index.unwrap_or(0);
-                drop(tx.send(Ok(Stored { first_index, count, newly_stored: 0 })));
+                drop(tx.send(Ok(Stored { first_index: first, count, newly_stored: 0 })));
             }
-            Ok(Some((first, skip, name))) => {
+            Ok(Publish::Rows { first, skip, stream: name }) => {
                 let (agency, count) = (msg.agency, msg.bets.len() as u32);
                 let mut rows = Vec::new();
                 storage::render_rows(&mut rows, agency, msg.bets.raw_iter().skip(skip));
@@ -279,9 +285,8 @@ impl BetStore {
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
     }
 
-    /// New rows to publish (`first`, rows of the batch already in the view, the
-    /// stream's name), or `None` for a resend the view already holds whole.
-    fn js_decide(&mut self, msg: &StoreBets) -> Result<Option<(u64, usize, String)>, StoreError> {
+    /// Whether a batch has rows to publish, decided against the view.
+    fn js_decide(&mut self, msg: &StoreBets) -> Result<Publish, StoreError> {
         self.js_ready()?;
         self.fence.admit(msg.agency, msg.writer)?;
         let p = self.progress.get(&msg.agency).copied().unwrap_or_default();
@@ -291,7 +296,7 @@ impl BetStore {
         let count = msg.bets.len() as u64;
         if first + count <= p.written {
             self.fence.compare(msg.agency, first, &msg.bets, count as usize)?;
-            return Ok(None);
+            return Ok(Publish::No { first });
         }
         if p.done {
             return Err(StoreError::AlreadyDone(msg.agency));
@@ -306,7 +311,7 @@ impl BetStore {
         self.fence.compare(msg.agency, first, &msg.bets, skip)?;
         let r = self.js.as_mut().ok_or(StoreError::Closed)?;
         r.published.insert(msg.agency, published.max(first + count));
-        Ok(Some((first, skip, r.link.name.clone())))
+        Ok(Publish::Rows { first, skip, stream: r.link.name.clone() })
     }
 
     pub(super) fn js_mark_done(
