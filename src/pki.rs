@@ -233,7 +233,7 @@ impl NatsFiles {
 }
 
 /// Writes the NATS nodes' certificate (0644) and key (0600) into `dir`, created
-/// 0700 like [`write`]'s.
+/// 0700 like [`fn@write`]'s.
 pub fn write_nats(leaf: &Leaf, dir: &Path, stem: &str) -> Result<NatsFiles, PkiError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let err = |path: &Path| {
