@@ -27,7 +27,7 @@ pub const MAX_MESSAGE: usize = 256 << 10;
 pub const MAX_REPLICAS: usize = 3;
 /// Connect attempts at start, each bounded by [`CONNECT_TIMEOUT`], one second apart.
 pub const CONNECT_ATTEMPTS: u32 = 10;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a publish waits for JetStream's ack (quorum stored) before it is refused.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Publishes queued for the publisher at most (more are refused as unavailable).
