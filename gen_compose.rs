@@ -1,6 +1,6 @@
 //! `gen_compose N [--servers M] [--output FILE] [--template FILE]`: renders
 //! `docker-compose.tmpl.yaml` into a compose file with a server (or M replicas
-//! sharing one store) and N agencies.
+//! on a three-node NATS JetStream cluster) and N agencies.
 //!
 //! The template is plain text with marked blocks, so what ends up in the
 //! compose file is visible in the template; the result is parsed back as YAML and
@@ -20,6 +20,12 @@
 //! 0600), mounted read-only into the server; every agency gets only the CA
 //! certificate (`.keys/<name>.ca.pem` at `/tls/ca.pem`). The CA's key is never
 //! written: nothing can be issued under this CA after the run (docs/tls.md).
+//! With M >= 2 the same CA also signs the NATS nodes' certificate
+//! (`.keys/<name>.nats.pem`, key `.nats.key` 0600), and each node's configuration
+//! goes to `.nats/<name>.natsK.conf` (`nats` module).
+
+#[path = "gen_compose/nats.rs"]
+mod nats;
 
 use loteria::auth::AgencyKeys;
 use loteria::pki;
@@ -38,7 +44,8 @@ struct Args {
     #[arg(value_name = "N")]
     agencies: u32,
     /// Number of central servers: 1 is the container `server`; M >= 2 are
-    /// `server1`..`serverM`, all with the network alias `server`, sharing one store
+    /// `server1`..`serverM`, all with the network alias `server`, storing on a
+    /// three-node NATS JetStream cluster `nats1`..`nats3`
     #[arg(long, value_name = "M", default_value_t = 1, value_parser = parse_servers)]
     servers: u32,
     /// The compose file to write
@@ -59,12 +66,14 @@ fn parse_servers(s: &str) -> Result<u32, String> {
 fn parse_args(args: &[String]) -> Result<Args, clap::Error> {
     use clap::{CommandFactory, Parser};
     let parsed = Args::try_parse_from(std::iter::once("gen_compose".to_string()).chain(args.iter().cloned()))?;
-    if parsed.agencies.saturating_add(parsed.servers) > MAX_CONTAINERS {
+    if parsed.agencies.saturating_add(parsed.servers).saturating_add(nats::nodes_for(parsed.servers)) > MAX_CONTAINERS {
         return Err(Args::command().error(
             clap::error::ErrorKind::ValueValidation,
             format!(
-                "N + M must be at most {MAX_CONTAINERS} (the network is a /24), got {} + {}",
-                parsed.agencies, parsed.servers
+                "N + M (+ {} NATS nodes when M >= 2) must be at most {MAX_CONTAINERS} (the network is a /24), got {} + {}",
+                nats::NODES,
+                parsed.agencies,
+                parsed.servers
             ),
         ));
     }
@@ -90,12 +99,19 @@ fn deployment_stem(output: &std::path::Path) -> String {
     name.strip_suffix(KEYS_SUFFIX).unwrap_or(&name).to_string()
 }
 
-/// Makes the deployment's CA and server certificate and writes them into
-/// `.keys/` beside the compose file (the CA's key is dropped, never written).
-fn write_pki(output: &std::path::Path, servers: u32) -> Result<pki::PkiFiles, pki::PkiError> {
+/// Makes the deployment's CA and server certificate (and the NATS nodes' one
+/// for replicas) and writes them into `.keys/` beside the compose file (the CA's
+/// key is dropped, never written).
+fn write_pki(output: &std::path::Path, servers: u32) -> Result<(pki::PkiFiles, Option<pki::NatsFiles>), pki::PkiError> {
     let base = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let made = pki::issue(&pki::server_names(servers), pki::Validity::default())?;
-    pki::write(&made, &base.join(KEYS_DIR), &deployment_stem(output))
+    let (dir, stem, names) = (base.join(KEYS_DIR), deployment_stem(output), pki::server_names(servers));
+    match nats::nodes_for(servers) {
+        0 => Ok((pki::write(&pki::issue(&names, pki::Validity::default())?, &dir, &stem)?, None)),
+        nodes => {
+            let (made, leaf) = pki::issue_with_nats(&names, &pki::nats_names(nodes), pki::Validity::default())?;
+            Ok((pki::write(&made, &dir, &stem)?, Some(pki::write_nats(&leaf, &dir, &stem)?)))
+        }
+    }
 }
 
 /// The chain key's file name for a compose file (beside its agency keys).
@@ -162,21 +178,28 @@ struct Deployment<'a> {
     /// The stem of the PKI files in `.keys/` (`<stem>.ca.pem`, `.server.pem`, `.server.key`).
     tls_stem: &'a str,
     chain_key_file: &'a str,
-    /// Names the shared store's volume (replicas only): a new generation, a new store.
+    /// Names the NATS nodes' volumes and the stream (replicas only): a new
+    /// generation, a new store.
     id: &'a str,
 }
 
-/// Renders the template: the `server` block for one server, the `replica` block
-/// per server otherwise (and the `volumes` block they share), the `client` block per agency.
+/// Renders the template: the `server` block for one server, otherwise the
+/// `replica` block per server and the `nats` block (and its volume) per NATS node;
+/// the `client` block per agency.
 fn render(template: &str, d: &Deployment) -> Result<String, String> {
     let (head, server, rest) = section(template, "server")?;
     let (between, replica, rest) = section(rest, "replica")?;
+    let (after_replicas, nats_block, rest) = section(rest, "nats")?;
     let (before_clients, client, rest) = section(rest, "client")?;
-    let (networks, volumes, tail) = section(rest, "volumes")?;
+    let (networks, volumes, rest) = section(rest, "volumes")?;
+    let (before_nats_volumes, nats_volume, tail) = section(rest, "nats_volume")?;
     let deps: Vec<String> = match d.servers {
         1 => vec!["      - server".to_string()],
         m => (1..=m).map(|k| format!("      - server{k}")).collect(),
     };
+    let nodes = nats::nodes_for(d.servers);
+    let nats_deps: Vec<String> =
+        (1..=nodes).map(|n| format!("      {}:\n        condition: service_healthy", nats::node(n))).collect();
     let fill = |text: &str| {
         text.replace("{{agencies}}", &d.agencies.to_string())
             .replace("{{servers}}", &d.servers.to_string())
@@ -185,6 +208,8 @@ fn render(template: &str, d: &Deployment) -> Result<String, String> {
             .replace("{{chain_key_file}}", d.chain_key_file)
             .replace("{{deployment}}", d.id)
             .replace("{{server_deps}}", &deps.join("\n"))
+            .replace("{{nats_urls}}", &nats::client_urls(nodes))
+            .replace("{{nats_deps}}", &nats_deps.join("\n"))
     };
     let mut out = String::with_capacity(template.len() + client.len() * d.agencies as usize);
     out.push_str(&fill(head));
@@ -196,14 +221,22 @@ fn render(template: &str, d: &Deployment) -> Result<String, String> {
         }
     }
     out.push_str(&fill(between));
+    for n in 1..=nodes {
+        out.push_str(&fill(&nats_block.replace("{{n}}", &n.to_string())));
+    }
+    out.push_str(&fill(after_replicas));
     out.push_str(&fill(before_clients));
     for id in 1..=d.agencies {
         let key = d.keys.get(id).ok_or(format!("no key for agency {id}"))?;
         out.push_str(&fill(&client.replace("{{id}}", &id.to_string()).replace("{{auth_key}}", &key.to_hex())));
     }
     out.push_str(&fill(networks));
-    if d.servers > 1 {
+    if nodes > 0 {
         out.push_str(&fill(volumes));
+        out.push_str(&fill(before_nats_volumes));
+        for n in 1..=nodes {
+            out.push_str(&fill(&nats_volume.replace("{{n}}", &n.to_string())));
+        }
     }
     out.push_str(&fill(tail));
     check(&out, d.agencies, d.servers)?;
@@ -223,8 +256,9 @@ fn check(rendered: &str, agencies: u32, servers: u32) -> Result<(), String> {
     let doc: serde_yaml::Value =
         serde_yaml::from_str(rendered).map_err(|e| format!("rendered file is not valid YAML: {e}"))?;
     let services = doc.get("services").and_then(|s| s.as_mapping()).ok_or("rendered file has no services")?;
-    if services.len() != (agencies + servers) as usize {
-        return Err(format!("expected {} services, rendered {}", agencies + servers, services.len()));
+    let expected = agencies + servers + nats::nodes_for(servers);
+    if services.len() != expected as usize {
+        return Err(format!("expected {expected} services, rendered {}", services.len()));
     }
     for id in 1..=agencies {
         if !services.contains_key(format!("client{id}").as_str()) {
@@ -288,13 +322,23 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let pki_files = match write_pki(&args.output, args.servers) {
+    let (pki_files, nats_files) = match write_pki(&args.output, args.servers) {
         Ok(files) => files,
         Err(e) => {
             eprintln!("gen_compose: {e}");
             return ExitCode::from(1);
         }
     };
+    if nats_files.is_some() {
+        let base = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if let Err(e) = nats::write_configs(base, &tls_stem, nats::NODES) {
+            eprintln!(
+                "gen_compose: cannot write the NATS configurations in {}: {e}",
+                base.join(nats::CONF_DIR).display()
+            );
+            return ExitCode::from(1);
+        }
+    }
     if let Err(e) = write_chain_key(&args.output) {
         eprintln!("gen_compose: cannot write the chain key beside {}: {e}", args.output.display());
         return ExitCode::from(1);
@@ -310,15 +354,16 @@ fn main() -> ExitCode {
     }
     let servers = match args.servers {
         1 => "1 server".to_string(),
-        m => format!("{m} servers sharing the volume tp0_bets_{id}"),
+        m => format!("{m} servers on the NATS cluster nats1..nats{} (stream bets_{id})", nats::NODES),
     };
     println!(
-        "gen_compose: wrote {} with {servers}, {} agencies and fresh keys in {}; TLS: CA {}, server certificate {}",
+        "gen_compose: wrote {} with {servers}, {} agencies and fresh keys in {}; TLS: CA {}, server certificate {}{}",
         args.output.display(),
         args.agencies,
         keys_path.display(),
         pki_files.ca_cert.display(),
-        pki_files.server_cert.display()
+        pki_files.server_cert.display(),
+        nats_files.map(|f| format!(", NATS certificate {}", f.cert.display())).unwrap_or_default()
     );
     prepare_data_folder(&args.output, args.agencies);
     ExitCode::SUCCESS
@@ -394,29 +439,87 @@ mod tests {
     }
 
     #[test]
-    fn replicas_share_one_fresh_volume_behind_the_name_server() {
+    fn replicas_store_on_a_fresh_three_node_nats_cluster_behind_the_name_server() {
         let template =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.tmpl.yaml")).unwrap();
         let keys = AgencyKeys::generate(4).unwrap();
         let out = render_n(&template, 4, 3, &keys).unwrap();
         let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
         let services = doc["services"].as_mapping().unwrap();
-        assert_eq!(services.len(), 7);
+        assert_eq!(services.len(), 4 + 3 + 3);
         assert!(!services.contains_key("server"));
+        let env_of = |s: &serde_yaml::Value| -> Vec<String> {
+            s["environment"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+        };
         for k in 1..=3 {
             let s = &doc["services"][format!("server{k}").as_str()];
             assert_eq!(s["container_name"].as_str(), Some(format!("server{k}").as_str()));
             assert_eq!(s["networks"]["testing_net"]["aliases"][0].as_str(), Some("server"));
-            assert_eq!(s["environment"][0].as_str(), Some("SERVER_AGENCIES=4"));
-            let store = s["volumes"].as_sequence().unwrap().iter().find(|v| v["type"].as_str() == Some("volume"));
-            let store = store.expect("the shared store volume");
-            assert_eq!((store["source"].as_str(), store["target"].as_str()), (Some("bets"), Some("/var/lib/loteria")));
+            let env = env_of(s);
+            assert_eq!(env[0], "SERVER_AGENCIES=4");
+            for want in [
+                "SERVER_STORAGE_BACKEND=jetstream",
+                "SERVER_NATS_URLS=tls://nats1:4222,tls://nats2:4222,tls://nats3:4222",
+                "SERVER_NATS_CA=/keys/dc.ca.pem",
+                "SERVER_NATS_STREAM=bets_0a1b2c",
+            ] {
+                assert!(env.iter().any(|e| e == want), "server{k} lacks {want}");
+            }
+            // No shared volume: each replica's CSV view is its own container's.
+            let mounts = s["volumes"].as_sequence().unwrap();
+            assert!(mounts.iter().all(|v| v["type"].as_str() == Some("bind")), "server{k}: {mounts:?}");
+            for n in 1..=3 {
+                let dep = &s["depends_on"][format!("nats{n}").as_str()]["condition"];
+                assert_eq!(dep.as_str(), Some("service_healthy"), "server{k} waits for nats{n}");
+            }
         }
-        assert_eq!(doc["volumes"]["bets"]["name"].as_str(), Some("tp0_bets_0a1b2c"));
+        for n in 1..=3 {
+            let node = &doc["services"][format!("nats{n}").as_str()];
+            assert_eq!(node["container_name"].as_str(), Some(format!("nats{n}").as_str()));
+            assert_eq!(node["image"].as_str(), Some("loteria-nats:latest"));
+            let mounts = node["volumes"].as_sequence().unwrap();
+            let source = |target: &str| {
+                let m = mounts.iter().find(|v| v["target"].as_str() == Some(target)).unwrap();
+                (m["source"].as_str().unwrap().to_string(), m["read_only"].as_bool())
+            };
+            assert_eq!(source("/etc/nats/nats.conf"), (format!("./.nats/dc.nats{n}.conf"), Some(true)));
+            assert_eq!(source("/etc/nats/tls/nats.key"), ("./.keys/dc.nats.key".to_string(), Some(true)));
+            assert_eq!(source("/etc/nats/tls/ca.pem"), ("./.keys/dc.ca.pem".to_string(), Some(true)));
+            assert_eq!(source("/data"), (format!("nats{n}"), None));
+            assert!(!mounts.iter().any(|v| v["source"].as_str() == Some("./.keys")), "only its own files");
+            assert_eq!(
+                doc["volumes"][format!("nats{n}").as_str()]["name"].as_str(),
+                Some(format!("tp0_nats{n}_0a1b2c").as_str())
+            );
+            assert!(node["healthcheck"]["test"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|t| t.as_str() == Some("http://127.0.0.1:8222/healthz")));
+        }
+        assert_eq!(doc["volumes"].as_mapping().unwrap().len(), 3, "the NATS nodes' volumes only");
         let deps = doc["services"]["client4"]["depends_on"].as_sequence().unwrap();
         assert_eq!(deps.iter().filter_map(|d| d.as_str()).collect::<Vec<_>>(), ["server1", "server2", "server3"]);
         assert!(!out.lines().filter(|l| !l.trim_start().starts_with('#')).any(|l| l.contains("{{")));
         assert_ne!(deployment_id().unwrap(), deployment_id().unwrap(), "each generation draws a new id");
+    }
+
+    #[test]
+    fn replicas_get_a_nats_certificate_from_the_same_ca_and_one_server_none() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("dc.yaml");
+        let (files, nats) = write_pki(&output, 2).unwrap();
+        let nats = nats.expect("replicas have a NATS certificate");
+        assert_eq!(nats, pki::NatsFiles::in_dir(&dir.path().join(".keys"), "dc"));
+        assert_eq!(std::fs::metadata(&nats.key).unwrap().permissions().mode() & 0o777, 0o600);
+        // Signed by this deployment's CA (pki's tests verify the chain and both usages).
+        let ca = std::fs::read_to_string(&files.ca_cert).unwrap();
+        assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(std::fs::read_to_string(&nats.cert).unwrap() != std::fs::read_to_string(&files.server_cert).unwrap());
+        let single = tempfile::tempdir().unwrap();
+        assert!(write_pki(&single.path().join("dc.yaml"), 1).unwrap().1.is_none(), "M = 1 stays as it was");
+        assert!(!single.path().join(".keys/dc.nats.pem").exists());
     }
 
     #[test]
@@ -494,7 +597,8 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("docker-compose-dev.yaml");
-        let files = write_pki(&output, 3).unwrap();
+        let (files, nats) = write_pki(&output, 3).unwrap();
+        let nats = nats.expect("three replicas have a NATS certificate");
         assert_eq!(files, pki::PkiFiles::in_dir(&dir.path().join(".keys"), "docker-compose-dev"));
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!((mode(&dir.path().join(".keys")), mode(&files.server_key)), (0o700, 0o600));
@@ -503,8 +607,10 @@ mod tests {
         let tls = loteria::net::tls::AgencyTls::load(&files.ca_cert, None).unwrap();
         assert_eq!(tls.name_for("server:12345").unwrap().to_str(), "server");
         let keys = std::fs::read_dir(dir.path().join(".keys")).unwrap().map(|e| e.unwrap().path());
-        let private: Vec<_> = keys.filter(|p| std::fs::read_to_string(p).unwrap().contains("PRIVATE KEY")).collect();
-        assert_eq!(private, vec![files.server_key.clone()], "the CA's key was written");
+        let mut private: Vec<_> =
+            keys.filter(|p| std::fs::read_to_string(p).unwrap().contains("PRIVATE KEY")).collect();
+        private.sort();
+        assert_eq!(private, vec![nats.key.clone(), files.server_key.clone()], "the CA's key was written");
         let first_ca = std::fs::read_to_string(&files.ca_cert).unwrap();
         write_pki(&output, 3).unwrap();
         assert_ne!(std::fs::read_to_string(&files.ca_cert).unwrap(), first_ca, "a new generation, a new CA");

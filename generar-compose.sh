@@ -1,7 +1,8 @@
 #!/bin/sh
 # Course interface: generar-compose.sh <output> <N> [M]
 # Writes a compose file with N agencies and the central server, or M >= 2
-# replicas of it sharing one store (see gen_compose.rs). M defaults to 1.
+# replicas of it on a three-node NATS JetStream cluster (see gen_compose.rs).
+# M defaults to 1.
 set -e
 if [ "$#" -lt 2 ] || [ "$#" -gt 3 ]; then
     echo "usage: $0 <output-file> <number-of-agencies> [number-of-servers]" >&2

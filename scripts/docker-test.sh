@@ -149,6 +149,16 @@ for badn in -1 abc 2.5 ""; do
 done
 (cd "$WORK" && bash "$ROOT/generar-compose.sh" dc-course.yaml 3 >/dev/null)
 check "generar-compose.sh writes 3 agencies" grep -q 'container_name: client3' "$WORK/dc-course.yaml"
+(cd "$WORK" && "$GEN_COMPOSE" 4 --servers 3 --output dc-r3.yaml >/dev/null)
+services=$(grep -c '^    container_name: ' "$WORK/dc-r3.yaml")
+check "N=4 M=3 renders 10 services: 4 agencies, 3 servers, 3 NATS nodes ($services)" [ "$services" = 10 ]
+for flavour in "${FLAVOURS[@]}"; do
+    # shellcheck disable=SC2086
+    check "N=4 M=3 passes '$flavour config'" bash -c "cd '$WORK' && $flavour -p $PROJECT -f dc-r3.yaml config -q"
+done
+(cd "$WORK" && bash "$ROOT/generar-compose.sh" dc-course-r.yaml 3 2 >/dev/null)
+check "generar-compose.sh FILE 3 2 writes server2, nats3 and their NATS configuration" \
+    bash -c "grep -q 'container_name: server2' '$WORK/dc-course-r.yaml' && grep -q 'container_name: nats3' '$WORK/dc-course-r.yaml' && grep -q 'sync_interval: \"always\"' '$WORK/.nats/dc-course-r.nats3.conf'"
 
 # ---- 5. stop in the middle of a run -----------------------------------------
 echo "== 5. graceful stop with agencies mid-run"

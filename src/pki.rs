@@ -1,5 +1,6 @@
 //! The deployment's PKI: a CA made fresh per deployment, the central's
-//! certificate signed by it, and the files they are written to.
+//! certificate signed by it (and, for the replicated mode, the NATS nodes'
+//! certificate), and the files they are written to.
 //!
 //! The CA's private key lives only in memory while the server certificate is
 //! signed and is then dropped: nothing can be issued under the CA afterwards, so
@@ -18,6 +19,9 @@ pub const DEFAULT_VALID_DAYS: i64 = 397;
 pub const CA_SUFFIX: &str = ".ca.pem";
 pub const CERT_SUFFIX: &str = ".server.pem";
 pub const KEY_SUFFIX: &str = ".server.key";
+/// The NATS nodes' certificate and key, beside the central's.
+pub const NATS_CERT_SUFFIX: &str = ".nats.pem";
+pub const NATS_KEY_SUFFIX: &str = ".nats.key";
 
 /// The deployment's PKI as PEM text. The CA's key is not part of it.
 pub struct Pki {
@@ -29,6 +33,18 @@ pub struct Pki {
 impl std::fmt::Debug for Pki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Pki(<server key redacted>)")
+    }
+}
+
+/// One more certificate signed by the deployment's CA, with its key, as PEM text.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Leaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Leaf(<key redacted>)")
     }
 }
 
@@ -65,8 +81,39 @@ pub fn server_names(servers: u32) -> Vec<String> {
     names
 }
 
+/// The names the NATS nodes' one shared certificate carries for `nodes` nodes:
+/// `nats1`..`natsN` (compose), `localhost` and `127.0.0.1` (local runs).
+pub fn nats_names(nodes: u32) -> Vec<String> {
+    let mut names: Vec<String> = (1..=nodes.max(1)).map(|k| format!("nats{k}")).collect();
+    names.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
+    names
+}
+
 /// A fresh CA and a server certificate for `names` signed by it (ECDSA P-256).
 pub fn issue(names: &[String], validity: Validity) -> Result<Pki, PkiError> {
+    issue_central(names, validity).map(|(pki, _issuer)| pki)
+}
+
+/// [`issue`] plus, from the same CA before its key is dropped, one certificate
+/// for the NATS nodes named `nats`. It serves both ends of a TLS link (server and
+/// client authentication): a cluster route is mutual TLS, each node dialing the
+/// others with the same certificate it answers with.
+pub fn issue_with_nats(names: &[String], nats: &[String], validity: Validity) -> Result<(Pki, Leaf), PkiError> {
+    let (pki, issuer) = issue_central(names, validity)?;
+    let key = KeyPair::generate()?;
+    let mut node = CertificateParams::new(nats.to_vec())?;
+    node.distinguished_name = name(nats.first().map(String::as_str).unwrap_or("nats"));
+    node.is_ca = IsCa::ExplicitNoCa;
+    node.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    set_validity(&mut node, validity);
+    let cert = node.signed_by(&key, &issuer)?;
+    Ok((pki, Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem() }))
+}
+
+/// The CA and the central's certificate; the CA's key leaves only inside the
+/// issuer, which the callers drop once they have signed.
+fn issue_central(names: &[String], validity: Validity) -> Result<(Pki, Issuer<'static, KeyPair>), PkiError> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     // A name of its own: another deployment's CA is then an unknown issuer, not a
@@ -88,11 +135,12 @@ pub fn issue(names: &[String], validity: Validity) -> Result<Pki, PkiError> {
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     set_validity(&mut server, validity);
     let server_cert = server.signed_by(&server_key, &issuer)?;
-    Ok(Pki {
+    let pki = Pki {
         ca_cert_pem: ca_cert.pem(),
         server_cert_pem: server_cert.pem(),
         server_key_pem: server_key.serialize_pem(),
-    })
+    };
+    Ok((pki, issuer))
 }
 
 fn name(common: &str) -> DistinguishedName {
@@ -167,6 +215,39 @@ pub fn write(pki: &Pki, dir: &Path, stem: &str) -> Result<PkiFiles, PkiError> {
     Ok(files)
 }
 
+/// Where the NATS nodes' certificate and key are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl NatsFiles {
+    /// `dir/<stem>.nats.pem`, `dir/<stem>.nats.key`.
+    pub fn in_dir(dir: &Path, stem: &str) -> NatsFiles {
+        NatsFiles {
+            cert: dir.join(format!("{stem}{NATS_CERT_SUFFIX}")),
+            key: dir.join(format!("{stem}{NATS_KEY_SUFFIX}")),
+        }
+    }
+}
+
+/// Writes the NATS nodes' certificate (0644) and key (0600) into `dir`, created
+/// 0700 like [`fn@write`]'s.
+pub fn write_nats(leaf: &Leaf, dir: &Path, stem: &str) -> Result<NatsFiles, PkiError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PkiError::Write { path, source }
+    };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err(dir))?;
+    let files = NatsFiles::in_dir(dir, stem);
+    write_file(&files.key, &leaf.key_pem, 0o600).map_err(err(&files.key))?;
+    write_file(&files.cert, &leaf.cert_pem, 0o644).map_err(err(&files.cert))?;
+    Ok(files)
+}
+
 fn write_file(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -210,5 +291,38 @@ mod tests {
         assert!(!format!("{pki:?}").contains("PRIVATE"));
         let again = issue(&server_names(2), Validity::default()).unwrap();
         assert_ne!(again.ca_cert_pem, pki.ca_cert_pem, "every deployment has its own CA");
+    }
+
+    #[test]
+    fn the_nats_certificate_serves_both_ends_of_a_route_under_the_same_ca() {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+        let der = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let (pki, leaf) = issue_with_nats(&server_names(3), &nats_names(3), Validity::default()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der(&pki.ca_cert_pem)).unwrap();
+        let roots = std::sync::Arc::new(roots);
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .unwrap();
+        let client = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider).build().unwrap();
+        let node = der(&leaf.cert_pem);
+        for name in ["nats1", "nats3", "localhost", "127.0.0.1"] {
+            let name = ServerName::try_from(name).unwrap();
+            server.verify_server_cert(&node, &[], &name, &[], UnixTime::now()).unwrap();
+        }
+        let wrong = ServerName::try_from("server").unwrap();
+        assert!(server.verify_server_cert(&node, &[], &wrong, &[], UnixTime::now()).is_err());
+        // As the dialing end of a route it is a client certificate too.
+        client.verify_client_cert(&node, &[], UnixTime::now()).unwrap();
+        assert!(client.verify_client_cert(&der(&pki.server_cert_pem), &[], UnixTime::now()).is_err());
+        assert!(!format!("{leaf:?}").contains("PRIVATE"));
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_nats(&leaf, &dir.path().join("k"), "dc").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&files.key), mode(&files.cert), mode(&dir.path().join("k"))), (0o600, 0o644, 0o700));
     }
 }
