@@ -3,6 +3,8 @@
 //! head, followed by each row's CRC32C so a changed row can be named (the
 //! construction is in docs/integrity.md).
 
+mod rows;
+
 use super::{sync_parent_dir, FileIo, StorageError, WrapFile};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -208,14 +210,9 @@ impl Sealer {
         if let Some(digest) = &mut self.digest {
             digest.update(bytes);
         }
-        let mut start = 0;
-        for nl in memchr::memchr_iter(b'\n', bytes) {
-            let row = crc32c::crc32c_append(std::mem::take(&mut self.row_crc), &bytes[start..=nl]);
-            self.row_crcs.extend_from_slice(&row.to_le_bytes());
-            start = nl + 1;
-            self.rows += 1;
-        }
-        self.row_crc = crc32c::crc32c_append(self.row_crc, &bytes[start..]);
+        let (carry, rows) = rows::row_crcs(self.row_crc, bytes, &mut self.row_crcs);
+        self.row_crc = carry;
+        self.rows += rows;
     }
 
     pub fn rows(&self) -> u64 {
