@@ -66,9 +66,25 @@ rust_deps() {
     done
 }
 
+# True when /bin/busybox is a static ELF: it has no PT_INTERP program header.
+# `ldd` is only the fallback without readelf: on a static binary it exits 1, so
+# under pipefail `ldd | grep` is false even when grep matches (which made every
+# run reinstall busybox-static); its output is captured first instead.
+static_busybox() {
+    [ -x /bin/busybox ] || return 1
+    local out
+    if command -v readelf >/dev/null 2>&1; then
+        out=$(readelf -lW /bin/busybox 2>/dev/null) || return 1
+        ! grep -q 'INTERP' <<<"$out"
+        return
+    fi
+    out=$(ldd /bin/busybox 2>&1 || true)
+    grep -qE 'not a dynamic executable|statically linked' <<<"$out"
+}
+
 docker_deps() {
     local need=()
-    { [ -f /bin/busybox ] && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic'; } || need+=(busybox-static)
+    static_busybox || need+=(busybox-static)
     command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
     command -v strace >/dev/null 2>&1 || need+=(strace)
     python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
