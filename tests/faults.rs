@@ -111,8 +111,11 @@ fn sigkilled_agency_restarts_where_the_server_left_it() {
     let (server, port) = start_server(dir.path(), 2, &[]);
     let slow = [("CLI_BATCH_MAXAMOUNT", "20".to_string()), ("CLI_BATCH_WINDOW", "1".to_string())];
     let mut first = start_client(dir.path(), 1, port, &data.join("agency-1.csv"), &slow);
-    let mut other = start_client(dir.path(), 2, port, &data.join("agency-2.csv"), &[]);
+    // The line carries no agency: agency 2 starts once agency 1's first batch is
+    // stored, so the kill always finds rows of agency 1 stored (on a loaded machine
+    // agency 2's line could come first).
     server.lines.wait_for("apuesta_recibida", Duration::from_secs(30)).expect("ingestion started");
+    let mut other = start_client(dir.path(), 2, port, &data.join("agency-2.csv"), &[]);
     std::thread::sleep(Duration::from_millis(300));
     first.signal("KILL");
     first.wait(Duration::from_secs(10));
