@@ -233,11 +233,6 @@ impl Sealer {
         bytes.append(&mut done.row_crcs);
         (rec, bytes)
     }
-
-    /// Forgets what was absorbed (the bytes were cut).
-    pub fn reset(&mut self) {
-        *self = Sealer::new(self.keyed);
-    }
 }
 
 /// The sidecar's path for a bets file (`<bets>.sum`).
