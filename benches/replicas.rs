@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const SERVER: &str = env!("CARGO_BIN_EXE_server");
+const SERVER_BIN: &str = env!("CARGO_BIN_EXE_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
 /// The agencies' default pipelining window (`batch.window`).
 const WINDOW: usize = 32;
@@ -121,12 +121,20 @@ struct Run {
     nats: f64,
     /// Bytes of the (first) server's bets file or view.
     bytes: u64,
+    /// Messages in the stream (the first server's last applied sequence at close).
+    messages: u64,
 }
 
-fn spawn_server(dir: &Path, port: u16, agencies: u32, keys: &Path, js: Option<(&str, &str)>) -> (Child, PathBuf) {
+/// A server process, its bets file or view, and the thread reading its log,
+/// which returns the stream sequence its view had applied at close (0 on the file).
+type Server = (Child, PathBuf, std::thread::JoinHandle<u64>);
+
+fn spawn_server(dir: &Path, port: u16, agencies: u32, keys: &Path, js: Option<(&str, &str)>) -> Server {
     std::fs::create_dir_all(dir).expect("server dir");
     let view = dir.join("bets.csv");
-    let mut cmd = Command::new(SERVER);
+    // `BENCH_SERVER` names another build to measure in the same conditions.
+    let server = std::env::var("BENCH_SERVER").unwrap_or_else(|_| SERVER_BIN.to_string());
+    let mut cmd = Command::new(server);
     cmd.current_dir(dir)
         .env("SERVER_PORT", port.to_string())
         .env("SERVER_AGENCIES", agencies.to_string())
@@ -142,15 +150,20 @@ fn spawn_server(dir: &Path, port: u16, agencies: u32, keys: &Path, js: Option<(&
     let mut child = cmd.spawn().expect("spawn server");
     let (tx, rx) = mpsc::channel();
     let out = child.stdout.take().expect("server stdout");
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
+        let mut applied = 0;
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             if line.contains("accept_connections") {
                 let _ = tx.send(());
             }
+            if let Some(rest) = line.split("applied_sequence: ").nth(1) {
+                applied = rest.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            }
         }
+        applied
     });
     rx.recv_timeout(Duration::from_secs(60)).expect("server start");
-    (child, view)
+    (child, view, reader)
 }
 
 fn run(dir: &Path, data: &Path, agencies: u32, servers: usize, nats: Option<(&Nats, &str)>) -> Run {
@@ -161,7 +174,7 @@ fn run(dir: &Path, data: &Path, agencies: u32, servers: usize, nats: Option<(&Na
     keys.write(&keys_path).expect("write the key file");
     let ports: Vec<u16> = (0..servers).map(|_| free_port()).collect();
     let js = nats.map(|(n, stream)| (n.urls.as_str(), stream));
-    let replicas: Vec<(Child, PathBuf)> = ports
+    let replicas: Vec<Server> = ports
         .iter()
         .enumerate()
         .map(|(i, p)| spawn_server(&dir.join(format!("server{}", i + 1)), *p, agencies, &keys_path, js))
@@ -196,12 +209,16 @@ fn run(dir: &Path, data: &Path, agencies: u32, servers: usize, nats: Option<(&Na
     out.secs = started.elapsed().as_secs_f64();
     out.nats = nats.map_or(0.0, |(n, _)| n.cpu()) - nats_before;
     out.bytes = std::fs::metadata(&replicas[0].1).map(|m| m.len()).unwrap_or(0);
-    for (child, _) in &replicas {
+    for (i, (child, _, reader)) in replicas.into_iter().enumerate() {
         // SAFETY: kill(2) with SIGTERM on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let (ok, cpu) = wait_cpu(child);
+        let (ok, cpu) = wait_cpu(&child);
         assert!(ok, "a server failed");
         out.servers += cpu;
+        let applied = reader.join().unwrap_or(0);
+        if i == 0 {
+            out.messages = applied;
+        }
     }
     out
 }
@@ -328,17 +345,18 @@ fn main() {
         "\n{agencies} agencies x {bets} bets = {total} bets, {runs} runs (medians), window {WINDOW}, durable acks, {} cores",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    println!("| store | servers | s | bets/s | CPU servers s | CPU agencies s | CPU NATS s |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| store | servers | s | bets/s | CPU servers s | CPU agencies s | CPU NATS s | stream messages |");
+    println!("|---|---|---|---|---|---|---|---|");
     let row = |name: &str, m: usize, list: &[Run]| {
         let med = |f: fn(&Run) -> f64| median(list.iter().map(f).collect());
         let secs = med(|r| r.secs);
         println!(
-            "| {name} | {m} | {secs:.3} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            "| {name} | {m} | {secs:.3} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} |",
             total as f64 / secs,
             med(|r| r.servers),
             med(|r| r.agencies),
-            med(|r| r.nats)
+            med(|r| r.nats),
+            med(|r| r.messages as f64)
         );
         secs
     };

@@ -10,6 +10,7 @@
 mod util;
 
 use loteria::datagen::{self, AgencySummary};
+use loteria::storage::jetstream::ACK_TIMEOUT;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use util::nats::{free_port, Cluster};
@@ -79,11 +80,21 @@ fn wait_for_a_fifth(view: &Path, total: u64) {
 }
 
 /// Every agency exited 0 with its winners, and `view` holds every agency's rows
-/// once, in its file's order, and nothing else.
-fn check_outcome(view: &Path, summaries: &[AgencySummary], clients: &mut [Proc]) {
+/// once, in its file's order, and nothing else. A failed agency's message
+/// carries every server's log too (what each replica saw of the stream).
+fn check_outcome(view: &Path, summaries: &[AgencySummary], clients: &mut [Proc], servers: &[Proc]) {
     for c in clients.iter_mut() {
         let status = c.wait(RUN);
-        assert!(status.success(), "{} failed:\n{}", c.name, c.lines.dump());
+        if !status.success() {
+            let logs: Vec<String> = servers
+                .iter()
+                .map(|s| {
+                    let quiet = |l: &&str| !l.contains("action: apuesta_recibida | result: success");
+                    format!("---- {}:\n{}", s.name, s.lines.dump().lines().filter(quiet).collect::<Vec<_>>().join("\n"))
+                })
+                .collect();
+            panic!("{} failed:\n{}\n{}", c.name, c.lines.dump(), logs.join("\n"));
+        }
     }
     let mut by_agency = stored_by_agency(view);
     for (summary, client) in summaries.iter().zip(clients.iter()) {
@@ -158,7 +169,7 @@ fn a_nats_node_and_a_server_killed_mid_ingest_lose_nothing_and_store_nothing_twi
     std::thread::sleep(Duration::from_millis(500));
     servers[0] = replica(dir.path(), "server1", ports[0], AGENCIES, &urls, "kill");
 
-    check_outcome(&view_of(dir.path(), "server2"), &summaries, &mut clients);
+    check_outcome(&view_of(dir.path(), "server2"), &summaries, &mut clients, &servers);
     assert!(clients.iter().any(|c| c.lines.count("action: reconnect") > 0), "no agency had to move");
     let mut heads = std::collections::BTreeSet::new();
     for (name, server) in names.iter().zip(&servers) {
@@ -195,19 +206,27 @@ fn a_lost_quorum_for_a_few_seconds_refuses_batches_and_then_every_agency_finishe
     cluster.kill_node(0);
     cluster.kill_node(2);
     let before = rows_in(&view);
-    std::thread::sleep(Duration::from_secs(4));
+    // Longer than a publish waits for its ack: what was in flight at the kill
+    // is refused (not held until the quorum is back).
+    let outage = ACK_TIMEOUT + Duration::from_secs(2);
+    std::thread::sleep(outage);
     // With one node of three no publish is acked: the views stop growing (a
     // publish the quorum held just before may still land right after the kill).
     let during = rows_in(&view);
     assert!(during < total, "every row went in while the quorum was lost ({before} -> {during})");
     cluster.start_node(0);
     cluster.start_node(2);
-    println!("quorum lost for 4 s at {before} rows (then {during}); nodes 1 and 3 started again");
+    println!("quorum lost for {outage:?} at {before} rows (then {during}); nodes 1 and 3 started again");
 
-    check_outcome(&view, &summaries, &mut clients);
+    check_outcome(&view, &summaries, &mut clients, &servers);
     let refused: usize = servers.iter().map(|s| s.lines.count("replicated store unavailable")).sum();
     let retried: usize = clients.iter().map(|c| c.lines.count("unavailable")).sum();
     println!("refusals logged by servers: {refused}, agency lines naming unavailable: {retried}");
+    for s in &servers {
+        for line in s.lines.all().iter().filter(|l| l.contains("action: follow_stream | result: fail")) {
+            println!("{}: {line}", s.name);
+        }
+    }
     assert!(refused > 0, "no batch was refused while the quorum was lost");
     let heads: std::collections::BTreeSet<String> = servers.iter().map(|s| sorteo_head(s, total)).collect();
     assert_eq!(heads.len(), 1, "{heads:?}");
@@ -265,7 +284,7 @@ fn the_link_to_nats_speaks_tls_verified_against_the_deployment_ca() {
         .wait_for("action: accept_connections | result: in_progress", Duration::from_secs(40))
         .unwrap_or_else(|| panic!("the server did not start:\n{}", server.lines.dump()));
     let mut clients = agencies_over(dir.path(), &data, AGENCIES, &[port]);
-    check_outcome(&dir.path().join("bets.csv"), &summaries, &mut clients);
+    check_outcome(&dir.path().join("bets.csv"), &summaries, &mut clients, std::slice::from_ref(&server));
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(10)).success(), "{}", server.lines.dump());
 }

@@ -134,33 +134,121 @@ pub struct Published {
     pub duplicate: bool,
 }
 
-/// One message for the publisher, answered once JetStream acked it (or did not).
-pub struct Outgoing {
-    pub subject: String,
-    pub headers: HeaderMap,
-    pub payload: Bytes,
-    pub reply: oneshot::Sender<Result<Published, String>>,
+/// What a replica publishes: a run of an agency's rendered rows, or its Done.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// `rows` rows of `agency` from index `first`, rendered as the bets file stores them.
+    Bets { agency: AgencyId, first: u64, rows: u64, payload: Vec<u8>, reply: Reply },
+    /// The agency's Done with its total.
+    Done { agency: AgencyId, total: u64, reply: Reply },
+}
+
+/// Answered once JetStream acked the message holding the request (or did not).
+pub type Reply = oneshot::Sender<Result<Published, String>>;
+
+/// Messages the stream has not acked yet, at most. While this many wait, what
+/// the replica decides queues up and is published as fewer, larger messages:
+/// JetStream's cost is mostly per message (a Raft entry, a write and an fsync on
+/// each node), not per byte.
+pub const IN_FLIGHT: usize = 16;
+/// A coalesced message carries at most this many payload bytes.
+pub const COALESCE_BYTES: usize = 64 << 10;
+/// Queued requests taken at once for coalescing.
+const DRAIN: usize = 256;
+
+/// One message to publish, and every request it answers.
+struct Pending {
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+    replies: Vec<Reply>,
+}
+
+/// Groups queued requests into messages: each agency's consecutive row runs
+/// (the next starting where the last ends) join one message up to
+/// [`COALESCE_BYTES`]; a Done closes its agency's run and goes alone. Each
+/// agency's messages keep the order its requests came in; between agencies
+/// order does not matter (every replica applies each agency's rows by index).
+fn coalesce(stream: &str, queued: Vec<Outgoing>) -> Vec<Pending> {
+    struct Run {
+        agency: AgencyId,
+        first: u64,
+        rows: u64,
+        payload: Vec<u8>,
+        replies: Vec<Reply>,
+    }
+    fn close(stream: &str, run: Run, out: &mut Vec<Pending>) {
+        let (subject, headers, payload) = bets_message(stream, run.agency, run.first, run.rows, run.payload);
+        out.push(Pending { subject, headers, payload, replies: run.replies });
+    }
+    let mut out = Vec::new();
+    let mut open: Vec<Run> = Vec::new();
+    for item in queued {
+        match item {
+            Outgoing::Bets { agency, first, rows, payload, reply } => {
+                if let Some(at) = open.iter().position(|r| r.agency == agency) {
+                    let run = &mut open[at];
+                    if run.first + run.rows == first && run.payload.len() + payload.len() <= COALESCE_BYTES {
+                        run.rows += rows;
+                        run.payload.extend_from_slice(&payload);
+                        run.replies.push(reply);
+                        continue;
+                    }
+                    close(stream, open.swap_remove(at), &mut out);
+                }
+                open.push(Run { agency, first, rows, payload, replies: vec![reply] });
+            }
+            Outgoing::Done { agency, total, reply } => {
+                if let Some(at) = open.iter().position(|r| r.agency == agency) {
+                    close(stream, open.swap_remove(at), &mut out);
+                }
+                let (subject, headers, payload) = done_message(stream, agency, total);
+                out.push(Pending { subject, headers, payload, replies: vec![reply] });
+            }
+        }
+    }
+    for run in open {
+        close(stream, run, &mut out);
+    }
+    out
 }
 
 /// Starts the task that hands messages to the client one after the other (so a
-/// replica's messages reach the stream in the order it decided them) and waits
-/// for each ack beside it. Returns its queue.
-pub fn publisher(js: jetstream::Context) -> mpsc::Sender<Outgoing> {
+/// replica's messages reach the stream in the order it decided them), with at
+/// most [`IN_FLIGHT`] waiting for their acks, coalescing what queued meanwhile.
+/// Returns its queue.
+pub fn publisher(js: jetstream::Context, stream: String) -> mpsc::Sender<Outgoing> {
     let (tx, mut rx) = mpsc::channel::<Outgoing>(PUBLISH_QUEUE);
     actix::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            match js.publish_with_headers(out.subject, out.headers, out.payload).await {
-                Ok(ack) => {
-                    actix::spawn(async move {
-                        let result = ack
-                            .await
-                            .map(|a| Published { sequence: a.sequence, duplicate: a.duplicate })
-                            .map_err(|e| e.to_string());
-                        let _ = out.reply.send(result);
-                    });
-                }
-                Err(e) => {
-                    let _ = out.reply.send(Err(e.to_string()));
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        let mut queued = Vec::with_capacity(DRAIN);
+        loop {
+            if rx.recv_many(&mut queued, DRAIN).await == 0 {
+                return;
+            }
+            let mut messages = coalesce(&stream, std::mem::take(&mut queued)).into_iter();
+            for message in messages.by_ref() {
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                let Pending { subject, headers, payload, replies } = message;
+                match js.publish_with_headers(subject, headers, payload).await {
+                    Ok(ack) => {
+                        actix::spawn(async move {
+                            let result = ack
+                                .await
+                                .map(|a| Published { sequence: a.sequence, duplicate: a.duplicate })
+                                .map_err(|e| e.to_string());
+                            drop(slot);
+                            for reply in replies {
+                                let _ = reply.send(result.clone());
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
                 }
             }
         }
@@ -168,16 +256,18 @@ pub fn publisher(js: jetstream::Context) -> mpsc::Sender<Outgoing> {
     tx
 }
 
-/// A batch's message: `rows` rendered rows of `agency` from index `first`.
+/// A message of `rows` rendered rows of `agency` from index `first`. Its id
+/// names the rows it carries, so the stream drops only an exact resend (a
+/// resend with other boundaries is stored, and readers take its new rows only).
 pub fn bets_message(
     stream: &str,
     agency: AgencyId,
     first: u64,
-    rows: u32,
+    rows: u64,
     payload: Vec<u8>,
 ) -> (String, HeaderMap, Bytes) {
     let mut headers = HeaderMap::new();
-    headers.insert(MSG_ID, format!("{agency}-{first}").as_str());
+    headers.insert(MSG_ID, format!("{agency}-{first}-{rows}").as_str());
     headers.insert(FIRST, first.to_string().as_str());
     headers.insert(ROWS, rows.to_string().as_str());
     (format!("{stream}.bets.{agency}"), headers, Bytes::from(payload))
@@ -245,11 +335,58 @@ mod tests {
         let rows = b"2,A,B,1,2000-01-01,7\n2,C,D,2,2000-01-01,8\n".to_vec();
         let (subject, headers, payload) = bets_message("d1", 2, 40, 2, rows.clone());
         assert_eq!(subject, "d1.bets.2");
-        assert_eq!(headers.get(MSG_ID).map(|v| v.as_str().to_string()), Some("2-40".into()));
+        assert_eq!(headers.get(MSG_ID).map(|v| v.as_str().to_string()), Some("2-40-2".into()));
         let entry = decode("d1", &subject, Some(&headers), &payload, 5).unwrap();
         assert_eq!(entry, Entry::Bets { agency: 2, first: 40, rows: 2, payload: Bytes::from(rows) });
         let (subject, headers, payload) = done_message("d1", 2, 42);
         assert_eq!(decode("d1", &subject, Some(&headers), &payload, 5), Ok(Entry::Done { agency: 2, total: 42 }));
+    }
+
+    fn rows(agency: AgencyId, first: u64, n: u64) -> (Outgoing, oneshot::Receiver<Result<Published, String>>) {
+        let (reply, rx) = oneshot::channel();
+        let payload = (first..first + n).map(|i| format!("{agency},row{i}\n")).collect::<String>().into_bytes();
+        (Outgoing::Bets { agency, first, rows: n, payload, reply }, rx)
+    }
+
+    fn read(p: &Pending) -> (String, Option<String>) {
+        (p.subject.clone(), p.headers.get(MSG_ID).map(|v| v.as_str().to_string()))
+    }
+
+    #[test]
+    fn queued_runs_of_an_agency_become_one_message_each_agency_in_its_order() {
+        let (done, _d) = {
+            let (reply, rx) = oneshot::channel();
+            (Outgoing::Done { agency: 1, total: 7, reply }, rx)
+        };
+        let queued = vec![rows(1, 0, 3).0, rows(2, 0, 2).0, rows(1, 3, 4).0, rows(2, 5, 1).0, done, rows(2, 6, 1).0];
+        let out = coalesce("d", queued);
+        let got: Vec<_> = out.iter().map(read).collect();
+        let want = |s: &str, id: &str| (s.to_string(), Some(id.to_string()));
+        // Agency 1's two runs join and the Done follows them; agency 2's run
+        // breaks at the gap (2 -> 5), and 5..6 and 6..7 join.
+        let of = |agency: &str| got.iter().filter(|(s, _)| s.ends_with(agency)).cloned().collect::<Vec<_>>();
+        assert_eq!(of(".1"), vec![want("d.bets.1", "1-0-7"), want("d.done.1", "done-1-7")]);
+        assert_eq!(of(".2"), vec![want("d.bets.2", "2-0-2"), want("d.bets.2", "2-5-2")]);
+        let joined = out.iter().find(|p| p.subject == "d.bets.1").unwrap();
+        assert_eq!(joined.replies.len(), 2);
+        let entry = decode("d", &joined.subject, Some(&joined.headers), &joined.payload, 5).unwrap();
+        let Entry::Bets { first, rows, payload, .. } = entry else { panic!("{entry:?}") };
+        assert_eq!((first, rows), (0, 7));
+        assert!(payload.starts_with(b"1,row0\n") && payload.ends_with(b"1,row6\n"));
+    }
+
+    #[test]
+    fn a_coalesced_message_stays_within_its_byte_bound() {
+        let per = COALESCE_BYTES / 3 + 1;
+        let queued: Vec<Outgoing> = (0..4u64)
+            .map(|k| {
+                let (reply, _) = oneshot::channel();
+                Outgoing::Bets { agency: 3, first: k, rows: 1, payload: vec![b'x'; per], reply }
+            })
+            .collect();
+        let out = coalesce("d", queued);
+        assert_eq!(out.iter().map(|p| p.replies.len()).collect::<Vec<_>>(), vec![2, 2]);
+        assert!(out.iter().all(|p| p.payload.len() <= COALESCE_BYTES));
     }
 
     #[test]

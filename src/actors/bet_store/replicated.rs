@@ -28,8 +28,20 @@ const WAIT_LIMIT: Duration = Duration::from_secs(20);
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// A stream reader that could not be made is tried again after this.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+/// How often the view's place is compared with the stream's end: a view that
+/// lags and made no progress over one period has a stalled reader.
+const LAG_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Messages whose added rows are remembered (for `newly_stored`).
 const RECENT: usize = 8192;
+
+/// The rows one stream message added to the view: agency, from and to index.
+#[derive(Clone, Copy)]
+struct Added {
+    sequence: u64,
+    agency: AgencyId,
+    from: u64,
+    to: u64,
+}
 
 /// What a request waits for once the view reached a stream sequence.
 enum Waiter {
@@ -64,10 +76,16 @@ pub(super) struct Replicated {
     /// Requests by the stream sequence the view must reach first.
     waiting: BTreeMap<u64, Vec<(Instant, Waiter)>>,
     /// Rows each recent message added to the view.
-    recent: VecDeque<(u64, u32)>,
+    recent: VecDeque<Added>,
     agencies: u32,
     /// The task reading the stream (aborted at close, while its runtime still runs).
     follower: Option<tokio::task::JoinHandle<()>>,
+    /// Counts the readers made: what an older one still delivers is ignored.
+    generation: u64,
+    /// `applied` when the last lag check found the view behind the stream's end.
+    lagging_at: Option<u64>,
+    /// A lag check is waiting for the stream's end.
+    lag_check: bool,
     /// The local view could not be written: every request is refused.
     failed: Option<StoreError>,
     skipped: u64,
@@ -77,7 +95,7 @@ pub(super) struct Replicated {
 /// or a message with its rows past the first `skip` (those the view holds).
 enum Publish {
     No { first: u64 },
-    Rows { first: u64, skip: usize, stream: String },
+    Rows { first: u64, skip: usize },
 }
 
 fn unavailable(reason: impl Into<String>) -> StoreError {
@@ -100,7 +118,7 @@ impl BetStore {
         let mut store = BetStore::open_checked(path, false, spec, storage::plain(), log)?;
         store.journal = None;
         let _ = std::fs::remove_file(DoneJournal::path_for(&store.path));
-        let publish = js::publisher(link.js.clone());
+        let publish = js::publisher(link.js.clone(), link.name.clone());
         store.js = Some(Box::new(Replicated {
             link,
             publish,
@@ -110,6 +128,9 @@ impl BetStore {
             recent: VecDeque::new(),
             agencies,
             follower: None,
+            generation: 0,
+            lagging_at: None,
+            lag_check: false,
             failed: None,
             skipped: 0,
         }));
@@ -130,6 +151,44 @@ impl BetStore {
             }
             r.waiting.retain(|_, list| !list.is_empty());
         });
+        ctx.run_interval(LAG_CHECK_EVERY, |store, ctx| store.check_lag(ctx));
+    }
+
+    /// The stream reader must not stall silently: the client's ordered
+    /// consumer recreates itself when heartbeats stop or a sequence is
+    /// skipped, but a reader that gets heartbeats and no messages while the
+    /// stream grows would leave this replica's draw waiting for a Done it never
+    /// reads. When the view lags the stream's end and did not move over a whole
+    /// check period, the reader is replaced by a new one from the next message.
+    fn check_lag(&mut self, ctx: &mut Context<Self>) {
+        let Some(r) = self.js.as_mut() else { return };
+        if r.lag_check || r.failed.is_some() || self.closed {
+            return;
+        }
+        r.lag_check = true;
+        let stream = r.link.stream.clone();
+        let tail = async move { stream.get_info().await.map(|i| i.state.last_sequence) };
+        ctx.spawn(tail.into_actor(self).map(|tail, store, ctx| {
+            let Some(r) = store.js.as_mut() else { return };
+            r.lag_check = false;
+            // Without an answer nothing is known: the next period asks again.
+            let Ok(last) = tail else { return };
+            if last <= r.applied {
+                r.lagging_at = None;
+                return;
+            }
+            if r.lagging_at != Some(r.applied) {
+                r.lagging_at = Some(r.applied);
+                return;
+            }
+            warn!(store.log, "action: follow_stream | result: fail"; "applied_sequence" => r.applied,
+                "stream_last_sequence" => last, "error" => "the stream reader made no progress behind the stream's end; following again");
+            r.lagging_at = None;
+            if let Some(follower) = r.follower.take() {
+                follower.abort();
+            }
+            store.subscribe(ctx);
+        }));
     }
 
     /// Answers what waited for the view to reach `seq`.
@@ -152,11 +211,20 @@ impl BetStore {
             Waiter::Batch { tx, agency, first, count, acked } => {
                 let p = view(self, agency);
                 let answer = if p.written >= first + u64::from(count) {
-                    let added = self
-                        .js
-                        .as_ref()
-                        .and_then(|r| r.recent.iter().find(|(s, _)| *s == acked.sequence).map(|(_, rows)| *rows));
-                    let newly = if acked.duplicate { 0 } else { added.unwrap_or(0).min(count) };
+                    // A coalesced message holds other batches too: this one's new
+                    // rows are those of its range the message added.
+                    let end = first + u64::from(count);
+                    let added = self.js.as_ref().and_then(|r| {
+                        let at = r.recent.binary_search_by_key(&acked.sequence, |a| a.sequence).ok()?;
+                        r.recent.get(at).copied()
+                    });
+                    let newly = match added {
+                        Some(a) if !acked.duplicate && a.agency == agency => {
+                            end.min(a.to).saturating_sub(first.max(a.from))
+                        }
+                        _ => 0,
+                    };
+                    let newly = newly as u32;
                     Ok(Stored { first_index: first, count, newly_stored: newly })
                 } else {
                     Err(unavailable(format!(
@@ -184,9 +252,9 @@ impl BetStore {
                     let _ = tx.send(Ok(p.written));
                 } else if p.written != total {
                     let _ = tx.send(Err(StoreError::Incomplete { stored: p.written, total }));
-                } else if let Some(name) = self.js.as_ref().map(|r| r.link.name.clone()) {
-                    let (subject, headers, payload) = js::done_message(&name, agency, total);
-                    self.send_out(subject, headers, payload, ctx, move |_| Waiter::Done { tx, agency, total });
+                } else {
+                    let done = move |reply| Outgoing::Done { agency, total, reply };
+                    self.send_out(done, agency, ctx, move |_| Waiter::Done { tx, agency, total });
                 }
             }
         }
@@ -196,17 +264,15 @@ impl BetStore {
     /// to reach it. A failure refuses the waiter's request.
     fn send_out(
         &mut self,
-        subject: String,
-        headers: async_nats::HeaderMap,
-        payload: bytes::Bytes,
+        message: impl FnOnce(js::Reply) -> Outgoing,
+        agency: AgencyId,
         ctx: &mut Context<Self>,
         waiter: impl FnOnce(Published) -> Waiter + 'static,
     ) {
         let Some(r) = self.js.as_mut() else { return };
         let (reply, acked) = oneshot::channel();
-        let agency = subject.rsplit('.').next().and_then(|a| a.parse::<AgencyId>().ok());
         // A full or closed queue drops the message and its reply: the request is refused below.
-        let _ = r.publish.try_send(Outgoing { subject, headers, payload, reply });
+        let _ = r.publish.try_send(message(reply));
         ctx.spawn(acked.into_actor(self).map(move |result, store, ctx| {
             let result = result.unwrap_or_else(|_| Err("the publish was dropped".into()));
             let Some(r) = store.js.as_mut() else { return };
@@ -221,10 +287,8 @@ impl BetStore {
                 }
                 Err(e) => {
                     // Later batches of the agency must not pass over the one refused.
-                    if let Some(agency) = agency {
-                        let written = store.progress.get(&agency).map_or(0, |p| p.written);
-                        r.published.insert(agency, written);
-                    }
+                    let written = store.progress.get(&agency).map_or(0, |p| p.written);
+                    r.published.insert(agency, written);
                     warn!(store.log, "action: publish | result: fail"; "error" => &e);
                     waiter(Published { sequence: 0, duplicate: false }).refuse(unavailable(e));
                 }
@@ -267,19 +331,13 @@ impl BetStore {
                 let count = msg.bets.len() as u32;
                 drop(tx.send(Ok(Stored { first_index: first, count, newly_stored: 0 })));
             }
-            Ok(Publish::Rows { first, skip, stream: name }) => {
+            Ok(Publish::Rows { first, skip }) => {
                 let (agency, count) = (msg.agency, msg.bets.len() as u32);
-                let mut rows = Vec::new();
-                storage::render_rows(&mut rows, agency, msg.bets.raw_iter().skip(skip));
-                let from = first + skip as u64;
-                let (subject, headers, payload) = js::bets_message(&name, agency, from, count - skip as u32, rows);
-                self.send_out(subject, headers, payload, ctx, move |acked| Waiter::Batch {
-                    tx,
-                    agency,
-                    first,
-                    count,
-                    acked,
-                });
+                let mut payload = Vec::new();
+                storage::render_rows(&mut payload, agency, msg.bets.raw_iter().skip(skip));
+                let (from, rows) = (first + skip as u64, u64::from(count) - skip as u64);
+                let bets = move |reply| Outgoing::Bets { agency, first: from, rows, payload, reply };
+                self.send_out(bets, agency, ctx, move |acked| Waiter::Batch { tx, agency, first, count, acked });
             }
         }
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
@@ -311,7 +369,7 @@ impl BetStore {
         self.fence.compare(msg.agency, first, &msg.bets, skip)?;
         let r = self.js.as_mut().ok_or(StoreError::Closed)?;
         r.published.insert(msg.agency, published.max(first + count));
-        Ok(Publish::Rows { first, skip, stream: r.link.name.clone() })
+        Ok(Publish::Rows { first, skip })
     }
 
     pub(super) fn js_mark_done(

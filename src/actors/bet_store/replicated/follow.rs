@@ -7,19 +7,23 @@ use crate::storage::jetstream::Entry;
 use async_nats::jetstream::Message as JsMessage;
 use futures_util::StreamExt;
 
-/// One item of the stream reader, forwarded into the mailbox in stream order.
+/// One item of a stream reader (its generation), forwarded into the mailbox in stream order.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Follow(Result<JsMessage, push::OrderedError>);
+struct Follow(u64, Result<JsMessage, push::OrderedError>);
 
-/// The stream reader ended.
+/// The stream reader of this generation ended.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct FollowEnded;
+struct FollowEnded(u64);
 
 impl BetStore {
+    /// Makes a new stream reader from the first message the view lacks; the
+    /// older reader, if any, is superseded (what it still delivers is ignored).
     pub(super) fn subscribe(&mut self, ctx: &mut Context<Self>) {
-        let Some(r) = self.js.as_ref() else { return };
+        let Some(r) = self.js.as_mut() else { return };
+        r.generation += 1;
+        let generation = r.generation;
         let (stream, inbox, start) = (r.link.stream.clone(), r.link.client.new_inbox(), r.applied + 1);
         let make = async move {
             let config = push::OrderedConfig {
@@ -31,51 +35,59 @@ impl BetStore {
             consumer.messages().await.map_err(|e| e.to_string())
         };
         ctx.spawn(make.into_actor(self).map(move |made, store, ctx| match made {
+            _ if store.js.as_ref().is_none_or(|r| r.generation != generation) || store.closed => {}
             Ok(mut messages) => {
                 info!(store.log, "action: follow_stream | result: success"; "from_sequence" => start);
                 let addr = ctx.address();
                 let follower = actix::spawn(async move {
                     while let Some(item) = messages.next().await {
                         // Waiting for each answer keeps the mailbox bounded.
-                        if addr.send(Follow(item)).await.is_err() {
+                        if addr.send(Follow(generation, item)).await.is_err() {
                             return;
                         }
                     }
-                    addr.do_send(FollowEnded);
+                    addr.do_send(FollowEnded(generation));
                 });
                 if let Some(r) = store.js.as_mut() {
-                    r.follower = Some(follower);
+                    if let Some(older) = r.follower.replace(follower) {
+                        older.abort();
+                    }
                 }
             }
             Err(e) => {
                 warn!(store.log, "action: follow_stream | result: fail"; "from_sequence" => start, "error" => e);
-                ctx.run_later(RESUBSCRIBE_AFTER, |store, ctx| store.subscribe(ctx));
+                ctx.run_later(RESUBSCRIBE_AFTER, move |store, ctx| {
+                    if store.js.as_ref().is_some_and(|r| r.generation == generation) {
+                        store.subscribe(ctx);
+                    }
+                });
             }
         }));
     }
 
-    /// Applies one stream message to the view; returns the rows it added.
-    fn apply(&mut self, entry: Entry) -> u32 {
+    /// Applies one stream message to the view; returns the agency and the
+    /// range of its rows the message added.
+    fn apply(&mut self, entry: Entry) -> Option<(AgencyId, u64, u64)> {
         match entry {
             Entry::Bets { agency, first, rows, payload } => {
                 let p = self.progress.entry(agency).or_default();
-                let Some((start, added)) = fresh_part(p.written, p.done, first, rows, &payload) else { return 0 };
+                let (start, added) = fresh_part(p.written, p.done, first, rows, &payload)?;
                 let fresh = &payload[start..];
                 let at = p.written;
-                let Some(file) = self.file.as_mut() else { return 0 };
+                let file = self.file.as_mut()?;
                 if let Err(e) = file.append_rendered(fresh) {
                     let e = StoreError::from(e);
                     error!(self.log, "action: apply_stream | result: fail"; "error" => %e);
                     if let Some(r) = self.js.as_mut() {
                         r.failed = Some(e);
                     }
-                    return 0;
+                    return None;
                 }
                 self.fence.applied_rows(agency, at, fresh);
                 p.written += added;
                 p.synced = p.written;
                 self.appends += 1;
-                added as u32
+                Some((agency, at, at + added))
             }
             Entry::Done { agency, total } => {
                 let p = self.progress.entry(agency).or_default();
@@ -85,7 +97,7 @@ impl BetStore {
                         coordinator.do_send(AgencyDone { agency });
                     }
                 }
-                0
+                None
             }
         }
     }
@@ -115,7 +127,10 @@ fn done_counts(count: u64, done: bool, total: u64) -> bool {
 impl Handler<Follow> for BetStore {
     type Result = ();
 
-    fn handle(&mut self, Follow(item): Follow, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Follow(generation, item): Follow, ctx: &mut Context<Self>) {
+        if self.js.as_ref().is_none_or(|r| r.generation != generation) {
+            return;
+        }
         let msg = match item {
             Ok(msg) => msg,
             Err(e) => {
@@ -145,15 +160,17 @@ impl Handler<Follow> for BetStore {
                 if let Some(r) = self.js.as_mut() {
                     r.skipped += 1;
                 }
-                0
+                None
             }
         };
         if let Some(r) = self.js.as_mut() {
             r.applied = seq;
-            if r.recent.len() == RECENT {
-                r.recent.pop_front();
+            if let Some((agency, from, to)) = added {
+                if r.recent.len() == RECENT {
+                    r.recent.pop_front();
+                }
+                r.recent.push_back(Added { sequence: seq, agency, from, to });
             }
-            r.recent.push_back((seq, added));
         }
         self.release(seq, ctx);
     }
@@ -163,12 +180,16 @@ impl Handler<FollowEnded> for BetStore {
     type Result = ();
 
     /// The reader ended (it recreates itself on most faults): read on from the next message.
-    fn handle(&mut self, _: FollowEnded, ctx: &mut Context<Self>) {
-        if self.closed {
+    fn handle(&mut self, FollowEnded(generation): FollowEnded, ctx: &mut Context<Self>) {
+        if self.closed || self.js.as_ref().is_none_or(|r| r.generation != generation) {
             return;
         }
         warn!(self.log, "action: follow_stream | result: fail"; "error" => "the stream reader ended; following again");
-        ctx.run_later(RESUBSCRIBE_AFTER, |store, ctx| store.subscribe(ctx));
+        ctx.run_later(RESUBSCRIBE_AFTER, move |store, ctx| {
+            if store.js.as_ref().is_some_and(|r| r.generation == generation) {
+                store.subscribe(ctx);
+            }
+        });
     }
 }
 
