@@ -237,6 +237,50 @@ fn a_lost_quorum_for_a_few_seconds_refuses_batches_and_then_every_agency_finishe
     }
 }
 
+/// Deletes every consumer of `stream` (what a node restart does to an ordered
+/// consumer's memory state); returns how many there were.
+fn delete_consumers(urls: &str, stream: &str) -> usize {
+    use futures_util::StreamExt;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(urls.split(',').collect::<Vec<_>>()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(stream).await.unwrap();
+        let names: Vec<String> = stream.consumer_names().filter_map(|n| async { n.ok() }).collect().await;
+        for name in &names {
+            stream.delete_consumer(name).await.unwrap();
+        }
+        names.len()
+    })
+}
+
+#[test]
+fn a_stream_reader_whose_consumer_vanishes_is_replaced_and_the_draw_runs() {
+    const AGENCIES: u32 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let summaries = datagen::generate(&data, AGENCIES, 20_000, 7, 7574).unwrap();
+    let total: u64 = summaries.iter().map(|s| s.bets).sum();
+    let cluster = Cluster::start(&dir.path().join("nats"), 1);
+    let urls = cluster.urls();
+    let port = free_port();
+    let mut server = replica(dir.path(), "server1", port, AGENCIES, &urls, "vanish");
+    let mut clients = agencies_over(dir.path(), &data, AGENCIES, &[port]);
+    let view = view_of(dir.path(), "server1");
+    wait_for_a_fifth(&view, total);
+    // The reader's consumer is gone, the client library hears nothing for
+    // 10 s; the batches in flight still land in the stream, so the view lags
+    // its end without moving, and the store replaces the reader.
+    assert_eq!(delete_consumers(&urls, "vanish"), 1, "the replica reads through one consumer");
+    check_outcome(&view, &summaries, &mut clients, std::slice::from_ref(&server));
+    let replaced = server.lines.count("the stream reader made no progress behind the stream's end");
+    assert!(replaced >= 1, "the stalled reader was not replaced:\n{}", server.lines.dump());
+    assert_eq!(rows_in(&view), total);
+    sorteo_head(&server, total);
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success(), "{}", server.lines.dump());
+}
+
 #[test]
 fn an_unreachable_nats_url_at_start_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -148,9 +148,9 @@ pub type Reply = oneshot::Sender<Result<Published, String>>;
 
 /// Messages the stream has not acked yet, at most. While this many wait, what
 /// the replica decides queues up and is published as fewer, larger messages:
-/// JetStream's cost is mostly per message (a Raft entry, a write and an fsync on
-/// each node), not per byte.
-pub const IN_FLIGHT: usize = 16;
+/// each message is a Raft entry, a write and (sync always) an fsync on every
+/// node, so fewer of them cost less where an fsync is dear.
+pub const IN_FLIGHT: usize = 64;
 /// A coalesced message carries at most this many payload bytes.
 pub const COALESCE_BYTES: usize = 64 << 10;
 /// Queued requests taken at once for coalescing.
