@@ -188,7 +188,8 @@ impl Default for StoreSpec {
 
 /// The group being written: its CRC32C, its BLAKE3 digest (with a key), its
 /// rows so far and each one's CRC32C (little-endian, as the sidecar stores them;
-/// bounded by the group's bound, [`MAX_GROUP`] and one write).
+/// bounded by the group's bound, [`MAX_GROUP`] and one write). The store feeds
+/// it each write's bytes as they leave for the file, still in the cache.
 pub struct Sealer {
     crc: u32,
     digest: Option<blake3::Hasher>,
@@ -196,15 +197,15 @@ pub struct Sealer {
     row_crcs: Vec<u8>,
     /// CRC32C of the row begun in an earlier chunk, not yet ended.
     row_crc: u32,
-    keyed: bool,
 }
 
 impl Sealer {
     pub fn new(keyed: bool) -> Sealer {
-        Sealer { crc: 0, digest: keyed.then(blake3::Hasher::new), rows: 0, row_crcs: Vec::new(), row_crc: 0, keyed }
+        Sealer { crc: 0, digest: keyed.then(blake3::Hasher::new), rows: 0, row_crcs: Vec::new(), row_crc: 0 }
     }
 
     /// Takes in the group's next bytes (cut anywhere; the group ends with a `\n`).
+    /// BLAKE3 is fastest given many KiB at once (it hashes 1 KiB chunks side by side).
     pub fn absorb(&mut self, bytes: &[u8]) {
         self.crc = crc32c::crc32c_append(self.crc, bytes);
         if let Some(digest) = &mut self.digest {
@@ -220,18 +221,30 @@ impl Sealer {
     }
 
     /// The record of the group `start..end` after the head `prev`, and its
-    /// bytes in the sidecar (the fixed part, then the row CRCs); the sealer
-    /// starts a fresh group.
-    pub fn seal(&mut self, key: Option<&ChainKey>, prev: &[u8; 32], start: u64, end: u64) -> (Record, Vec<u8>) {
-        let mut done = std::mem::replace(self, Sealer::new(self.keyed));
-        let head = match (key, done.digest) {
-            (Some(key), Some(digest)) => chain_step(key, prev, start, end, done.rows, digest.finalize().as_bytes()),
+    /// bytes in the sidecar (the fixed part, then the row CRCs). The sealer
+    /// keeps the group (a failed seal can be tried again) until [`reset`](Self::reset).
+    pub fn record(&self, key: Option<&ChainKey>, prev: &[u8; 32], start: u64, end: u64) -> (Record, Vec<u8>) {
+        let head = match (key, &self.digest) {
+            (Some(key), Some(digest)) => chain_step(key, prev, start, end, self.rows, digest.finalize().as_bytes()),
             _ => [0u8; 32],
         };
-        let rec = Record { keyed: key.is_some(), crc: done.crc, start, end, rows: done.rows, head };
-        let mut bytes = rec.encode().to_vec();
-        bytes.append(&mut done.row_crcs);
+        let rec = Record { keyed: key.is_some(), crc: self.crc, start, end, rows: self.rows, head };
+        let mut bytes = Vec::with_capacity(RECORD_LEN + self.row_crcs.len());
+        bytes.extend_from_slice(&rec.encode());
+        bytes.extend_from_slice(&self.row_crcs);
         (rec, bytes)
+    }
+
+    /// Starts a fresh group (after its record is on disk).
+    pub fn reset(&mut self) {
+        self.crc = 0;
+        self.rows = 0;
+        self.row_crc = 0;
+        // Its room stays: at most a [`MAX_UNSEALED`] group's row CRCs.
+        self.row_crcs.clear();
+        if let Some(digest) = &mut self.digest {
+            digest.reset();
+        }
     }
 }
 
@@ -286,15 +299,18 @@ mod tests {
         let seal = |key: &ChainKey, bytes: &[u8], prev: [u8; 32], start: u64| {
             let mut s = Sealer::new(true);
             s.absorb(bytes);
-            s.seal(Some(key), &prev, start, start + bytes.len() as u64).0
+            s.record(Some(key), &prev, start, start + bytes.len() as u64).0
         };
         let base = seal(&k1, b"1,A,B,1,2000-01-01,1\n", [0; 32], 0);
         assert_eq!(base.rows, 1);
         assert_eq!(base.crc, crc32c::crc32c(b"1,A,B,1,2000-01-01,1\n"));
         let mut two = Sealer::new(false);
         two.absorb(b"1,A,B,1,2000-01-01,1\n2,C,D,3,2001-02-03,4\n");
-        let (rec, bytes) = two.seal(None, &[0; 32], 0, 44);
+        let (rec, bytes) = two.record(None, &[0; 32], 0, 44);
         assert_eq!((rec.rows, rec.sidecar_len(), bytes.len()), (2, 72, 72));
+        two.reset();
+        two.absorb(b"1,A,B,1,2000-01-01,1\n");
+        assert_eq!(two.record(None, &[0; 32], 0, 21).0, Record { rows: 1, end: 21, crc: base.crc, ..rec });
         assert_eq!(bytes[64..68], crc32c::crc32c(b"1,A,B,1,2000-01-01,1\n").to_le_bytes());
         assert_eq!(bytes[68..], crc32c::crc32c(b"2,C,D,3,2001-02-03,4\n").to_le_bytes());
         for other in [
