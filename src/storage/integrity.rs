@@ -224,7 +224,8 @@ impl Sealer {
 
     /// The record of the group `start..end` after the head `prev`, and its
     /// bytes in the sidecar (the fixed part, then the row CRCs). The sealer
-    /// keeps the group (a failed seal can be tried again) until [`reset`](Self::reset).
+    /// keeps the group until [`reset`](Self::reset), so after a failed seal it
+    /// still holds every byte past the last seal that succeeded.
     pub fn record(&self, key: Option<&ChainKey>, prev: &[u8; 32], start: u64, end: u64) -> (Record, Vec<u8>) {
         let head = match (key, &self.digest) {
             (Some(key), Some(digest)) => {
