@@ -175,11 +175,12 @@ fn raw_lanes(bytes: &[u8], b: &[usize; LANES + 1]) -> [u32; LANES] {
     // words' bytes before it, masked).
     let pad: [usize; LANES] = std::array::from_fn(|r| 8 * words - len(r));
     let mut state = pad.map(|p| u64::from(PRE[p]));
-    // SAFETY: row r's words are the 8 words bytes ending at b[r + 1] <= len,
-    // the first at b[r + 1] - 8 words >= b[1] - 8 words >= 0 (both checked
-    // above); its masks are the 8 words from KEEP's byte MAX_PAD + 1 - pad
-    // (pad <= MAX_PAD), ending at MAX_PAD + 1 - pad + 8 words <= MAX_PAD + 1
-    // + long + 7 <= KEEP's length (long <= MAX_WIDE). Unaligned reads of u64.
+    // SAFETY: row r's words are the 8 * words bytes ending at b[r + 1] <=
+    // bytes.len(), the first at b[r + 1] - 8 * words >= b[1] - 8 * words >= 0
+    // (both checked above); its masks are the 8 * words bytes from KEEP's byte
+    // MAX_PAD + 1 - pad (pad <= MAX_PAD, checked above), ending at
+    // MAX_PAD + 1 - pad + 8 * words = MAX_PAD + 1 + len(r) <= MAX_PAD + 1 +
+    // MAX_WIDE, within KEEP. Every read is of a u64 at any alignment.
     unsafe {
         let data: [*const u8; LANES] = std::array::from_fn(|r| bytes.as_ptr().add(b[r + 1] - 8 * words));
         let keep: [*const u8; LANES] = std::array::from_fn(|r| KEEP.as_ptr().add(MAX_PAD + 1 - pad[r]));
