@@ -38,7 +38,6 @@ pub use file_io::{plain, FileIo, WrapFile};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 #[cfg(test)]
@@ -101,12 +100,11 @@ pub struct BetFile {
     /// A failed append could not be rolled back: the file may end in a torn row,
     /// so it takes no more rows (reopening cuts the tail).
     poisoned: bool,
-    /// The same open file, for reading a group back to seal it.
-    reader: File,
     /// The group records (`None` only in the benchmark's baseline).
     sidecar: Option<Sidecar>,
-    /// Where a group is read back to be sealed (one chunk, reused).
-    seal_buf: Vec<u8>,
+    /// The group since the last seal: every byte written to the file since
+    /// then, taken in as it was written (used only with a sidecar).
+    sealer: Sealer,
     /// The last sealed group's end, rows, head and sidecar length.
     sealed: Position,
     spec: StoreSpec,
@@ -188,9 +186,8 @@ impl BetFile {
             len,
             synced_len: len,
             poisoned: false,
-            reader,
             sidecar,
-            seal_buf: Vec::new(),
+            sealer: Sealer::new(spec.key.is_some()),
             sealed: scanned.pos,
             spec: spec.clone(),
         };
@@ -284,6 +281,10 @@ impl BetFile {
         }
         match self.file.write_all(&self.pending) {
             Ok(()) => {
+                if self.sidecar.is_some() {
+                    // Sealed as written, while the rows are still in the cache.
+                    self.sealer.absorb(&self.pending);
+                }
                 self.len += self.pending.len() as u64;
                 self.pending.clear();
                 // One batch past a chunk at most; keep no more between bursts.
@@ -325,17 +326,17 @@ impl BetFile {
         self.seal(true)
     }
 
-    /// Seals the bytes written since the last seal. With `durable` the bets'
-    /// `fdatasync` runs here while a second thread reads the group back from the
-    /// page cache, digests it, appends its record to the sidecar and syncs that:
-    /// the sealing's CPU and the sidecar's flush overlap the bets' flush instead
-    /// of following it. Only once both are done do the seal's counters move, so a
-    /// failure leaves them at the last group that is whole on disk (where a
-    /// reopen cuts). A crash between the two syncs can leave the last record on
-    /// disk without all of its rows: opening cuts that group, which no ack
-    /// covered (see [`check::scan`]).
+    /// Seals the bytes written since the last seal (taken in by the sealer as
+    /// they were written). With `durable` the bets' `fdatasync` runs here while
+    /// a second thread appends the group's record to the sidecar and syncs
+    /// that: the two flushes overlap instead of following each other. Only once
+    /// both are done do the seal's counters move and the sealer start a new
+    /// group, so a failure leaves them at the last group that is whole on disk
+    /// (where a reopen cuts). A crash between the two syncs can leave the last
+    /// record on disk without all of its rows: opening cuts that group, which
+    /// no ack covered (see [`check::scan`]).
     fn seal(&mut self, durable: bool) -> Result<(), StorageError> {
-        let BetFile { path, file, reader, sidecar, sealed, spec, seal_buf, len, .. } = self;
+        let BetFile { path, file, sidecar, sealed, spec, sealer, len, .. } = self;
         let io_err = |source| StorageError::Io { path: path.clone(), source };
         let Some(side) = sidecar.as_mut().filter(|_| *len != sealed.bets) else {
             if durable {
@@ -345,35 +346,38 @@ impl BetFile {
             self.sealed.bets = self.len;
             return Ok(());
         };
-        let group = GroupSeal { reader, path, spec, prev: *sealed, end: *len, durable };
-        let (bets, rec) = if durable {
+        let (rec, bytes) = sealer.record(spec.key.as_deref(), &sealed.head, sealed.bets, *len);
+        let prev_sidecar = sealed.sidecar;
+        let (bets, appended) = if durable {
             std::thread::scope(|scope| {
-                let sealing =
-                    std::thread::Builder::new().name("seal".into()).spawn_scoped(scope, || group.seal(side, seal_buf));
+                let sealing = std::thread::Builder::new()
+                    .name("seal".into())
+                    .spawn_scoped(scope, || append_record(side, &bytes, prev_sidecar, true));
                 let bets = file.sync_data();
-                let rec = match sealing {
+                let appended = match sealing {
                     Ok(handle) => handle.join().unwrap_or_else(|_| {
                         Err(SealError::Failed(io_err(io::Error::other("the sealing thread panicked"))))
                     }),
                     Err(e) => Err(SealError::Failed(io_err(e))),
                 };
-                (bets, rec)
+                (bets, appended)
             })
         } else {
-            (Ok(()), group.seal(side, seal_buf))
+            (Ok(()), append_record(side, &bytes, prev_sidecar, false))
         };
-        let rec = match rec {
-            Ok(rec) => rec,
+        match appended {
+            Ok(()) => {}
             Err(SealError::Failed(e)) => return Err(e),
             Err(SealError::Poisoned(e)) => {
                 self.poisoned = true;
                 return Err(e);
             }
-        };
+        }
         bets.map_err(io_err)?;
         if durable {
             self.synced_len = self.len;
         }
+        self.sealer.reset();
         self.sealed = Position {
             bets: self.len,
             rows: self.sealed.rows + rec.rows,
@@ -392,42 +396,20 @@ enum SealError {
     Poisoned(StorageError),
 }
 
-/// One group to seal: the bytes `prev.bets..end` of the bets file.
-struct GroupSeal<'a> {
-    reader: &'a File,
-    path: &'a Path,
-    spec: &'a StoreSpec,
-    prev: Position,
-    end: u64,
-    durable: bool,
-}
-
-impl GroupSeal<'_> {
-    /// Reads the group back (through `buf`, at most [`WRITE_CHUNK`] at a time),
-    /// appends its record and row CRCs to the sidecar, and with `durable` syncs it.
-    fn seal(&self, side: &mut Sidecar, buf: &mut Vec<u8>) -> Result<integrity::Record, SealError> {
-        let io_err = |source| SealError::Failed(StorageError::Io { path: self.path.to_path_buf(), source });
-        let mut sealer = Sealer::new(self.spec.key.is_some());
-        buf.resize(WRITE_CHUNK, 0);
-        let mut at = self.prev.bets;
-        while at < self.end {
-            let want = ((self.end - at) as usize).min(buf.len());
-            self.reader.read_exact_at(&mut buf[..want], at).map_err(io_err)?;
-            sealer.absorb(&buf[..want]);
-            at += want as u64;
-        }
-        let (rec, bytes) = sealer.seal(self.spec.key.as_deref(), &self.prev.head, self.prev.bets, self.end);
-        if let Err(e) = side.file.write_all(&bytes) {
-            return Err(match side.file.set_len(self.prev.sidecar) {
-                Ok(()) => SealError::Failed(side.io_err(e)),
-                Err(_) => SealError::Poisoned(side.io_err(e)),
-            });
-        }
-        if self.durable {
-            side.file.sync_data().map_err(|e| SealError::Failed(side.io_err(e)))?;
-        }
-        Ok(rec)
+/// Appends a group's record (`bytes`, its fixed part and row CRCs) to the
+/// sidecar, which ends at `prev_len`, and with `durable` syncs it. A failed
+/// write is cut back to `prev_len`.
+fn append_record(side: &mut Sidecar, bytes: &[u8], prev_len: u64, durable: bool) -> Result<(), SealError> {
+    if let Err(e) = side.file.write_all(bytes) {
+        return Err(match side.file.set_len(prev_len) {
+            Ok(()) => SealError::Failed(side.io_err(e)),
+            Err(_) => SealError::Poisoned(side.io_err(e)),
+        });
     }
+    if durable {
+        side.file.sync_data().map_err(|e| SealError::Failed(side.io_err(e)))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
