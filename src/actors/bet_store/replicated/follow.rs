@@ -65,6 +65,43 @@ impl BetStore {
         }));
     }
 
+    /// The stream reader must not stall silently: the client's ordered
+    /// consumer recreates itself when heartbeats stop or a sequence is
+    /// skipped, but a reader that gets heartbeats and no messages while the
+    /// stream grows would leave this replica's draw waiting for a Done it never
+    /// reads. When the view lags the stream's end and did not move over a whole
+    /// check period, the reader is replaced by a new one from the next message.
+    pub(super) fn check_lag(&mut self, ctx: &mut Context<Self>) {
+        let Some(r) = self.js.as_mut() else { return };
+        if r.lag_check || r.failed.is_some() || self.closed {
+            return;
+        }
+        r.lag_check = true;
+        let stream = r.link.stream.clone();
+        let tail = async move { stream.get_info().await.map(|i| i.state.last_sequence) };
+        ctx.spawn(tail.into_actor(self).map(|tail, store, ctx| {
+            let Some(r) = store.js.as_mut() else { return };
+            r.lag_check = false;
+            // Without an answer nothing is known: the next period asks again.
+            let Ok(last) = tail else { return };
+            if last <= r.applied {
+                r.lagging_at = None;
+                return;
+            }
+            if r.lagging_at != Some(r.applied) {
+                r.lagging_at = Some(r.applied);
+                return;
+            }
+            warn!(store.log, "action: follow_stream | result: fail"; "applied_sequence" => r.applied,
+                "stream_last_sequence" => last, "error" => "the stream reader made no progress behind the stream's end; following again");
+            r.lagging_at = None;
+            if let Some(follower) = r.follower.take() {
+                follower.abort();
+            }
+            store.subscribe(ctx);
+        }));
+    }
+
     /// Applies one stream message to the view; returns the agency and the
     /// range of its rows the message added.
     fn apply(&mut self, entry: Entry) -> Option<(AgencyId, u64, u64)> {
