@@ -86,6 +86,8 @@ pub(super) struct Replicated {
     lagging_at: Option<u64>,
     /// A lag check is waiting for the stream's end.
     lag_check: bool,
+    /// Since when the newest reader is being made (`None` once it was).
+    making_since: Option<Instant>,
     /// The local view could not be written: every request is refused.
     failed: Option<StoreError>,
     skipped: u64,
@@ -131,6 +133,7 @@ impl BetStore {
             generation: 0,
             lagging_at: None,
             lag_check: false,
+            making_since: None,
             failed: None,
             skipped: 0,
         }));

@@ -7,6 +7,9 @@ use crate::storage::jetstream::Entry;
 use async_nats::jetstream::Message as JsMessage;
 use futures_util::StreamExt;
 
+/// How long a reader being made is waited for before a lag check may replace it.
+const MAKING_LIMIT: Duration = Duration::from_secs(15);
+
 /// One item of a stream reader (its generation), forwarded into the mailbox in stream order.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -23,6 +26,7 @@ impl BetStore {
     pub(super) fn subscribe(&mut self, ctx: &mut Context<Self>) {
         let Some(r) = self.js.as_mut() else { return };
         r.generation += 1;
+        r.making_since = Some(Instant::now());
         let generation = r.generation;
         let (stream, inbox, start) = (r.link.stream.clone(), r.link.client.new_inbox(), r.applied + 1);
         let make = async move {
@@ -37,6 +41,9 @@ impl BetStore {
         ctx.spawn(make.into_actor(self).map(move |made, store, ctx| match made {
             _ if store.js.as_ref().is_none_or(|r| r.generation != generation) || store.closed => {}
             Ok(mut messages) => {
+                if let Some(r) = store.js.as_mut() {
+                    r.making_since = None;
+                }
                 info!(store.log, "action: follow_stream | result: success"; "from_sequence" => start);
                 let addr = ctx.address();
                 let follower = actix::spawn(async move {
@@ -73,7 +80,9 @@ impl BetStore {
     /// check period, the reader is replaced by a new one from the next message.
     pub(super) fn check_lag(&mut self, ctx: &mut Context<Self>) {
         let Some(r) = self.js.as_mut() else { return };
-        if r.lag_check || r.failed.is_some() || self.closed {
+        // A reader being made is given its time (a slow answer is not a stall).
+        let making = r.making_since.is_some_and(|at| at.elapsed() < MAKING_LIMIT);
+        if r.lag_check || making || r.failed.is_some() || self.closed {
             return;
         }
         r.lag_check = true;
